@@ -1,0 +1,36 @@
+"""Tenant scoping that views cannot bypass: every object a view touches is the key's project's."""
+
+from rest_framework.views import APIView
+
+from engagement_platform.errors import NotFound
+from engagement_platform.ids import parse_uuid
+
+
+class ProjectScopedAPIView(APIView):
+    """Base for every keyed API view.
+
+    Subclasses declare `required_scopes = {"GET": Scope.X, ...}` and reach objects only
+    through `scoped()` / `get_scoped_or_404()`, which filter by the key's project, so a
+    foreign id answers exactly like an id that does not exist.
+    """
+
+    required_scopes: dict[str, str] = {}
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "get_queryset" in cls.__dict__:
+            raise TypeError(f"{cls.__name__} must not override get_queryset; use scoped().")
+
+    @property
+    def project(self):
+        return self.request.user
+
+    def scoped(self, queryset):
+        return queryset.filter(project=self.project)
+
+    def get_scoped_or_404(self, queryset, pk, resource: str):
+        uid = parse_uuid(pk)
+        found = self.scoped(queryset).filter(pk=uid).first() if uid is not None else None
+        if found is None:
+            raise NotFound(resource)
+        return found

@@ -1,0 +1,27 @@
+"""JSON encoding and bounded decoding shared by the parsers and the error pages."""
+
+import json
+
+
+class JsonTooDeep(ValueError):
+    pass
+
+
+def dumps(value) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def loads_strict(raw: bytes):
+    """Decode UTF-8 JSON, refusing NaN/Infinity, invalid UTF-8 and absurd nesting."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError("the body is not valid UTF-8") from exc
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except RecursionError as exc:
+        raise JsonTooDeep("the JSON is nested too deeply") from exc

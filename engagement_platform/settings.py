@@ -1,0 +1,185 @@
+"""Settings for the engagement platform. Every deployment value comes from the environment."""
+
+from pathlib import Path
+
+import dj_database_url
+
+from engagement_platform.env import get_from_env
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+DEBUG = get_from_env("DEBUG", False, cast=bool)
+SECRET_KEY = get_from_env("SECRET_KEY", "insecure-local-development-key-change-me-in-production")
+ALLOWED_HOSTS = get_from_env("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "testserver"], cast=list)
+CSRF_TRUSTED_ORIGINS = get_from_env("CSRF_TRUSTED_ORIGINS", [], cast=list)
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "apikeys",
+    "renders",
+    "reports",
+]
+
+MIDDLEWARE = [
+    "engagement_platform.middleware.RequestIdMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "engagement_platform.urls"
+WSGI_APPLICATION = "engagement_platform.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# Database: PostgreSQL in production and CI, SQLite as the embedded local default.
+DATABASES = {
+    "default": dj_database_url.parse(
+        get_from_env("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
+        conn_max_age=get_from_env("DATABASE_CONN_MAX_AGE", 60, cast=int),
+        conn_health_checks=True,
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # IMMEDIATE takes the write lock at BEGIN, so check-then-write sequences serialize.
+    DATABASES["default"]["OPTIONS"] = {"transaction_mode": "IMMEDIATE", "timeout": 30}
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    # A file, not memory, so tests with real threads share one database.
+    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / ".test-db.sqlite3")}
+else:
+    DATABASES["default"].setdefault("OPTIONS", {})
+    DATABASES["default"]["OPTIONS"].setdefault(
+        "connect_timeout", get_from_env("DATABASE_CONNECT_TIMEOUT", 3, cast=int)
+    )
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Cache: shared Redis in production (rate limits must be shared by every worker).
+_cache_url = get_from_env("CACHE_URL", None) or get_from_env("REDIS_URL", None)
+if _cache_url and _cache_url.startswith(("redis://", "rediss://", "unix://")):
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": _cache_url,
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+RATE_LIMIT_FAIL_OPEN = get_from_env("RATE_LIMIT_FAIL_OPEN", True, cast=bool)
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = Path(get_from_env("STATIC_ROOT", str(BASE_DIR / "staticfiles")))
+MEDIA_ROOT = Path(get_from_env("MEDIA_ROOT", str(BASE_DIR / "media")))
+MEDIA_URL = "media/"
+
+# Public base URL used for absolute links in emails; request host is used when unset.
+PUBLIC_BASE_URL = get_from_env("PUBLIC_BASE_URL", "")
+
+# Renders
+RENDER_MAX_BYTES = get_from_env("RENDER_MAX_BYTES", 25 * 1024 * 1024, cast=int)
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+
+# Mail
+EMAIL_BACKEND = get_from_env("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+EMAIL_FILE_PATH = get_from_env("EMAIL_FILE_PATH", str(BASE_DIR / "var" / "mail"))
+EMAIL_HOST = get_from_env("EMAIL_HOST", "localhost")
+EMAIL_PORT = get_from_env("EMAIL_PORT", 25, cast=int)
+EMAIL_HOST_USER = get_from_env("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = get_from_env("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = get_from_env("EMAIL_USE_TLS", False, cast=bool)
+EMAIL_TIMEOUT = get_from_env("EMAIL_TIMEOUT", 10, cast=int)
+DEFAULT_FROM_EMAIL = get_from_env("DEFAULT_FROM_EMAIL", "documents@engagement.localhost")
+
+# Security headers (production values come from the environment).
+SECURE_SSL_REDIRECT = get_from_env("SECURE_SSL_REDIRECT", False, cast=bool)
+SECURE_HSTS_SECONDS = get_from_env("SECURE_HSTS_SECONDS", 0, cast=int)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = get_from_env("SECURE_HSTS_INCLUDE_SUBDOMAINS", False, cast=bool)
+SECURE_HSTS_PRELOAD = get_from_env("SECURE_HSTS_PRELOAD", False, cast=bool)
+SESSION_COOKIE_SECURE = get_from_env("SESSION_COOKIE_SECURE", False, cast=bool)
+CSRF_COOKIE_SECURE = get_from_env("CSRF_COOKIE_SECURE", False, cast=bool)
+if get_from_env("SECURE_PROXY_SSL_HEADER", False, cast=bool):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "SAMEORIGIN"
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["apikeys.authentication.ApiKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["apikeys.permissions.HasRequiredScope"],
+    "DEFAULT_THROTTLE_CLASSES": ["apikeys.throttling.ProjectRateLimit"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["engagement_platform.parsers.BoundedJSONParser"],
+    "EXCEPTION_HANDLER": "engagement_platform.errors.exception_handler",
+    "UNAUTHENTICATED_USER": None,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Engagement platform API",
+    "DESCRIPTION": "Render engagement (documents) and engagement reports (email) from one data model.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+LOG_LEVEL = get_from_env("LOG_LEVEL", "INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"json": {"()": "engagement_platform.logging.JsonFormatter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json"}},
+    "root": {"handlers": ["console"], "level": "WARNING"},
+    "loggers": {
+        "engagement_platform": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+        "django.request": {"handlers": [], "level": "CRITICAL", "propagate": False},
+        "django.server": {"handlers": [], "level": "CRITICAL", "propagate": False},
+    },
+}
+
+# API bodies
+JSON_MAX_BODY_BYTES = get_from_env("JSON_MAX_BODY_BYTES", 1024 * 1024, cast=int)
+PROBLEM_TYPE_BASE = get_from_env("PROBLEM_TYPE_BASE", "https://engagement-platform.dev/problems/")

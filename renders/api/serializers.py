@@ -1,0 +1,121 @@
+"""Parsing and shaping for the render-side API (camelCase, millisecond `Z` timestamps)."""
+
+import base64
+import binascii
+import json
+from datetime import datetime
+
+from django.urls import reverse
+from rest_framework import serializers
+
+from engagement_platform.clock import iso_ms
+from engagement_platform.errors import ValidationFailed, validation_failed_from_drf
+from engagement_platform.ids import parse_uuid
+from renders.models import PARTNER_EVENT_TYPES
+from renders.services import METADATA_MAX_BYTES, metadata_size_bytes
+
+
+class StrictObjectSerializer(serializers.Serializer):
+    """Accepts a JSON object with only the declared keys."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, dict):
+            raise serializers.ValidationError({"non_field_errors": ["Expected a JSON object."]})
+        errors = {key: ["Unknown field."] for key in sorted(set(data) - set(self.fields))}
+        try:
+            value = super().to_internal_value(data)
+        except serializers.ValidationError as exc:
+            errors.update(exc.detail)
+        if errors:
+            raise serializers.ValidationError(errors)
+        return value
+
+
+class PartnerEventSerializer(StrictObjectSerializer):
+    eventType = serializers.ChoiceField(choices=[t.value for t in PARTNER_EVENT_TYPES])
+    metadata = serializers.JSONField(required=False, allow_null=True, default=None)
+
+    def validate_metadata(self, value):
+        if value is not None and not isinstance(value, dict):
+            raise serializers.ValidationError("Must be a JSON object or null.")
+        if value is not None and metadata_size_bytes(value) > METADATA_MAX_BYTES:
+            raise serializers.ValidationError(f"Must be at most {METADATA_MAX_BYTES} bytes serialized.")
+        return value
+
+
+def parse_or_raise(serializer_class, data, **kwargs) -> dict:
+    serializer = serializer_class(data=data, **kwargs)
+    if not serializer.is_valid():
+        raise validation_failed_from_drf(serializer.errors)
+    return serializer.validated_data
+
+
+def render_json(render, request) -> dict:
+    return {
+        "id": str(render.id),
+        "name": render.name,
+        "status": render.status,
+        "sizeBytes": render.size_bytes,
+        "createdAt": iso_ms(render.created_at),
+        "downloadUrl": request.build_absolute_uri(reverse("render-download", args=[render.id])),
+    }
+
+
+def event_json(event) -> dict:
+    return {
+        "id": str(event.id),
+        "eventType": event.event_type,
+        "actorKind": event.actor_kind,
+        "shareId": str(event.share_id) if event.share_id else None,
+        "sourceIp": event.source_ip,
+        "userAgent": event.user_agent,
+        "metadata": event.metadata,
+        "createdAt": iso_ms(event.created_at),
+    }
+
+
+def summary_json(summary) -> dict:
+    return {
+        "counts": summary.counts,
+        "linkOpens": summary.link_opens,
+        "total": summary.total,
+        "recent": [event_json(event) for event in summary.recent],
+    }
+
+
+# Cursor pagination -------------------------------------------------------------------------
+
+LIMIT_DEFAULT, LIMIT_MAX = 20, 100
+
+
+def encode_cursor(render) -> str:
+    raw = json.dumps([render.created_at.isoformat(), str(render.id)]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(value: str):
+    try:
+        padded = value + "=" * (-len(value) % 4)
+        created_at, render_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        parsed_id = parse_uuid(render_id)
+        parsed_at = datetime.fromisoformat(created_at)
+        if parsed_id is None or parsed_at.tzinfo is None:
+            raise ValueError
+        return parsed_at, parsed_id
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError, json.JSONDecodeError):
+        raise ValidationFailed(field_errors={"cursor": ["Not a cursor returned by this API."]}) from None
+
+
+def parse_page_params(query) -> tuple[int, tuple | None]:
+    errors = {}
+    limit = LIMIT_DEFAULT
+    raw_limit = query.get("limit")
+    if raw_limit is not None:
+        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= LIMIT_MAX:
+            errors["limit"] = [f"Must be an integer from 1 to {LIMIT_MAX}."]
+        else:
+            limit = int(raw_limit)
+    if errors:
+        raise ValidationFailed(field_errors=errors)
+    cursor = query.get("cursor")
+    return limit, decode_cursor(cursor) if cursor else None

@@ -1,0 +1,11 @@
+from django.urls import path
+
+from renders.api import views
+
+urlpatterns = [
+    path("renders", views.RenderCollectionView.as_view(), name="render-list"),
+    path("renders/<str:render_id>", views.RenderDetailView.as_view(), name="render-detail"),
+    path("renders/<str:render_id>/download", views.RenderDownloadView.as_view(), name="render-download"),
+    path("renders/<str:render_id>/engagement", views.RenderEngagementView.as_view(), name="render-engagement"),
+    path("renders/<str:render_id>/events", views.RenderEventsView.as_view(), name="render-events"),
+]

@@ -1,0 +1,101 @@
+"""Render-side HTTP surface: thin views over renders.services and renders.selectors."""
+
+from django.conf import settings
+from django.http import FileResponse
+from rest_framework.parsers import MultiPartParser
+from rest_framework.response import Response
+
+from apikeys.models import Scope
+from apikeys.scoping import ProjectScopedAPIView
+from engagement_platform.errors import InvalidJson, PayloadTooLarge, ValidationFailed
+from renders.api.serializers import (
+    PartnerEventSerializer,
+    encode_cursor,
+    parse_or_raise,
+    parse_page_params,
+    render_json,
+    summary_json,
+)
+from renders.models import ActorKind, Render
+from renders.selectors import engagement_summary, render_page
+from renders.services import client_ip, record_event, render_create
+
+MULTIPART_OVERHEAD_BYTES = 64 * 1024
+EVENT_BODY_MAX_BYTES = 64 * 1024
+
+
+def require_body(request) -> None:
+    """An empty body is not JSON (DRF would read it as `{}`)."""
+    if request.META.get("CONTENT_LENGTH") in (None, "", "0") and "HTTP_TRANSFER_ENCODING" not in request.META:
+        raise InvalidJson("The request body is empty; send a JSON object.")
+
+
+class RenderCollectionView(ProjectScopedAPIView):
+    required_scopes = {"GET": Scope.RENDERS_READ, "POST": Scope.RENDERS_WRITE}
+    parser_classes = [MultiPartParser]
+    accepts_json_body = False
+
+    def get(self, request):
+        limit, after = parse_page_params(request.query_params)
+        renders, has_more = render_page(project=self.project, limit=limit, after=after)
+        return Response({
+            "data": [render_json(render, request) for render in renders],
+            "nextCursor": encode_cursor(renders[-1]) if has_more else None,
+        })
+
+    def post(self, request):
+        declared = request.META.get("CONTENT_LENGTH") or "0"
+        if declared.isdigit() and int(declared) > settings.RENDER_MAX_BYTES + MULTIPART_OVERHEAD_BYTES:
+            raise PayloadTooLarge(settings.RENDER_MAX_BYTES)
+        uploaded = request.FILES.get("file")
+        if uploaded is None:
+            raise ValidationFailed(field_errors={"file": ["Required: the PDF as a multipart file field."]})
+        name = request.data.get("name") or uploaded.name or ""
+        if len(name) > 255:
+            raise ValidationFailed(field_errors={"name": ["Must be at most 255 characters."]})
+        render = render_create(project=self.project, uploaded_file=uploaded, name=name)
+        return Response(render_json(render, request), status=201)
+
+
+class RenderDetailView(ProjectScopedAPIView):
+    required_scopes = {"GET": Scope.RENDERS_READ}
+
+    def get(self, request, render_id):
+        render = self.get_scoped_or_404(Render.objects.all(), render_id, "render")
+        return Response(render_json(render, request))
+
+
+class RenderDownloadView(ProjectScopedAPIView):
+    required_scopes = {"GET": Scope.RENDERS_READ}
+
+    def get(self, request, render_id):
+        render = self.get_scoped_or_404(Render.objects.all(), render_id, "render")
+        return FileResponse(render.file.open("rb"), content_type="application/pdf", as_attachment=True,
+                            filename=f"{render.name or render.id}".removesuffix(".pdf") + ".pdf")
+
+
+class RenderEngagementView(ProjectScopedAPIView):
+    required_scopes = {"GET": Scope.RENDERS_READ}
+
+    def get(self, request, render_id):
+        render = self.get_scoped_or_404(Render.objects.all(), render_id, "render")
+        return Response(summary_json(engagement_summary(render=render)))
+
+
+class RenderEventsView(ProjectScopedAPIView):
+    required_scopes = {"POST": Scope.RENDERS_WRITE}
+    max_body_bytes = EVENT_BODY_MAX_BYTES
+
+    def post(self, request, render_id):
+        render = self.get_scoped_or_404(Render.objects.all(), render_id, "render")
+        require_body(request)
+        body = parse_or_raise(PartnerEventSerializer, request.data)
+        result = record_event(
+            render=render,
+            event_type=body["eventType"],
+            actor_kind=ActorKind.PARTNER,
+            source_ip=client_ip(request.META),
+            user_agent=request.META.get("HTTP_USER_AGENT"),
+            metadata=body.get("metadata"),
+        )
+        return Response({"recorded": result.recorded})

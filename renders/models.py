@@ -1,0 +1,131 @@
+import secrets
+
+from django.db import models
+
+from apikeys.models import Project
+from engagement_platform.clock import now
+from engagement_platform.ids import new_id
+
+SHARE_TOKEN_BYTES = 24  # 192 bits, 32 URL-safe characters
+
+
+class EventType(models.TextChoices):
+    VIEWED = "viewed"
+    DOWNLOADED = "downloaded"
+    PRINTED = "printed"
+    EMAIL_OPENED = "email_opened"
+    EMAIL_SENT = "email_sent"
+    SHARE_CREATED = "share_created"
+    SHARE_REVOKED = "share_revoked"
+
+
+PARTNER_EVENT_TYPES = (EventType.VIEWED, EventType.DOWNLOADED, EventType.PRINTED)
+DEDUPED_EVENT_TYPES = frozenset(PARTNER_EVENT_TYPES)
+LINK_OPENS_COUNTER = "linkOpens"
+
+
+class ActorKind(models.TextChoices):
+    RECIPIENT = "recipient"
+    PARTNER = "partner"
+    SYSTEM = "system"
+
+
+class RenderStatus(models.TextChoices):
+    SUCCEEDED = "succeeded"
+
+
+def render_upload_path(instance, filename):
+    return f"renders/{instance.project_id}/{instance.id}.pdf"
+
+
+class Render(models.Model):
+    id = models.UUIDField(primary_key=True, default=new_id, editable=False)
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="renders")
+    name = models.CharField(max_length=255, blank=True)
+    status = models.CharField(max_length=20, choices=RenderStatus.choices, default=RenderStatus.SUCCEEDED)
+    file = models.FileField(upload_to=render_upload_path, max_length=300)
+    size_bytes = models.BigIntegerField()
+    created_at = models.DateTimeField(default=now, editable=False)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["project", "-created_at", "-id"], name="render_project_recent")]
+
+    def __str__(self):
+        return self.name or str(self.id)
+
+
+def new_share_token() -> str:
+    return secrets.token_urlsafe(SHARE_TOKEN_BYTES)
+
+
+class Share(models.Model):
+    id = models.UUIDField(primary_key=True, default=new_id, editable=False)
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="shares")
+    render = models.ForeignKey(Render, on_delete=models.CASCADE, related_name="shares")
+    token = models.CharField(max_length=64, unique=True, default=new_share_token, editable=False)
+    label = models.CharField(max_length=200, blank=True)
+    recipient = models.EmailField(max_length=254, blank=True, help_text="Set when minted for an email.")
+    created_at = models.DateTimeField(default=now, editable=False)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["render", "-created_at"], name="share_render_recent")]
+
+    def __str__(self):
+        return self.label or self.recipient or str(self.id)
+
+    def is_open(self, at) -> bool:
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > at)
+
+
+class EngagementEvent(models.Model):
+    id = models.UUIDField(primary_key=True, default=new_id, editable=False)
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    render = models.ForeignKey(Render, on_delete=models.CASCADE, related_name="events")
+    share = models.ForeignKey(Share, on_delete=models.SET_NULL, null=True, blank=True, related_name="events")
+    event_type = models.CharField(max_length=20, choices=EventType.choices)
+    actor_kind = models.CharField(max_length=20, choices=ActorKind.choices)
+    source_ip = models.GenericIPAddressField(null=True, blank=True, unpack_ipv4=False)
+    user_agent = models.CharField(max_length=512, null=True, blank=True)
+    metadata = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(default=now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["render", "-created_at", "-id"], name="event_render_recent"),
+            models.Index(fields=["project", "created_at"], name="event_project_time"),
+        ]
+
+    def __str__(self):
+        return f"{self.event_type} on {self.render_id}"
+
+
+class EngagementCounter(models.Model):
+    """Per-render counts kept exact in the same transaction as each event insert."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    render = models.ForeignKey(Render, on_delete=models.CASCADE, related_name="counters")
+    key = models.CharField(max_length=20)  # an EventType value, or LINK_OPENS_COUNTER
+    count = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "render", "key"], name="counter_unique_per_render_key"),
+        ]
+
+
+class DedupeMark(models.Model):
+    """When an event of one dedupe key was last recorded; written atomically with the event."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    dedupe_key = models.CharField(max_length=200)
+    last_recorded_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "dedupe_key"], name="dedupe_unique_per_project_key"),
+        ]

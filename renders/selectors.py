@@ -1,0 +1,42 @@
+"""Reads on renders: the engagement summary and the render list."""
+
+from dataclasses import dataclass
+
+from django.db.models import Q
+
+from renders.models import LINK_OPENS_COUNTER, EngagementCounter, EngagementEvent, EventType, Render
+
+RECENT_EVENTS_LIMIT = 25
+
+
+@dataclass(frozen=True)
+class EngagementSummary:
+    counts: dict[str, int]
+    link_opens: int
+    total: int
+    recent: list[EngagementEvent]
+
+
+def engagement_summary(*, render: Render) -> EngagementSummary:
+    """Two indexed reads whatever the number of events: the counter rows and the 25 newest events."""
+    stored = dict(EngagementCounter.objects.filter(render=render).values_list("key", "count"))
+    counts = {event_type.value: stored.get(event_type.value, 0) for event_type in EventType}
+    recent = list(
+        EngagementEvent.objects.filter(render=render).order_by("-created_at", "-id")[:RECENT_EVENTS_LIMIT]
+    )
+    return EngagementSummary(
+        counts=counts,
+        link_opens=stored.get(LINK_OPENS_COUNTER, 0),
+        total=sum(counts.values()),
+        recent=recent,
+    )
+
+
+def render_page(*, project, limit: int, after: tuple | None):
+    """One page of the project's renders, newest first, keyset-paginated on (created_at, id)."""
+    queryset = Render.objects.filter(project=project).order_by("-created_at", "-id")
+    if after is not None:
+        created_at, render_id = after
+        queryset = queryset.filter(Q(created_at__lt=created_at) | Q(created_at=created_at, id__lt=render_id))
+    rows = list(queryset[: limit + 1])
+    return rows[:limit], len(rows) > limit

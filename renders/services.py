@@ -1,0 +1,119 @@
+"""Writes on renders and their engagement events."""
+
+import ipaddress
+import json
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+
+from engagement_platform.clock import now
+from engagement_platform.errors import PayloadTooLarge, ValidationFailed
+from renders.models import (
+    DEDUPED_EVENT_TYPES,
+    LINK_OPENS_COUNTER,
+    EngagementEvent,
+    EventType,
+    Render,
+    Share,
+)
+from renders.upserts import add_to_counters, claim_dedupe_mark
+
+DEDUPE_WINDOW = timedelta(minutes=5)
+USER_AGENT_MAX_LENGTH = 512
+METADATA_MAX_BYTES = 16 * 1024
+PDF_MAGIC = b"%PDF-"
+
+
+@dataclass(frozen=True)
+class RecordResult:
+    recorded: bool
+    event: EngagementEvent | None = None
+
+
+def render_create(*, project, uploaded_file, name: str | None = None) -> Render:
+    """Store an uploaded PDF as a render of `project`."""
+    if uploaded_file.size > settings.RENDER_MAX_BYTES:
+        raise PayloadTooLarge(settings.RENDER_MAX_BYTES)
+    uploaded_file.seek(0)
+    if uploaded_file.read(len(PDF_MAGIC)) != PDF_MAGIC:
+        raise ValidationFailed(field_errors={"file": ["The file is not a PDF (it must start with %PDF-)."]})
+    uploaded_file.seek(0)
+    render = Render(project=project, name=name or "", size_bytes=uploaded_file.size)
+    render.file.save(f"{render.id}.pdf", uploaded_file, save=False)
+    render.save()
+    return render
+
+
+def metadata_size_bytes(metadata) -> int:
+    return len(json.dumps(metadata, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+
+
+def dedupe_key_for(*, render_id, share_id, event_type: str, source_ip: str | None) -> str:
+    return f"{render_id}|{share_id or '-'}|{event_type}|{source_ip or '-'}"
+
+
+def counter_increments(event_type: str, share_id) -> dict[str, int]:
+    increments = {event_type: 1}
+    if event_type == EventType.VIEWED and share_id is not None:
+        increments[LINK_OPENS_COUNTER] = 1
+    return increments
+
+
+def record_event(*, render: Render, event_type: str, actor_kind: str, share: Share | None = None,
+                 source_ip: str | None = None, user_agent: str | None = None, metadata=None,
+                 at=None) -> RecordResult:
+    """Record one engagement event, deduped for viewed/downloaded/printed, counters kept exact."""
+    at = at or now()
+    share_id = share.pk if share is not None else None
+    with transaction.atomic():
+        if event_type in DEDUPED_EVENT_TYPES and not claim_dedupe_mark(
+            project_id=render.project_id,
+            dedupe_key=dedupe_key_for(render_id=render.pk, share_id=share_id, event_type=event_type,
+                                      source_ip=source_ip),
+            at=at,
+            window=DEDUPE_WINDOW,
+        ):
+            return RecordResult(recorded=False)
+        event = EngagementEvent.objects.create(
+            project_id=render.project_id,
+            render=render,
+            share_id=share_id,
+            event_type=event_type,
+            actor_kind=actor_kind,
+            source_ip=source_ip,
+            user_agent=truncate_user_agent(user_agent),
+            metadata=metadata,
+            created_at=at,
+        )
+        add_to_counters(project_id=render.project_id, render_id=render.pk,
+                        increments=counter_increments(event_type, share_id))
+    return RecordResult(recorded=True, event=event)
+
+
+def truncate_user_agent(user_agent: str | None) -> str | None:
+    if not user_agent:
+        return None
+    return user_agent[:USER_AGENT_MAX_LENGTH]
+
+
+def valid_ip(value: str | None) -> str | None:
+    if not value:
+        return None
+    try:
+        return str(ipaddress.ip_address(value.strip()))
+    except ValueError:
+        return None
+
+
+def client_ip(meta) -> str | None:
+    """First hop of X-Forwarded-For, else X-Real-IP, else the peer; invalid values are skipped."""
+    forwarded = meta.get("HTTP_X_FORWARDED_FOR", "")
+    candidates = [forwarded.split(",")[0]] if forwarded else []
+    candidates += [meta.get("HTTP_X_REAL_IP"), meta.get("REMOTE_ADDR")]
+    for candidate in candidates:
+        ip = valid_ip(candidate)
+        if ip is not None:
+            return ip
+    return None

@@ -1,0 +1,127 @@
+"""Shared fixtures: projects, keys, an HTTP client per key, renders, and a movable clock."""
+
+import shutil
+import tempfile
+import threading
+from datetime import UTC, datetime
+
+import pytest
+import time_machine
+from django.core.cache import cache
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection, connections
+from rest_framework.test import APIClient
+
+from apikeys.models import ALL_SCOPES
+from apikeys.services import apikey_issue, project_create
+from renders.services import render_create
+
+PDF_BYTES = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
+
+requires_postgres = pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="row-level concurrency is only meaningful on PostgreSQL"
+)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_media(settings):
+    media = tempfile.mkdtemp(prefix="media-")
+    settings.MEDIA_ROOT = media
+    yield
+    shutil.rmtree(media, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    cache.clear()
+    yield
+    cache.clear()
+
+
+_names = iter(range(1, 10**9))
+
+
+@pytest.fixture
+def make_project(db):
+    def make(name=None, **plan):
+        return project_create(name=name or f"project-{next(_names)}", **plan)
+
+    return make
+
+
+@pytest.fixture
+def project(make_project):
+    return make_project("acme")
+
+
+@pytest.fixture
+def make_key(db):
+    def make(project, scopes=None, **kwargs):
+        return apikey_issue(project=project, scopes=ALL_SCOPES if scopes is None else scopes, **kwargs)
+
+    return make
+
+
+@pytest.fixture
+def make_client():
+    """An APIClient that sends `Authorization: Bearer <raw key>` (or nothing)."""
+
+    def make(raw_key=None, **headers):
+        client = APIClient()
+        if raw_key is not None:
+            client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw_key}", **headers)
+        return client
+
+    return make
+
+
+@pytest.fixture
+def api(project, make_key, make_client):
+    """A client holding a full-scope key of `project`."""
+    return make_client(make_key(project).raw_key)
+
+
+@pytest.fixture
+def make_render(db):
+    def make(project, name="Quote.pdf", content=PDF_BYTES):
+        upload = SimpleUploadedFile(name, content, content_type="application/pdf")
+        return render_create(project=project, uploaded_file=upload, name=name)
+
+    return make
+
+
+@pytest.fixture
+def render(project, make_render):
+    return make_render(project)
+
+
+@pytest.fixture
+def clock():
+    """A frozen, movable clock: `clock.move_to(...)`, `clock.shift(seconds)`."""
+    with time_machine.travel(datetime(2026, 5, 3, 10, 20, tzinfo=UTC), tick=False) as traveller:
+        yield traveller
+
+
+def run_in_threads(count: int, target, *args):
+    """Run `target(index, *args)` in `count` threads released together; return their results."""
+    barrier = threading.Barrier(count)
+    results = [None] * count
+    errors = []
+
+    def worker(index):
+        try:
+            barrier.wait(timeout=30)
+            results[index] = target(index, *args)
+        except Exception as exc:  # surfaced to the test below
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    if errors:
+        raise errors[0]
+    return results
