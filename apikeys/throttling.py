@@ -33,6 +33,8 @@ def rate_limit_hit(*, project_id, limit: int, at: float | None = None) -> int | 
 class ProjectRateLimit(BaseThrottle):
     def allow_request(self, request, view):
         project = request.user
+        if project is None:  # views without a key (schema, docs) are not counted per project
+            return True
         try:
             wait = rate_limit_hit(project_id=project.pk, limit=project.rate_limit_per_minute)
         except Exception as exc:  # the cache server is down or unreachable

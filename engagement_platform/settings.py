@@ -28,6 +28,7 @@ INSTALLED_APPS = [
     "apikeys",
     "renders",
     "reports",
+    "demo",
 ]
 
 MIDDLEWARE = [
