@@ -1,7 +1,8 @@
 from django.contrib import admin
 from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from engagement_platform import health
+from engagement_platform import health, openapi  # noqa: F401  (openapi registers the auth scheme)
 
 handler404 = "engagement_platform.errors.handler404"
 handler500 = "engagement_platform.errors.handler500"
@@ -10,5 +11,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    path("v1/schema", SpectacularAPIView.as_view(), name="schema"),
+    path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("v1/", include("renders.api.urls")),
 ]

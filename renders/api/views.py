@@ -8,6 +8,14 @@ from rest_framework.response import Response
 from apikeys.models import Scope
 from apikeys.scoping import ProjectScopedAPIView
 from engagement_platform.errors import InvalidJson, PayloadTooLarge, ValidationFailed
+from engagement_platform.openapi import OpenApiResponse, keyed_operation
+from renders.api.schema import (
+    EngagementSummarySerializer,
+    RecordedSerializer,
+    RenderOutSerializer,
+    RenderPageSerializer,
+    RenderUploadSerializer,
+)
 from renders.api.serializers import (
     PartnerEventSerializer,
     encode_cursor,
@@ -35,6 +43,8 @@ class RenderCollectionView(ProjectScopedAPIView):
     parser_classes = [MultiPartParser]
     accepts_json_body = False
 
+    @keyed_operation(scope=Scope.RENDERS_READ, operation_id="listRenders", summary="List renders, newest first",
+                     responses={200: RenderPageSerializer}, errors=[400], parameters=[])
     def get(self, request):
         limit, after = parse_page_params(request.query_params)
         renders, has_more = render_page(project=self.project, limit=limit, after=after)
@@ -43,6 +53,9 @@ class RenderCollectionView(ProjectScopedAPIView):
             "nextCursor": encode_cursor(renders[-1]) if has_more else None,
         })
 
+    @keyed_operation(scope=Scope.RENDERS_WRITE, operation_id="createRender", summary="Upload a PDF as a render",
+                     request={"multipart/form-data": RenderUploadSerializer},
+                     responses={201: RenderOutSerializer}, errors=[400, 413])
     def post(self, request):
         declared = request.META.get("CONTENT_LENGTH") or "0"
         if declared.isdigit() and int(declared) > settings.RENDER_MAX_BYTES + MULTIPART_OVERHEAD_BYTES:
@@ -60,6 +73,8 @@ class RenderCollectionView(ProjectScopedAPIView):
 class RenderDetailView(ProjectScopedAPIView):
     required_scopes = {"GET": Scope.RENDERS_READ}
 
+    @keyed_operation(scope=Scope.RENDERS_READ, operation_id="getRender", summary="Get a render",
+                     responses={200: RenderOutSerializer}, errors=[404])
     def get(self, request, render_id):
         render = self.get_scoped_or_404(Render.objects.all(), render_id, "render")
         return Response(render_json(render, request))
@@ -68,6 +83,9 @@ class RenderDetailView(ProjectScopedAPIView):
 class RenderDownloadView(ProjectScopedAPIView):
     required_scopes = {"GET": Scope.RENDERS_READ}
 
+    @keyed_operation(scope=Scope.RENDERS_READ, operation_id="downloadRender", summary="Download a render's PDF",
+                     responses={(200, "application/pdf"): OpenApiResponse(bytes, description="The PDF.")},
+                     errors=[404])
     def get(self, request, render_id):
         render = self.get_scoped_or_404(Render.objects.all(), render_id, "render")
         return FileResponse(render.file.open("rb"), content_type="application/pdf", as_attachment=True,
@@ -77,6 +95,9 @@ class RenderDownloadView(ProjectScopedAPIView):
 class RenderEngagementView(ProjectScopedAPIView):
     required_scopes = {"GET": Scope.RENDERS_READ}
 
+    @keyed_operation(scope=Scope.RENDERS_READ, operation_id="getRenderEngagement",
+                     summary="Engagement summary of a render",
+                     responses={200: EngagementSummarySerializer}, errors=[404])
     def get(self, request, render_id):
         render = self.get_scoped_or_404(Render.objects.all(), render_id, "render")
         return Response(summary_json(engagement_summary(render=render)))
@@ -86,6 +107,8 @@ class RenderEventsView(ProjectScopedAPIView):
     required_scopes = {"POST": Scope.RENDERS_WRITE}
     max_body_bytes = EVENT_BODY_MAX_BYTES
 
+    @keyed_operation(scope=Scope.RENDERS_WRITE, operation_id="recordRenderEvent", summary="Record a partner-side event",
+                     request=PartnerEventSerializer, responses={200: RecordedSerializer}, errors=[400, 404, 413])
     def post(self, request, render_id):
         render = self.get_scoped_or_404(Render.objects.all(), render_id, "render")
         require_body(request)

@@ -1,0 +1,56 @@
+"""Response shapes of the render-side API, for the OpenAPI document."""
+
+from rest_framework import serializers
+
+from renders.models import ActorKind, EventType
+
+
+class RenderOutSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    name = serializers.CharField()
+    status = serializers.ChoiceField(choices=["succeeded"])
+    sizeBytes = serializers.IntegerField()
+    createdAt = serializers.DateTimeField()
+    downloadUrl = serializers.URLField()
+
+
+class RenderPageSerializer(serializers.Serializer):
+    data = RenderOutSerializer(many=True)
+    nextCursor = serializers.CharField(allow_null=True)
+
+
+class RenderUploadSerializer(serializers.Serializer):
+    file = serializers.FileField(help_text="The PDF (must start with %PDF-).")
+    name = serializers.CharField(required=False, max_length=255)
+
+
+class CountsSerializer(serializers.Serializer):
+    viewed = serializers.IntegerField()
+    downloaded = serializers.IntegerField()
+    printed = serializers.IntegerField()
+    email_opened = serializers.IntegerField()
+    email_sent = serializers.IntegerField()
+    share_created = serializers.IntegerField()
+    share_revoked = serializers.IntegerField()
+
+
+class EventOutSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    eventType = serializers.ChoiceField(choices=EventType.choices)
+    actorKind = serializers.ChoiceField(choices=ActorKind.choices)
+    shareId = serializers.UUIDField(allow_null=True)
+    sourceIp = serializers.CharField(allow_null=True)
+    userAgent = serializers.CharField(allow_null=True)
+    metadata = serializers.JSONField(allow_null=True)
+    createdAt = serializers.DateTimeField()
+
+
+class EngagementSummarySerializer(serializers.Serializer):
+    counts = CountsSerializer()
+    linkOpens = serializers.IntegerField()
+    total = serializers.IntegerField()
+    recent = EventOutSerializer(many=True)
+
+
+class RecordedSerializer(serializers.Serializer):
+    recorded = serializers.BooleanField()
