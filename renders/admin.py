@@ -1,7 +1,14 @@
-from django.contrib import admin
+from datetime import timedelta
 
-from renders.models import EngagementCounter, EngagementEvent, Render, Share
-from renders.selectors import engagement_summary
+from django.contrib import admin
+from django.utils.safestring import mark_safe
+
+from engagement_platform.clock import now
+from engagement_platform.svgchart import Series, line_chart
+from renders.models import EngagementCounter, EngagementEvent, EventType, Render, Share
+from renders.selectors import engagement_by_day, engagement_summary
+
+CHART_DAYS = 30
 
 
 class ShareInline(admin.TabularInline):
@@ -33,8 +40,10 @@ class RenderAdmin(admin.ModelAdmin):
     list_filter = ["project"]
     search_fields = ["name", "id"]
     list_select_related = ["project"]
-    readonly_fields = ["id", "project", "status", "file", "size_bytes", "created_at", "engagement_counts"]
-    fields = ["id", "project", "name", "status", "file", "size_bytes", "created_at", "engagement_counts"]
+    readonly_fields = ["id", "project", "status", "file", "size_bytes", "created_at", "engagement_counts",
+                       "engagement_chart"]
+    fields = ["id", "project", "name", "status", "file", "size_bytes", "created_at", "engagement_counts",
+              "engagement_chart"]
     inlines = [ShareInline]
     date_hierarchy = "created_at"
 
@@ -46,6 +55,21 @@ class RenderAdmin(admin.ModelAdmin):
         summary = engagement_summary(render=obj)
         parts = [f"{name}: {count}" for name, count in summary.counts.items()]
         return ", ".join(parts) + f"; link opens: {summary.link_opens}; total: {summary.total}"
+
+    @admin.display(description="Engagement over time")
+    def engagement_chart(self, obj):
+        return mark_safe(render_engagement_chart(obj))
+
+
+def render_engagement_chart(render, days: int = CHART_DAYS) -> str:
+    """Daily events of each type over the last `days` days, as SVG."""
+    until = now()
+    first_day = (until - timedelta(days=days - 1)).date()
+    day_list = [first_day + timedelta(days=i) for i in range(days)]
+    since = until.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=days - 1)
+    counts = engagement_by_day(render=render, since=since, until=until)
+    series = [Series(t.value, [counts.get((day, t.value), 0) for day in day_list]) for t in EventType]
+    return line_chart(title=f"Engagement per day, last {days} days (UTC)", days=day_list, series=series)
 
 
 @admin.register(EngagementEvent)
