@@ -106,8 +106,8 @@ class InsufficientScope(Forbidden):
     problem_code, title = "insufficient_scope", "Insufficient scope"
 
     def __init__(self, scope: str):
-        self.scope = scope
-        super().__init__(f"This key lacks the scope {scope!r} that this route requires.")
+        self.scope = str(scope)  # a Scope member's value, never its enum repr
+        super().__init__(f"This key lacks the scope '{self.scope}' that this route requires.")
 
     def problem_extra(self) -> dict:
         return {"scope": self.scope}
