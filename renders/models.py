@@ -81,6 +81,33 @@ class Share(models.Model):
         return self.revoked_at is None and (self.expires_at is None or self.expires_at > at)
 
 
+class RenderEmail(models.Model):
+    """One email of a render to one recipient. Its share's token is in the link, the click and the pixel."""
+
+    id = models.UUIDField(primary_key=True, default=new_id, editable=False)
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    render = models.ForeignKey(Render, on_delete=models.CASCADE, related_name="emails")
+    share = models.OneToOneField(Share, on_delete=models.CASCADE, related_name="email")
+    message_id = models.CharField(max_length=255, help_text="The Message-ID, also the report side's message id.")
+    channel_id = models.UUIDField(help_text="The report side's channel.")
+    from_address = models.EmailField(max_length=254)
+    recipient = models.EmailField(max_length=254)
+    subject = models.CharField(max_length=255)
+    sent_at = models.DateTimeField(default=now)
+    delivered_at = models.DateTimeField(null=True, blank=True, help_text="When the mail backend accepted it.")
+    failed_at = models.DateTimeField(null=True, blank=True, help_text="When the mail backend refused it.")
+
+    class Meta:
+        ordering = ["-sent_at", "-id"]
+        indexes = [models.Index(fields=["render", "-sent_at"], name="email_render_recent")]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "message_id"], name="email_unique_message_per_project"),
+        ]
+
+    def __str__(self):
+        return f"{self.subject} to {self.recipient}"
+
+
 class EngagementEvent(models.Model):
     id = models.UUIDField(primary_key=True, default=new_id, editable=False)
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from renders.api import views
+from renders.api import share_views, views
 
 urlpatterns = [
     path("renders", views.RenderCollectionView.as_view(), name="render-list"),
@@ -8,4 +8,7 @@ urlpatterns = [
     path("renders/<str:render_id>/download", views.RenderDownloadView.as_view(), name="render-download"),
     path("renders/<str:render_id>/engagement", views.RenderEngagementView.as_view(), name="render-engagement"),
     path("renders/<str:render_id>/events", views.RenderEventsView.as_view(), name="render-events"),
+    path("renders/<str:render_id>/shares", share_views.RenderSharesView.as_view(), name="render-shares"),
+    path("renders/<str:render_id>/shares/<str:share_id>", share_views.RenderShareDetailView.as_view(),
+         name="render-share-detail"),
 ]
