@@ -28,7 +28,7 @@ class ApiKeyAuthentication(BaseAuthentication):
 def bearer_token(request) -> str | None:
     try:
         header = get_authorization_header(request).decode("ascii")
-    except UnicodeDecodeError:
+    except UnicodeError:  # not Latin-1 (encoding) or not ASCII (decoding): not a key of ours
         return None
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer":
@@ -42,6 +42,6 @@ def touch_last_used(key: ApiKey, at) -> None:
         return
     threshold = at - LAST_USED_WRITE_INTERVAL
     ApiKey.objects.filter(pk=key.pk).filter(
-        Q(last_used_at__isnull=True) | Q(last_used_at__lt=threshold)
+        Q(last_used_at__isnull=True) | Q(last_used_at__lte=threshold)
     ).update(last_used_at=at)
     key.last_used_at = at

@@ -10,9 +10,12 @@ def required_scope_for(view, method: str) -> str:
     scopes = getattr(view, "required_scopes", None)
     if not scopes:
         raise ImproperlyConfigured(f"{type(view).__name__} declares no required_scopes.")
-    if method in ("HEAD", "OPTIONS"):
+    if method == "HEAD":
         method = "GET"
-    scope = scopes.get(method)
+    if method == "OPTIONS":  # describes the route: any scope the route declares will do, GET's first
+        scope = scopes.get("GET") or next(iter(scopes.values()))
+    else:
+        scope = scopes.get(method)
     if scope is None:
         raise ImproperlyConfigured(f"{type(view).__name__} declares no scope for {method}.")
     return scope

@@ -1,9 +1,17 @@
 """Tenant scoping that views cannot bypass: every object a view touches is the key's project's."""
 
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.views import APIView
 
 from engagement_platform.errors import NotFound
 from engagement_platform.ids import parse_uuid
+
+
+class FirstRendererNegotiation(DefaultContentNegotiation):
+    """API answers are JSON whatever `Accept` asks for: a browser's `text/html` is not a 406 (or a 500)."""
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
 
 
 class ProjectScopedAPIView(APIView):
@@ -15,6 +23,7 @@ class ProjectScopedAPIView(APIView):
     """
 
     required_scopes: dict[str, str] = {}
+    content_negotiation_class = FirstRendererNegotiation
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -10,14 +10,14 @@ from engagement_platform.errors import InternalError, api_error_response, log_un
 logger = logging.getLogger("engagement_platform.request")
 
 REQUEST_ID_HEADER = "X-Request-Id"
-_WELL_FORMED_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+_WELL_FORMED_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 # Public credentials in paths (share, pixel and click tokens) never reach a log line.
 _TOKEN_PATH = re.compile(r"^/(s|t|c)/[^/]+")
 
 
 def request_id_from(request) -> str:
     supplied = request.META.get("HTTP_X_REQUEST_ID", "")
-    if _WELL_FORMED_REQUEST_ID.match(supplied):
+    if _WELL_FORMED_REQUEST_ID.fullmatch(supplied):  # fullmatch: `$` would let a trailing newline in
         return supplied
     return uuid.uuid4().hex
 

@@ -125,3 +125,23 @@ def run_in_threads(count: int, target, *args):
     if errors:
         raise errors[0]
     return results
+
+
+def assert_envelope(response, status: int, code: str, message: str | None = None, **extra) -> dict:
+    """Check a render-side error: status, JSON type, and exactly `{"error": {code, message, requestId, **extra}}`.
+
+    `message=None` accepts any message; `requestId` must equal the response's `X-Request-Id`.
+    Returns the `error` object.
+    """
+    assert response.status_code == status, response.content
+    assert response["Content-Type"] == "application/json"
+    error = response.json()["error"]
+    expected = {
+        "code": code,
+        "message": error.get("message") if message is None else message,
+        "requestId": response["X-Request-Id"],
+        **extra,
+    }
+    assert response.json() == {"error": expected}
+    assert isinstance(error["message"], str) and error["message"]
+    return error
