@@ -9,7 +9,7 @@ import logging
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.db import DatabaseError, InterfaceError, OperationalError
 from django.http import Http404, HttpResponse
 from rest_framework import exceptions as drf
@@ -211,6 +211,8 @@ def to_api_error(exc: BaseException, view=None) -> ApiError:
         return RateLimited(int(exc.wait or 1))
     if isinstance(exc, RequestDataTooBig):
         return PayloadTooLarge()
+    if isinstance(exc, SuspiciousOperation):  # too many form fields or files, a disallowed host...
+        return ValidationFailed(form_errors=["The request is malformed or has too many fields or files."])
     if isinstance(exc, (OperationalError, InterfaceError)):
         logger.warning("database unavailable: %s", type(exc).__name__)
         return ServiceUnavailable()

@@ -50,6 +50,22 @@ def metadata_size_bytes(metadata) -> int:
     return len(json.dumps(metadata, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
 
 
+def contains_nul(value) -> bool:
+    """Whether a JSON value holds U+0000 in a key or a string, which PostgreSQL cannot store."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
 def dedupe_key_for(*, render_id, share_id, event_type: str, source_ip: str | None) -> str:
     return f"{render_id}|{share_id or '-'}|{event_type}|{source_ip or '-'}"
 
@@ -93,6 +109,7 @@ def record_event(*, render: Render, event_type: str, actor_kind: str, share: Sha
 
 
 def truncate_user_agent(user_agent: str | None) -> str | None:
+    user_agent = (user_agent or "").replace("\x00", "")  # NUL cannot be stored in a text column
     if not user_agent:
         return None
     return user_agent[:USER_AGENT_MAX_LENGTH]
@@ -102,9 +119,12 @@ def valid_ip(value: str | None) -> str | None:
     if not value:
         return None
     try:
-        return str(ipaddress.ip_address(value.strip()))
+        address = ipaddress.ip_address(value.strip())
     except ValueError:
         return None
+    if getattr(address, "scope_id", None):  # `fe80::1%eth0`: a zone names the sender's interface, not a client
+        return None
+    return str(address)
 
 
 def client_ip(meta) -> str | None:

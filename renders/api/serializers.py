@@ -3,7 +3,7 @@
 import base64
 import binascii
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 
 from django.urls import reverse
 from rest_framework import serializers
@@ -12,7 +12,7 @@ from engagement_platform.clock import iso_ms
 from engagement_platform.errors import ValidationFailed, validation_failed_from_drf
 from engagement_platform.ids import parse_uuid
 from renders.models import PARTNER_EVENT_TYPES
-from renders.services import METADATA_MAX_BYTES, metadata_size_bytes
+from renders.services import METADATA_MAX_BYTES, contains_nul, metadata_size_bytes
 
 
 class StrictObjectSerializer(serializers.Serializer):
@@ -40,6 +40,8 @@ class PartnerEventSerializer(StrictObjectSerializer):
             raise serializers.ValidationError("Must be a JSON object or null.")
         if value is not None and metadata_size_bytes(value) > METADATA_MAX_BYTES:
             raise serializers.ValidationError(f"Must be at most {METADATA_MAX_BYTES} bytes serialized.")
+        if value is not None and contains_nul(value):
+            raise serializers.ValidationError("Must not contain the character U+0000.")
         return value
 
 
@@ -48,6 +50,22 @@ def parse_or_raise(serializer_class, data, **kwargs) -> dict:
     if not serializer.is_valid():
         raise validation_failed_from_drf(serializer.errors)
     return serializer.validated_data
+
+
+RENDER_NAME_MAX_LENGTH = 255
+
+
+def parse_upload_name(data, uploaded) -> str:
+    """The optional multipart `name` field, defaulting to the uploaded file's name."""
+    name = data.get("name")
+    if name is not None and not isinstance(name, str):
+        raise ValidationFailed(field_errors={"name": ["Must be a text field, not a file."]})
+    name = name or uploaded.name or ""
+    if len(name) > RENDER_NAME_MAX_LENGTH:
+        raise ValidationFailed(field_errors={"name": [f"Must be at most {RENDER_NAME_MAX_LENGTH} characters."]})
+    if "\x00" in name:
+        raise ValidationFailed(field_errors={"name": ["Must not contain the character U+0000."]})
+    return name
 
 
 def render_json(render, request) -> dict:
@@ -101,8 +119,8 @@ def decode_cursor(value: str):
         parsed_at = datetime.fromisoformat(created_at)
         if parsed_id is None or parsed_at.tzinfo is None:
             raise ValueError
-        return parsed_at, parsed_id
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError, json.JSONDecodeError):
+        return parsed_at.astimezone(UTC), parsed_id  # OverflowError at the ends of the calendar
+    except (ValueError, TypeError, OverflowError, binascii.Error, UnicodeDecodeError, json.JSONDecodeError):
         raise ValidationFailed(field_errors={"cursor": ["Not a cursor returned by this API."]}) from None
 
 
@@ -111,7 +129,7 @@ def parse_page_params(query) -> tuple[int, tuple | None]:
     limit = LIMIT_DEFAULT
     raw_limit = query.get("limit")
     if raw_limit is not None:
-        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= LIMIT_MAX:
+        if not (raw_limit.isascii() and raw_limit.isdigit()) or not 1 <= int(raw_limit) <= LIMIT_MAX:
             errors["limit"] = [f"Must be an integer from 1 to {LIMIT_MAX}."]
         else:
             limit = int(raw_limit)

@@ -21,6 +21,7 @@ from renders.api.serializers import (
     encode_cursor,
     parse_or_raise,
     parse_page_params,
+    parse_upload_name,
     render_json,
     summary_json,
 )
@@ -58,14 +59,13 @@ class RenderCollectionView(ProjectScopedAPIView):
                      responses={201: RenderOutSerializer}, errors=[400, 413])
     def post(self, request):
         declared = request.META.get("CONTENT_LENGTH") or "0"
-        if declared.isdigit() and int(declared) > settings.RENDER_MAX_BYTES + MULTIPART_OVERHEAD_BYTES:
+        declared_bytes = int(declared) if declared.isascii() and declared.isdigit() else 0
+        if declared_bytes > settings.RENDER_MAX_BYTES + MULTIPART_OVERHEAD_BYTES:
             raise PayloadTooLarge(settings.RENDER_MAX_BYTES)
         uploaded = request.FILES.get("file")
         if uploaded is None:
             raise ValidationFailed(field_errors={"file": ["Required: the PDF as a multipart file field."]})
-        name = request.data.get("name") or uploaded.name or ""
-        if len(name) > 255:
-            raise ValidationFailed(field_errors={"name": ["Must be at most 255 characters."]})
+        name = parse_upload_name(request.data, uploaded)
         render = render_create(project=self.project, uploaded_file=uploaded, name=name)
         return Response(render_json(render, request), status=201)
 
