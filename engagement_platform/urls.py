@@ -14,5 +14,6 @@ urlpatterns = [
     path("v1/schema", SpectacularAPIView.as_view(), name="schema"),
     path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("v1/", include("renders.api.urls")),
+    path("v1/", include("reports.api.urls")),
     path("", include("renders.public.urls")),
 ]

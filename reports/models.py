@@ -1,0 +1,167 @@
+"""Message events and the daily rollups the engagement report reads.
+
+Every table that grows with traffic carries `project_id`, and its unique keys include it.
+"""
+
+from django.db import models
+
+from apikeys.models import Project
+from engagement_platform.clock import now
+from engagement_platform.ids import new_id
+
+EVENT_ID_MAX_LENGTH = 128
+MESSAGE_ID_MAX_LENGTH = 255
+EMAIL_MAX_LENGTH = 254
+DOMAIN_MAX_LENGTH = 253
+URL_MAX_LENGTH = 2048
+USER_AGENT_MAX_LENGTH = 512
+CHANNEL_KEY_LENGTH = 36  # a UUID in its canonical text form
+DEFAULT_CHANNEL_NAME = "Default"
+
+
+class MessageEventType(models.TextChoices):
+    SENT = "sent"
+    DELIVERED = "delivered"
+    OPENED = "opened"
+    CLICKED = "clicked"
+
+
+# Event types whose distinct recipients are counted per day (first-touch kinds).
+UNIQUE_COUNTED_TYPES = (MessageEventType.OPENED, MessageEventType.CLICKED)
+
+
+class RollupGrain(models.TextChoices):
+    """The filter combinations of the report; each keeps its own exact daily distinct counts."""
+
+    ALL = "all", "All traffic"
+    CHANNEL = "channel", "Per channel"
+    DOMAIN = "domain", "Per sending domain"
+    CHANNEL_DOMAIN = "channel_domain", "Per channel and sending domain"
+
+
+class Channel(models.Model):
+    """A sending channel, identified by the client's UUID and created on first use.
+
+    `external_id` is the UUID clients send; `id` equals it unless another project already
+    holds that UUID, so two projects may use the same channel UUID without meeting.
+    """
+
+    id = models.UUIDField(primary_key=True, default=new_id, editable=False)
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="channels")
+    external_id = models.UUIDField(editable=False, help_text="The channel UUID clients send.")
+    name = models.CharField(max_length=200, blank=True)
+    is_default = models.BooleanField(default=False, editable=False,
+                                     help_text="The channel emails use when they name none.")
+    created_at = models.DateTimeField(default=now, editable=False)
+
+    class Meta:
+        ordering = ["project", "created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "external_id"], name="channel_unique_per_project"),
+            models.UniqueConstraint(fields=["project"], condition=models.Q(is_default=True),
+                                    name="channel_one_default_per_project"),
+        ]
+
+    def __str__(self):
+        return self.name or str(self.external_id)
+
+
+class Message(models.Model):
+    """One email, created by its first event; later events of the same message id keep its attributes."""
+
+    id = models.UUIDField(primary_key=True, default=new_id, editable=False)
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    channel = models.ForeignKey(Channel, on_delete=models.PROTECT, related_name="messages")
+    client_message_id = models.CharField(max_length=MESSAGE_ID_MAX_LENGTH)
+    from_address = models.CharField(max_length=EMAIL_MAX_LENGTH)
+    from_domain = models.CharField(max_length=DOMAIN_MAX_LENGTH, help_text="Lowercased domain of the sender.")
+    recipient = models.CharField(max_length=EMAIL_MAX_LENGTH, help_text="Lowercased recipient address.")
+    render = models.ForeignKey("renders.Render", on_delete=models.SET_NULL, null=True, blank=True,
+                               related_name="messages")
+    created_at = models.DateTimeField(default=now, editable=False)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "client_message_id"], name="message_unique_per_project"),
+        ]
+
+    def __str__(self):
+        return f"{self.client_message_id} to {self.recipient}"
+
+
+class MessageEvent(models.Model):
+    id = models.UUIDField(primary_key=True, default=new_id, editable=False)
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="events")
+    client_event_id = models.CharField(max_length=EVENT_ID_MAX_LENGTH, help_text="The client's idempotency key.")
+    type = models.CharField(max_length=16, choices=MessageEventType.choices)
+    occurred_at = models.DateTimeField()
+    url = models.TextField(null=True, blank=True)
+    user_agent = models.CharField(max_length=USER_AGENT_MAX_LENGTH, null=True, blank=True)
+    received_at = models.DateTimeField(default=now, editable=False)
+
+    class Meta:
+        ordering = ["-occurred_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "client_event_id"], name="message_event_unique_per_project"),
+        ]
+        indexes = [models.Index(fields=["project", "occurred_at"], name="message_event_project_time")]
+
+    def __str__(self):
+        return f"{self.type} at {self.occurred_at:%Y-%m-%d %H:%M:%S}"
+
+
+class DailyRollup(models.Model):
+    """One UTC day of one grain: event counts and the day's exact distinct openers and clickers.
+
+    `channel_key` and `domain` are empty when the grain does not split by them.
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    grain = models.CharField(max_length=16, choices=RollupGrain.choices)
+    channel_key = models.CharField(max_length=CHANNEL_KEY_LENGTH, blank=True)
+    domain = models.CharField(max_length=DOMAIN_MAX_LENGTH, blank=True)
+    sent = models.BigIntegerField(default=0)
+    delivered = models.BigIntegerField(default=0)
+    opens = models.BigIntegerField(default=0)
+    clicks = models.BigIntegerField(default=0)
+    unique_opens = models.BigIntegerField(default=0)
+    unique_clicks = models.BigIntegerField(default=0)
+
+    class Meta:
+        ordering = ["project", "day", "grain", "channel_key", "domain"]
+        constraints = [
+            # Key order serves the report: one grain key's days are one index range.
+            models.UniqueConstraint(fields=["project", "grain", "channel_key", "domain", "day"],
+                                    name="rollup_unique_per_project_grain_day"),
+        ]
+        indexes = [models.Index(fields=["project", "day"], name="rollup_project_day")]
+
+    def __str__(self):
+        return f"{self.day} {self.grain} {self.channel_key} {self.domain}".strip()
+
+
+class DailyFirstTouch(models.Model):
+    """That a recipient opened (or clicked) on a day within one grain key: the distinct-count ledger.
+
+    A row is inserted with ON CONFLICT DO NOTHING; only the insert that creates it adds one
+    to the rollup's unique count, so the count is exact under concurrent batches.
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    kind = models.CharField(max_length=16, choices=MessageEventType.choices)
+    grain = models.CharField(max_length=16, choices=RollupGrain.choices)
+    channel_key = models.CharField(max_length=CHANNEL_KEY_LENGTH, blank=True)
+    domain = models.CharField(max_length=DOMAIN_MAX_LENGTH, blank=True)
+    recipient = models.CharField(max_length=EMAIL_MAX_LENGTH)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "day", "kind", "grain", "channel_key", "domain", "recipient"],
+                name="first_touch_unique_per_project_day_key",
+            ),
+        ]

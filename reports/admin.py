@@ -1,0 +1,68 @@
+from django.contrib import admin
+
+from reports.models import Channel, DailyRollup, Message, MessageEvent
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Raw traffic is written by ingestion only; operators read it."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Channel)
+class ChannelAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "external_id", "project", "is_default", "created_at"]
+    list_filter = ["project", "is_default"]
+    search_fields = ["name", "external_id"]
+    list_select_related = ["project"]
+    fields = ["name", "external_id", "id", "project", "is_default", "created_at"]
+    readonly_fields = ["external_id", "id", "project", "is_default", "created_at"]
+
+    def has_add_permission(self, request):
+        return False  # channels are created by their first message
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # messages keep pointing at their channel
+
+
+@admin.register(Message)
+class MessageAdmin(ReadOnlyAdmin):
+    list_display = ["client_message_id", "recipient", "from_address", "channel", "render", "project", "created_at"]
+    list_filter = ["project", "from_domain"]
+    search_fields = ["client_message_id", "recipient", "from_address"]
+    list_select_related = ["project", "channel", "render"]
+    date_hierarchy = "created_at"
+
+
+@admin.register(MessageEvent)
+class MessageEventAdmin(ReadOnlyAdmin):
+    list_display = ["occurred_at", "type", "recipient", "message", "channel", "client_event_id", "project"]
+    list_filter = ["type", "project"]
+    search_fields = ["client_event_id", "message__client_message_id", "message__recipient"]
+    list_select_related = ["project", "message", "message__channel"]
+    date_hierarchy = "occurred_at"
+    show_full_result_count = False  # the table grows with traffic; skip the extra COUNT(*)
+
+    @admin.display(ordering="message__recipient")
+    def recipient(self, obj):
+        return obj.message.recipient
+
+    @admin.display(ordering="message__channel")
+    def channel(self, obj):
+        return obj.message.channel
+
+
+@admin.register(DailyRollup)
+class DailyRollupAdmin(ReadOnlyAdmin):
+    list_display = ["day", "grain", "channel_key", "domain", "sent", "delivered", "opens", "unique_opens",
+                    "clicks", "unique_clicks", "project"]
+    list_filter = ["grain", "project"]
+    list_select_related = ["project"]
+    date_hierarchy = "day"

@@ -1,0 +1,68 @@
+"""Report-side HTTP surface: thin views over reports.services and reports.selectors."""
+
+from drf_spectacular.utils import OpenApiParameter
+from rest_framework.response import Response
+
+from apikeys.models import Scope
+from apikeys.scoping import ProjectScopedAPIView
+from engagement_platform.openapi import OpenApiResponse, keyed_operation
+from reports.api.filters import parse_report_query
+from reports.api.serializers import (
+    EngagementReportSerializer,
+    IngestResultSerializer,
+    MessageEventBatchSerializer,
+    bucket_json,
+    parse_event_batch,
+)
+from reports.selectors import GroupBy, engagement_report, report_window
+from reports.services import ingest_message_events
+
+# 1000 events with long URLs and user agents fit; larger bodies are refused before parsing.
+EVENT_BATCH_MAX_BODY_BYTES = 4 * 1024 * 1024
+
+REPORT_PARAMETERS = [
+    OpenApiParameter("from", str, description="Window start, RFC 3339 with an offset or Z (inclusive). "
+                     "Default: the later of 30 days before `to` and the start of the plan's retention."),
+    OpenApiParameter("to", str, description="Window end, RFC 3339 with an offset or Z (exclusive). Default: now."),
+    OpenApiParameter("group_by", str, enum=GroupBy.values, description="UTC bucket: day (default), "
+                     "week (ISO, Monday) or month."),
+    OpenApiParameter("channel", str, description="Only this channel (UUID)."),
+    OpenApiParameter("identity", str, description="Only this sending domain: an email address (its domain "
+                     "counts) or a bare domain; case-insensitive."),
+]
+
+
+class MessageEventsView(ProjectScopedAPIView):
+    required_scopes = {"POST": Scope.MESSAGES_WRITE}
+    max_body_bytes = EVENT_BATCH_MAX_BODY_BYTES
+
+    @keyed_operation(
+        scope=Scope.MESSAGES_WRITE, operation_id="ingestMessageEvents", summary="Ingest message events",
+        description="1 to 1000 events, all or nothing. An event whose `id` the project already has is a "
+                    "duplicate and changes no figure, so retries never double-count.",
+        request=MessageEventBatchSerializer, responses={200: IngestResultSerializer}, errors=(400, 413, 422),
+        problem=True, tags=["reports"],
+    )
+    def post(self, request):
+        events = parse_event_batch(request.data)
+        result = ingest_message_events(project=self.project, events=events)
+        return Response({"accepted": result.accepted, "duplicates": result.duplicates})
+
+
+class EngagementReportView(ProjectScopedAPIView):
+    required_scopes = {"GET": Scope.REPORTS_VIEW}
+
+    @keyed_operation(
+        scope=Scope.REPORTS_VIEW, operation_id="getEngagementReport", summary="Engagement time series",
+        description="UTC-aligned buckets of sent, delivered, opens and clicks with daily-distinct unique "
+                    "opens and clicks (summed per day for week and month) and their rates over delivered. "
+                    "Empty buckets are omitted; oldest first.",
+        parameters=REPORT_PARAMETERS, responses={200: OpenApiResponse(EngagementReportSerializer)},
+        errors=(422,), problem=True, tags=["reports"],
+    )
+    def get(self, request):
+        query = parse_report_query(request.query_params)
+        window = report_window(project=self.project, start=query.start, end=query.end)
+        buckets = engagement_report(project=self.project, window=window, group_by=query.group_by,
+                                    filters=query.filters)
+        return Response({"data": [bucket_json(bucket) for bucket in buckets]})

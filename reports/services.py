@@ -1,0 +1,285 @@
+"""Writes on the report side: channels, message-event ingestion and the daily rollups."""
+
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, date
+from typing import NamedTuple
+
+from django.db import transaction
+from django.db.models import Count
+from django.db.models.functions import TruncDate
+
+from engagement_platform.clock import now
+from engagement_platform.ids import new_id
+from renders.models import Render
+from reports.grains import (
+    COUNT_COLUMN,
+    ROLLUP_COUNT_COLUMNS,
+    UNIQUE_COLUMN,
+    channel_key_for,
+    day_bounds,
+    day_start,
+    grain_keys_for,
+    utc_day,
+)
+from reports.models import (
+    DEFAULT_CHANNEL_NAME,
+    UNIQUE_COUNTED_TYPES,
+    Channel,
+    DailyFirstTouch,
+    DailyRollup,
+    Message,
+    MessageEvent,
+)
+from reports.upserts import (
+    add_to_rollups,
+    insert_events,
+    insert_first_touches,
+    insert_messages,
+    lock_project_rollups,
+)
+from reports.validation import email_domain
+
+LOOKUP_CHUNK = 1000  # ids per `IN (...)` lookup
+REBUILD_TOUCH_CHUNK = 5000  # first-touch rows per insert while rebuilding a day
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    accepted: int
+    duplicates: int
+
+
+@dataclass(frozen=True)
+class RebuildResult:
+    days: int
+    rows_changed: int
+
+
+class MessageFacts(NamedTuple):
+    """What the rollups need of a message: it is the message's, not the event's, channel and addresses."""
+
+    id: uuid.UUID
+    channel_key: str
+    domain: str
+    recipient: str
+
+
+# Channels ------------------------------------------------------------------------------------
+
+
+def channel_get_or_create(*, project, channel_id: uuid.UUID) -> Channel:
+    """The project's channel with the client UUID `channel_id`, created on first use."""
+    return _channels_by_external_id(project=project, external_ids={channel_id})[channel_id]
+
+
+def default_channel_for(*, project) -> Channel:
+    """The project's default channel (used by emails that name none), created on demand, one per project."""
+    found = Channel.objects.filter(project=project, is_default=True).first()
+    if found is not None:
+        return found
+    channel_id = new_id()
+    # Concurrent callers race on the one-default-per-project unique index; the loser inserts nothing.
+    Channel.objects.bulk_create(
+        [Channel(id=channel_id, project=project, external_id=channel_id, name=DEFAULT_CHANNEL_NAME,
+                 is_default=True)],
+        ignore_conflicts=True,
+    )
+    return Channel.objects.get(project=project, is_default=True)
+
+
+def _channels_by_external_id(*, project, external_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, Channel]:
+    wanted = set(external_ids)
+    found = {c.external_id: c for c in Channel.objects.filter(project=project, external_id__in=wanted)}
+    for make_id in (lambda external_id: external_id, lambda external_id: new_id()):
+        missing = sorted(wanted - found.keys())
+        if not missing:
+            break
+        # The first pass keeps the client's UUID as the row id; a UUID that another project already
+        # holds gets a fresh row id on the second pass, so projects never share or reveal a channel.
+        Channel.objects.bulk_create(
+            [Channel(id=make_id(external_id), project=project, external_id=external_id) for external_id in missing],
+            ignore_conflicts=True,
+        )
+        found.update({c.external_id: c for c in Channel.objects.filter(project=project, external_id__in=missing)})
+    return found
+
+
+# Ingestion -----------------------------------------------------------------------------------
+
+
+def ingest_message_events(*, project, events: list[dict]) -> IngestResult:
+    """Store validated message events idempotently and count them into the daily rollups.
+
+    Each event is a dict with `id`, `type`, `message_id`, `channel_id` (UUID), `from_address`,
+    `recipient`, `occurred_at` (aware), `url`, `user_agent` and optionally `render_id`.
+    Channels and messages are created on first use. An event whose `id` the project already
+    has (or that repeats one earlier in the batch) is a duplicate and changes no figure.
+    Everything happens in one transaction, exact under concurrent batches.
+    """
+    batch: dict[str, dict] = {}
+    for event in events:
+        batch.setdefault(event["id"], event)
+    if not batch:
+        return IngestResult(accepted=0, duplicates=0)
+    received_at = now()
+    with transaction.atomic():
+        lock_project_rollups(project_id=project.pk, exclusive=False)
+        channels = _channels_by_external_id(project=project, external_ids={e["channel_id"] for e in batch.values()})
+        messages = _messages_for(project=project, events=batch.values(), channels=channels, at=received_at)
+        accepted_ids = insert_events(project_id=project.pk, rows=[
+            {
+                "id": new_id(),
+                "message_id": messages[event["message_id"]].id,
+                "client_event_id": event_id,
+                "type": event["type"],
+                "occurred_at": event["occurred_at"],
+                "url": event.get("url"),
+                "user_agent": event.get("user_agent"),
+                "received_at": received_at,
+            }
+            for event_id, event in batch.items()
+        ])
+        if accepted_ids:
+            _count_into_rollups(project=project, events=[batch[i] for i in accepted_ids], messages=messages)
+    return IngestResult(accepted=len(accepted_ids), duplicates=len(events) - len(accepted_ids))
+
+
+def _messages_for(*, project, events: Iterable[dict], channels: dict, at) -> dict[str, MessageFacts]:
+    """Each client message id of the batch → its message, created from its first event when new."""
+    first: dict[str, dict] = {}
+    for event in events:
+        first.setdefault(event["message_id"], event)
+    render_ids = {event.get("render_id") for event in first.values()} - {None}
+    own_renders = set(Render.objects.filter(project=project, pk__in=render_ids).values_list("pk", flat=True)) \
+        if render_ids else set()
+    insert_messages(project_id=project.pk, rows=[
+        {
+            "id": new_id(),
+            "channel_id": channels[event["channel_id"]].pk,
+            "client_message_id": message_id,
+            "from_address": event["from_address"],
+            "from_domain": email_domain(event["from_address"]),
+            "recipient": event["recipient"].strip().lower(),
+            "render_id": event.get("render_id") if event.get("render_id") in own_renders else None,
+            "created_at": at,
+        }
+        for message_id, event in first.items()
+    ])
+    ids = list(first)
+    facts: dict[str, MessageFacts] = {}
+    for start in range(0, len(ids), LOOKUP_CHUNK):
+        rows = Message.objects.filter(project=project, client_message_id__in=ids[start:start + LOOKUP_CHUNK]) \
+            .values_list("client_message_id", "id", "channel__external_id", "from_domain", "recipient")
+        for client_message_id, pk, channel_external_id, domain, recipient in rows:
+            facts[client_message_id] = MessageFacts(pk, channel_key_for(channel_external_id), domain, recipient)
+    return facts
+
+
+def _count_into_rollups(*, project, events: list[dict], messages: dict[str, MessageFacts]) -> None:
+    increments: dict[tuple, Counter] = defaultdict(Counter)
+    touches = []
+    for event in events:
+        facts = messages[event["message_id"]]
+        day = utc_day(event["occurred_at"])
+        column = COUNT_COLUMN[event["type"]]
+        counts_unique = event["type"] in UNIQUE_COUNTED_TYPES
+        for grain, channel_key, domain in grain_keys_for(channel_key=facts.channel_key, domain=facts.domain):
+            increments[(day, grain, channel_key, domain)][column] += 1
+            if counts_unique:
+                touches.append((day, event["type"], grain, channel_key, domain, facts.recipient))
+    if touches:
+        for day, kind, grain, channel_key, domain in insert_first_touches(project_id=project.pk, touches=touches):
+            increments[(day, grain, channel_key, domain)][UNIQUE_COLUMN[kind]] += 1
+    add_to_rollups(project_id=project.pk, increments=increments)
+
+
+# Rebuilding rollups from raw events -----------------------------------------------------------
+
+
+def rollups_rebuild(*, project, first_day: date | None = None, end_day: date | None = None) -> RebuildResult:
+    """Recompute the rollups of days in [first_day, end_day) from raw events, one day per transaction.
+
+    Idempotent: rows that already match are left untouched; returns how many rows changed.
+    """
+    days = _days_with_report_data(project=project, first_day=first_day, end_day=end_day)
+    changed = 0
+    for day in days:
+        with transaction.atomic():
+            lock_project_rollups(project_id=project.pk, exclusive=True)
+            changed += _rebuild_day(project=project, day=day)
+    return RebuildResult(days=len(days), rows_changed=changed)
+
+
+def _days_with_report_data(*, project, first_day: date | None, end_day: date | None) -> list[date]:
+    events = MessageEvent.objects.filter(project=project)
+    rollups = DailyRollup.objects.filter(project=project)
+    touches = DailyFirstTouch.objects.filter(project=project)
+    if first_day is not None:
+        events = events.filter(occurred_at__gte=day_start(first_day))
+        rollups, touches = rollups.filter(day__gte=first_day), touches.filter(day__gte=first_day)
+    if end_day is not None:
+        events = events.filter(occurred_at__lt=day_start(end_day))
+        rollups, touches = rollups.filter(day__lt=end_day), touches.filter(day__lt=end_day)
+    days = set(events.annotate(utc_day=TruncDate("occurred_at", tzinfo=UTC))
+               .order_by().values_list("utc_day", flat=True).distinct())
+    days |= set(rollups.order_by().values_list("day", flat=True).distinct())
+    days |= set(touches.order_by().values_list("day", flat=True).distinct())
+    return sorted(days)
+
+
+def _rebuild_day(*, project, day: date) -> int:
+    start, end = day_bounds(day)
+    events = MessageEvent.objects.filter(project=project, occurred_at__gte=start, occurred_at__lt=end).order_by()
+    expected: dict[tuple, Counter] = defaultdict(Counter)
+    grouped = events.values("type", "message__channel__external_id", "message__from_domain").annotate(n=Count("id"))
+    for row in grouped:
+        keys = grain_keys_for(channel_key=channel_key_for(row["message__channel__external_id"]),
+                              domain=row["message__from_domain"])
+        for key in keys:
+            expected[key][COUNT_COLUMN[row["type"]]] += row["n"]
+
+    DailyFirstTouch.objects.filter(project=project, day=day).delete()
+    distinct_touches = events.filter(type__in=UNIQUE_COUNTED_TYPES).values_list(
+        "type", "message__channel__external_id", "message__from_domain", "message__recipient").distinct()
+    pending = []
+
+    def flush():
+        for _day, kind, grain, channel_key, domain in insert_first_touches(project_id=project.pk, touches=pending):
+            expected[(grain, channel_key, domain)][UNIQUE_COLUMN[kind]] += 1
+        pending.clear()
+
+    for kind, channel_external_id, domain, recipient in distinct_touches.iterator(chunk_size=REBUILD_TOUCH_CHUNK):
+        for grain, channel_key, grain_domain in grain_keys_for(channel_key=channel_key_for(channel_external_id),
+                                                               domain=domain):
+            pending.append((day, kind, grain, channel_key, grain_domain, recipient))
+        if len(pending) >= REBUILD_TOUCH_CHUNK:
+            flush()
+    flush()
+    return _apply_rollup_rows(project=project, day=day, expected=expected)
+
+
+def _apply_rollup_rows(*, project, day: date, expected: dict[tuple, Counter]) -> int:
+    """Make the day's rollup rows equal `expected`, touching only rows that differ."""
+    existing = {(row.grain, row.channel_key, row.domain): row
+                for row in DailyRollup.objects.filter(project=project, day=day)}
+    to_create, to_update = [], []
+    for key, counts in expected.items():
+        values = {column: counts.get(column, 0) for column in ROLLUP_COUNT_COLUMNS}
+        row = existing.pop(key, None)
+        if row is None:
+            grain, channel_key, domain = key
+            to_create.append(DailyRollup(project=project, day=day, grain=grain, channel_key=channel_key,
+                                         domain=domain, **values))
+        elif any(getattr(row, column) != value for column, value in values.items()):
+            for column, value in values.items():
+                setattr(row, column, value)
+            to_update.append(row)
+    DailyRollup.objects.bulk_create(to_create)
+    if to_update:
+        DailyRollup.objects.bulk_update(to_update, list(ROLLUP_COUNT_COLUMNS))
+    if existing:
+        DailyRollup.objects.filter(pk__in=[row.pk for row in existing.values()]).delete()
+    return len(to_create) + len(to_update) + len(existing)

@@ -1,0 +1,144 @@
+"""The wire shape of a message event (contract section 4), shared by the HTTP route and the backfill.
+
+`{"id", "type", "messageId", "channel", "from", "recipient", "occurredAt", "url"?, "userAgent"?}`
+becomes the internal dict `ingest_message_events` takes, or a field → reason map.
+"""
+
+from datetime import UTC, datetime
+
+from django.core.exceptions import ValidationError
+from django.core.validators import EmailValidator
+
+from engagement_platform.ids import parse_uuid
+from reports.models import (
+    EMAIL_MAX_LENGTH,
+    EVENT_ID_MAX_LENGTH,
+    MESSAGE_ID_MAX_LENGTH,
+    URL_MAX_LENGTH,
+    USER_AGENT_MAX_LENGTH,
+    MessageEventType,
+)
+
+EVENT_FIELDS = ("id", "type", "messageId", "channel", "from", "recipient", "occurredAt", "url", "userAgent")
+# Timestamps outside these bounds are refused: they cannot be bucketed or compared safely.
+EARLIEST_TIMESTAMP = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_TIMESTAMP = datetime(9999, 1, 1, tzinfo=UTC)
+RFC3339_EXAMPLE = "2026-05-17T09:30:00Z"
+
+_email_validator = EmailValidator()
+
+
+def parse_rfc3339(value) -> datetime:
+    """An aware UTC datetime from an RFC 3339 string that carries an offset or `Z`; ValueError otherwise."""
+    if not isinstance(value, str):
+        raise ValueError(f"Must be an RFC 3339 date-time string, e.g. {RFC3339_EXAMPLE}.")
+    text = value.strip()
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        if " " in text and "T" in text:
+            raise ValueError("Not an RFC 3339 date-time; a `+` in an offset must be sent as %2B in a URL.") from None
+        raise ValueError(f"Must be an RFC 3339 date-time, e.g. {RFC3339_EXAMPLE}.") from None
+    if parsed.tzinfo is None or parsed.utcoffset() is None:
+        raise ValueError(f"Must carry a UTC offset or Z, e.g. {RFC3339_EXAMPLE}.")
+    try:
+        parsed = parsed.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("Out of range.") from None
+    if not EARLIEST_TIMESTAMP <= parsed < LATEST_TIMESTAMP:
+        raise ValueError("Out of range: must be between 1970 and 9998.")
+    return parsed
+
+
+def is_valid_email(value: str) -> bool:
+    try:
+        _email_validator(value)
+    except ValidationError:
+        return False
+    return True
+
+
+def normalize_domain(value: str) -> str | None:
+    """A lowercased domain, or None when `value` is not one."""
+    domain = value.strip().lower()
+    if not domain or len(domain) > 253 or not is_valid_email(f"x@{domain}"):
+        return None
+    return domain
+
+
+def email_domain(address: str) -> str:
+    return address.rsplit("@", 1)[1].lower()
+
+
+def _string(raw: dict, name: str, max_length: int, errors: dict) -> str | None:
+    value = raw.get(name)
+    if not isinstance(value, str) or not value:
+        errors[name] = "Required: a non-empty string." if value in (None, "") else "Must be a string."
+        return None
+    if len(value) > max_length:
+        errors[name] = f"Must be at most {max_length} characters."
+        return None
+    return value
+
+
+def _email(raw: dict, name: str, errors: dict) -> str | None:
+    value = _string(raw, name, EMAIL_MAX_LENGTH, errors)
+    if value is not None and not is_valid_email(value):
+        errors[name] = "Must be an email address."
+        return None
+    return value
+
+
+def _optional_string(raw: dict, name: str, max_length: int | None, errors: dict) -> str | None:
+    value = raw.get(name)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        errors[name] = "Must be a string or null."
+        return None
+    if max_length is not None and len(value) > max_length:
+        errors[name] = f"Must be at most {max_length} characters."
+        return None
+    return value
+
+
+def parse_message_event(raw) -> tuple[dict | None, dict[str, str]]:
+    """(event for `ingest_message_events`, {}) or (None, {field: reason}) — one reason per bad field."""
+    if not isinstance(raw, dict):
+        return None, {"": "Must be a JSON object."}
+    errors: dict[str, str] = {}
+    for name in sorted(set(raw) - set(EVENT_FIELDS)):
+        errors[name] = "Unknown field."
+    event_id = _string(raw, "id", EVENT_ID_MAX_LENGTH, errors)
+    event_type = raw.get("type")
+    if event_type not in MessageEventType.values:
+        errors["type"] = "Must be one of " + ", ".join(MessageEventType.values) + "."
+    message_id = _string(raw, "messageId", MESSAGE_ID_MAX_LENGTH, errors)
+    channel_id = parse_uuid(raw.get("channel"))
+    if channel_id is None:
+        errors["channel"] = "Required: a UUID." if raw.get("channel") is None else "Must be a UUID."
+    from_address = _email(raw, "from", errors)
+    recipient = _email(raw, "recipient", errors)
+    occurred_at = None
+    if raw.get("occurredAt") is None:
+        errors["occurredAt"] = f"Required: an RFC 3339 date-time, e.g. {RFC3339_EXAMPLE}."
+    else:
+        try:
+            occurred_at = parse_rfc3339(raw["occurredAt"])
+        except ValueError as exc:
+            errors["occurredAt"] = str(exc)
+    url = _optional_string(raw, "url", URL_MAX_LENGTH, errors)
+    user_agent = _optional_string(raw, "userAgent", None, errors)
+    if errors:
+        return None, errors
+    return {
+        "id": event_id,
+        "type": event_type,
+        "message_id": message_id,
+        "channel_id": channel_id,
+        "from_address": from_address,
+        "recipient": recipient,
+        "occurred_at": occurred_at,
+        "url": url,
+        "user_agent": user_agent[:USER_AGENT_MAX_LENGTH] if user_agent else None,
+    }, {}
