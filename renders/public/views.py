@@ -19,7 +19,7 @@ SHARE_PAGE_CSP = (
     "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
 UNAVAILABLE_PAGE_CSP = (
-    "default-src 'none'; style-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    "default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
 # The PDF itself: embeddable by the share page only, and allowed nothing of its own.
 FILE_CSP = "default-src 'none'; frame-ancestors 'self'"
