@@ -1,0 +1,114 @@
+"""Load message events from NDJSON (one section-4 event per line), in batches, idempotently."""
+
+import os
+import sys
+
+from django.core.management.base import BaseCommand, CommandError
+from tqdm import tqdm
+
+from apikeys.selectors import project_by_id_or_name
+from engagement_platform.jsonio import loads_strict
+from reports.services import ingest_message_events
+from reports.validation import parse_message_event
+
+DEFAULT_BATCH_SIZE = 1000
+MAX_BATCH_SIZE = 10_000
+# The summary names at most this many rejected line numbers; each rejection is also reported as it happens.
+SUMMARY_LINE_NUMBERS = 50
+
+
+class Command(BaseCommand):
+    help = ("Backfill message events from an NDJSON file (or - for stdin). Bad lines are reported and "
+            "skipped, good lines kept; events already stored count as duplicates, so re-running is safe.")
+    stealth_options = ("stdin",)
+
+    def add_arguments(self, parser):
+        parser.add_argument("--project", required=True, help="Project id or name.")
+        parser.add_argument("file", help="NDJSON file path, or - to read standard input.")
+        parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+                            help=f"Events per transaction (1..{MAX_BATCH_SIZE}, default {DEFAULT_BATCH_SIZE}).")
+
+    def handle(self, *args, project, file, batch_size, verbosity, **options):
+        found = project_by_id_or_name(project)
+        if found is None:
+            raise CommandError(f"No project with id or name {project!r}.")
+        if found.is_deleted:
+            raise CommandError(f"Project {found.name!r} is deleted.")
+        if not 1 <= batch_size <= MAX_BATCH_SIZE:
+            raise CommandError(f"--batch-size must be from 1 to {MAX_BATCH_SIZE}.")
+        if file == "-":
+            stream = options.get("stdin") or sys.stdin
+            stream = getattr(stream, "buffer", stream)
+            self._run(found, stream, batch_size, verbosity, total_bytes=None)
+            return
+        try:
+            handle = open(file, "rb")
+        except OSError as exc:
+            raise CommandError(f"Cannot read {file}: {exc.strerror}.") from exc
+        with handle:
+            self._run(found, handle, batch_size, verbosity, total_bytes=os.fstat(handle.fileno()).st_size)
+
+    def _run(self, project, stream, batch_size, verbosity, total_bytes):
+        tally = Tally()
+        show_progress = verbosity >= 1 and sys.stderr.isatty()
+        with tqdm(total=total_bytes, unit="B", unit_scale=True, desc="backfill", disable=not show_progress,
+                  file=sys.stderr) as progress:
+            batch = []
+            for number, line in enumerate(stream, start=1):
+                progress.update(len(line))
+                event = self._parse_line(number, line, tally, verbosity)
+                if event is not None:
+                    batch.append(event)
+                if len(batch) >= batch_size:
+                    tally.add(ingest_message_events(project=project, events=batch))
+                    batch = []
+            if batch:
+                tally.add(ingest_message_events(project=project, events=batch))
+        if verbosity >= 1:
+            self.stdout.write(tally.summary())
+
+    def _parse_line(self, number: int, line, tally: "Tally", verbosity: int) -> dict | None:
+        if isinstance(line, str):
+            line = line.encode("utf-8")
+        if not line.strip():
+            return None
+        try:
+            raw = loads_strict(line)
+        except ValueError as exc:
+            return self._reject(number, f"not valid JSON ({exc})", tally, verbosity)
+        event, errors = parse_message_event(raw)
+        if errors:
+            reasons = "; ".join(f"{field}: {reason}" if field else reason for field, reason in errors.items())
+            return self._reject(number, reasons, tally, verbosity)
+        return event
+
+    def _reject(self, number: int, reason: str, tally: "Tally", verbosity: int) -> None:
+        tally.reject(number)
+        if verbosity >= 1:
+            self.stderr.write(f"line {number}: rejected: {reason}")
+        return None
+
+
+class Tally:
+    """Running totals in constant memory (only the first rejected line numbers are kept)."""
+
+    def __init__(self):
+        self.accepted = self.duplicates = self.rejected = 0
+        self.rejected_lines: list[int] = []
+
+    def add(self, result) -> None:
+        self.accepted += result.accepted
+        self.duplicates += result.duplicates
+
+    def reject(self, number: int) -> None:
+        self.rejected += 1
+        if len(self.rejected_lines) < SUMMARY_LINE_NUMBERS:
+            self.rejected_lines.append(number)
+
+    def summary(self) -> str:
+        text = f"accepted {self.accepted}, duplicates {self.duplicates}, rejected {self.rejected}"
+        if self.rejected:
+            lines = ", ".join(str(number) for number in self.rejected_lines)
+            more = self.rejected - len(self.rejected_lines)
+            text += f" (lines {lines}" + (f" and {more} more)" if more else ")")
+        return text + "."
