@@ -14,13 +14,20 @@ from engagement_platform.ids import parse_uuid
 from renders.models import PARTNER_EVENT_TYPES
 from renders.services import METADATA_MAX_BYTES, contains_nul, metadata_size_bytes
 
+NOT_AN_OBJECT = "Expected a JSON object."
+
 
 class StrictObjectSerializer(serializers.Serializer):
     """Accepts a JSON object with only the declared keys."""
 
+    def run_validation(self, data=serializers.empty):
+        if data is None and not self.allow_null:  # a JSON `null` body: answered like any other non-object
+            raise serializers.ValidationError({"non_field_errors": [NOT_AN_OBJECT]})
+        return super().run_validation(data)
+
     def to_internal_value(self, data):
         if not isinstance(data, dict):
-            raise serializers.ValidationError({"non_field_errors": ["Expected a JSON object."]})
+            raise serializers.ValidationError({"non_field_errors": [NOT_AN_OBJECT]})
         errors = {key: ["Unknown field."] for key in sorted(set(data) - set(self.fields))}
         try:
             value = super().to_internal_value(data)
