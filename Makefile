@@ -41,3 +41,12 @@ serve: migrate
 
 clean:
 	rm -rf $(VENV) db.sqlite3 media staticfiles var
+
+## Benchmarks against floors measured in the same run (own database and gunicorn; needs wrk,
+## PostgreSQL on 127.0.0.1:5432 and Redis on 127.0.0.1:6379). See docs/performance.md.
+.PHONY: bench-quick
+bench: $(VENV)/.installed
+	$(BIN)/python bench/run.py
+
+bench-quick: $(VENV)/.installed
+	$(BIN)/python bench/run.py --quick

@@ -187,3 +187,6 @@ LOGGING = {
 # API bodies
 JSON_MAX_BODY_BYTES = get_from_env("JSON_MAX_BODY_BYTES", 1024 * 1024, cast=int)
 PROBLEM_TYPE_BASE = get_from_env("PROBLEM_TYPE_BASE", "https://engagement-platform.dev/problems/")
+
+# Benchmark floor views under /bench/ (bench/floor.py); only the benchmark's own server turns this on.
+BENCH_FLOOR_VIEWS = get_from_env("BENCH_FLOOR_VIEWS", False, cast=bool)

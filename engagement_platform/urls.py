@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
@@ -17,3 +18,6 @@ urlpatterns = [
     path("v1/", include("reports.api.urls")),
     path("", include("renders.public.urls")),
 ]
+
+if settings.BENCH_FLOOR_VIEWS:  # the benchmark's floor views; off in every normal deployment
+    urlpatterns.append(path("bench/", include("bench.floor")))
