@@ -178,6 +178,11 @@ class ServiceUnavailable(ApiError):
         return {"Retry-After": "5"}
 
 
+class EmailFailed(ApiError):
+    status, code, title = 502, "email_failed", "Email not sent"
+    default_message = "The mail server did not accept the message, so nothing was delivered. Retry later."
+
+
 class InternalError(ApiError):
     pass
 

@@ -65,9 +65,13 @@ def share_list(*, render: Render) -> list[Share]:
     return list(Share.objects.filter(render=render).order_by("-created_at", "-id"))
 
 
+def looks_like_token(token) -> bool:
+    return isinstance(token, str) and _TOKEN_SHAPE.match(token) is not None
+
+
 def link_resolve(token: str) -> ResolvedLink:
     """The share behind a public token, by the unique token index; one query, none for a malformed token."""
-    if not isinstance(token, str) or not _TOKEN_SHAPE.match(token):
+    if not looks_like_token(token):
         return ResolvedLink(LinkState.UNKNOWN)
     share = Share.objects.select_related("render", "project").filter(token=token).first()
     if share is None:
@@ -77,14 +81,18 @@ def link_resolve(token: str) -> ResolvedLink:
     return ResolvedLink(LinkState.OPEN, share)
 
 
-def public_url(path: str, request=None) -> str:
-    """An absolute URL for a public page: PUBLIC_BASE_URL when set, else the request's own origin."""
+def public_base_url(request=None) -> str:
+    """Where public pages live: PUBLIC_BASE_URL when set, else the request's own origin (no trailing slash)."""
     base = settings.PUBLIC_BASE_URL.rstrip("/")
     if base:
-        return base + path
+        return base
     if request is None:
         raise ValueError("PUBLIC_BASE_URL is not set and there is no request to take the host from.")
-    return request.build_absolute_uri(path)
+    return request.build_absolute_uri("/").rstrip("/")
+
+
+def public_url(path: str, request=None) -> str:
+    return public_base_url(request) + path
 
 
 def share_page_url(token: str, request=None) -> str:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import requests
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection
 
 from apikeys.services import apikey_issue, project_create
 from demo.pdf import simple_pdf
@@ -47,7 +48,21 @@ def chromium(shared):
 
 
 @pytest.fixture
-def shared(live_server):
+def server_closes_db_sessions():
+    """The live server's request threads end their database session with each request (CONN_MAX_AGE=0).
+
+    Kept-alive HTTP connections keep their threads alive; with persistent sessions those would still be
+    connected when the test database is dropped.
+    """
+    settings_dict = connection.settings_dict  # shared by every thread's connection to this database
+    saved = settings_dict["CONN_MAX_AGE"]
+    settings_dict["CONN_MAX_AGE"] = 0
+    yield
+    settings_dict["CONN_MAX_AGE"] = saved
+
+
+@pytest.fixture
+def shared(live_server, server_closes_db_sessions):
     """A project, a key and a render, made before the browser starts; the share is minted over HTTP."""
     project = project_create(name="browser")
     raw_key = apikey_issue(project=project).raw_key
@@ -57,8 +72,9 @@ def shared(live_server):
     api.headers["Authorization"] = f"Bearer {raw_key}"
     response = api.post(f"{live_server.url}/v1/renders/{render.id}/shares", json={"label": "Browser"}, timeout=10)
     assert response.status_code == 201, response.text
-    return {"api": api, "render_id": str(render.id), "share": response.json(), "pdf": pdf,
-            "base": live_server.url}
+    yield {"api": api, "render_id": str(render.id), "share": response.json(), "pdf": pdf,
+           "base": live_server.url}
+    api.close()
 
 
 def test_a_recipient_views_downloads_and_prints_a_shared_render(chromium, shared):

@@ -20,7 +20,7 @@ def parse_rfc3339(value) -> datetime | None:
         return None
     try:
         return datetime.fromisoformat(value.upper()).astimezone(UTC)
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: an offset that leaves the calendar
         return None
 
 

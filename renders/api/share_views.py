@@ -7,16 +7,22 @@ from apikeys.scoping import ProjectScopedAPIView
 from engagement_platform.openapi import keyed_operation
 from renders.api.serializers import parse_or_raise
 from renders.api.share_serializers import (
+    EmailOutSerializer,
+    EmailSendSerializer,
     ShareCreateSerializer,
     ShareListSerializer,
     ShareOutSerializer,
+    email_json,
     share_json,
 )
+from renders.api.views import require_body
+from renders.emails import render_email_send
 from renders.models import ActorKind, Render, Share
 from renders.services import client_ip
-from renders.shares import share_list, share_mint, share_revoke
+from renders.shares import public_base_url, share_list, share_mint, share_revoke
 
 SHARE_BODY_MAX_BYTES = 16 * 1024
+EMAIL_BODY_MAX_BYTES = 64 * 1024
 
 
 def optional_json_body(request) -> dict:
@@ -60,3 +66,30 @@ class RenderShareDetailView(ProjectScopedAPIView):
         share = share_revoke(share=share, source_ip=client_ip(request.META),
                              user_agent=request.META.get("HTTP_USER_AGENT"))
         return Response(share_json(share, request))
+
+
+class RenderEmailsView(ProjectScopedAPIView):
+    required_scopes = {"POST": Scope.RENDERS_WRITE}
+    max_body_bytes = EMAIL_BODY_MAX_BYTES
+
+    @keyed_operation(scope=Scope.RENDERS_WRITE, operation_id="emailRender", summary="Email a render",
+                     description="Mints a share for the recipient (`share_created`, actorKind `system`), sends "
+                                 "the email with a tracked link and an open pixel, records `email_sent` and the "
+                                 "message's `sent` and `delivered` events for the engagement report.",
+                     request=EmailSendSerializer, responses={201: EmailOutSerializer}, errors=[400, 404, 413, 502])
+    def post(self, request, render_id):
+        render = self.get_scoped_or_404(Render.objects.select_related("project"), render_id, "render")
+        require_body(request)
+        body = parse_or_raise(EmailSendSerializer, request.data)
+        email = render_email_send(
+            render=render,
+            to=body["to"],
+            subject=body.get("subject"),
+            message=body["message"],
+            from_address=body["from"],
+            channel_id=body["channel"],
+            base_url=public_base_url(request),
+            source_ip=client_ip(request.META),
+            user_agent=request.META.get("HTTP_USER_AGENT"),
+        )
+        return Response(email_json(email), status=201)

@@ -11,4 +11,5 @@ urlpatterns = [
     path("renders/<str:render_id>/shares", share_views.RenderSharesView.as_view(), name="render-shares"),
     path("renders/<str:render_id>/shares/<str:share_id>", share_views.RenderShareDetailView.as_view(),
          name="render-share-detail"),
+    path("renders/<str:render_id>/emails", share_views.RenderEmailsView.as_view(), name="render-emails"),
 ]

@@ -4,15 +4,16 @@ Every answer about a token is one of: the page (open), the same 404 page (no suc
 page (revoked, expired, or its project deleted). Nothing is recorded for the last two.
 """
 
-from django.http import FileResponse, HttpResponse
+from django.http import FileResponse, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render as render_template
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_POST
 
+from renders.emails import TRANSPARENT_GIF, email_click_record, email_open_record
 from renders.models import ActorKind, EventType
 from renders.services import client_ip, record_event
-from renders.shares import LinkState, link_resolve
+from renders.shares import LinkState, link_resolve, share_page_url
 
 SHARE_PAGE_CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; frame-src 'self'; "
@@ -23,6 +24,7 @@ UNAVAILABLE_PAGE_CSP = (
 )
 # The PDF itself: embeddable by the share page only, and allowed nothing of its own.
 FILE_CSP = "default-src 'none'; frame-ancestors 'self'"
+PIXEL_CSP = "default-src 'none'; frame-ancestors 'none'"
 
 
 def private(response, csp: str):
@@ -102,3 +104,21 @@ def share_print(request, token):
         return unavailable(request, link.state)
     record_recipient_event(request, link.share, EventType.PRINTED)
     return private(HttpResponse(status=204), UNAVAILABLE_PAGE_CSP)
+
+
+@require_http_methods(["GET", "HEAD"])
+def email_open_pixel(request, token):
+    """The same GIF for every token; an email's token also records the open."""
+    if request.method == "GET":
+        email_open_record(token=token, source_ip=client_ip(request.META),
+                          user_agent=request.META.get("HTTP_USER_AGENT"))
+    return private(HttpResponse(TRANSPARENT_GIF, content_type="image/gif"), PIXEL_CSP)
+
+
+@require_http_methods(["GET", "HEAD"])
+def email_click(request, token):
+    """Every token redirects to its share page (which answers 404/410 itself); an email's token records the click."""
+    if request.method == "GET":
+        email_click_record(token=token, url=share_page_url(token, request),
+                           user_agent=request.META.get("HTTP_USER_AGENT"))
+    return private(HttpResponseRedirect(reverse("share-page", args=[token])), PIXEL_CSP)

@@ -1,0 +1,172 @@
+"""Emailing a render: a share for the recipient, a real message through Django's mail framework, and its
+open pixel and tracked link. The message also lives on the report side (`sent`, `delivered`, `opened`,
+`clicked` message events), so one email shows in both APIs.
+"""
+
+import base64
+import logging
+from dataclasses import dataclass
+from email.utils import parseaddr
+
+from django.conf import settings
+from django.core.mail import EmailMultiAlternatives
+from django.db import transaction
+from django.template.loader import render_to_string
+from django.urls import reverse
+
+from engagement_platform.clock import now
+from engagement_platform.errors import EmailFailed
+from engagement_platform.ids import new_id
+from renders.models import ActorKind, EventType, Render, RenderEmail
+from renders.services import record_event, truncate_user_agent
+from renders.shares import looks_like_token, share_mint
+from reports.services import channel_get_or_create, default_channel_for, ingest_message_events
+
+logger = logging.getLogger("engagement_platform.emails")
+
+# The smallest transparent GIF: 1x1, one colour, 43 bytes.
+TRANSPARENT_GIF = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
+SHARE_LABEL_FOR_EMAIL = "Email to {recipient}"
+
+
+@dataclass(frozen=True)
+class EmailLinks:
+    link: str  # the tracked link, /c/<token>
+    pixel: str  # the open pixel, /t/<token>.gif
+
+
+def email_links(*, token: str, base_url: str) -> EmailLinks:
+    base = base_url.rstrip("/")
+    return EmailLinks(link=base + reverse("email-click", args=[token]),
+                      pixel=base + reverse("email-pixel", args=[token]))
+
+
+def default_subject(render: Render) -> str:
+    name = (render.name or "").removesuffix(".pdf").strip()
+    return f"{name} was shared with you" if name else "A document was shared with you"
+
+
+def message_event(email: RenderEmail, *, event_type: str, event_id: str, at, url: str | None = None,
+                  user_agent: str | None = None) -> dict:
+    """One report-side event of `email`, in the shape `ingest_message_events` takes."""
+    return {
+        "id": f"email:{email.id}:{event_id}",
+        "type": event_type,
+        "message_id": email.message_id,
+        "channel_id": email.channel_id,
+        "from_address": email.from_address,
+        "recipient": email.recipient,
+        "occurred_at": at,
+        "url": url,
+        "user_agent": truncate_user_agent(user_agent),
+        "render_id": email.render_id,
+    }
+
+
+def render_email_send(*, render: Render, to: str, base_url: str, subject: str | None = None, message: str = "",
+                      from_address: str | None = None, channel_id=None, source_ip: str | None = None,
+                      user_agent: str | None = None) -> RenderEmail:
+    """Email `render` to `to` with a share of its own; raises EmailFailed when the mail backend refuses it.
+
+    First, in one transaction: the share (`share_created` by the system), the email row and its `sent`
+    message event. Then the send, outside any lock. Once the backend accepted the message: `delivered`
+    and `email_sent` (by the partner). A refused message keeps its `sent` and gets no `delivered`.
+    """
+    project = render.project
+    channel = (channel_get_or_create(project=project, channel_id=channel_id) if channel_id is not None
+               else default_channel_for(project=project))
+    from_header = from_address or settings.DEFAULT_FROM_EMAIL
+    sender = parseaddr(from_header)[1] or from_header
+    email_id = new_id()
+    with transaction.atomic():
+        share = share_mint(render=render, label=SHARE_LABEL_FOR_EMAIL.format(recipient=to), recipient=to,
+                           actor_kind=ActorKind.SYSTEM)
+        email = RenderEmail.objects.create(
+            id=email_id,
+            project=project,
+            render=render,
+            share=share,
+            message_id=f"{email_id}@{sender.rpartition('@')[2] or 'localhost'}",
+            channel_id=channel.external_id,
+            from_address=sender,
+            recipient=to,
+            subject=subject or default_subject(render),
+            sent_at=share.created_at,
+        )
+        ingest_message_events(project=project, events=[
+            message_event(email, event_type="sent", event_id="sent", at=email.sent_at),
+        ])
+
+    outgoing = compose(email=email, from_header=from_header, message=message,
+                       links=email_links(token=share.token, base_url=base_url))
+    try:
+        accepted = outgoing.send(fail_silently=False)
+    except Exception as exc:  # any backend failure: SMTP, socket, file system, a custom backend
+        accepted = 0
+        logger.warning("mail backend refused a render email", extra={"email_id": str(email.id),
+                                                                     "error": type(exc).__name__})
+    if not accepted:
+        RenderEmail.objects.filter(pk=email.pk).update(failed_at=now())
+        raise EmailFailed()
+
+    with transaction.atomic():
+        email.delivered_at = now()
+        email.save(update_fields=["delivered_at"])
+        record_event(render=render, event_type=EventType.EMAIL_SENT, actor_kind=ActorKind.PARTNER, share=share,
+                     source_ip=source_ip, user_agent=user_agent, metadata={"emailId": str(email.id)},
+                     at=email.delivered_at)
+        ingest_message_events(project=project, events=[
+            message_event(email, event_type="delivered", event_id="delivered", at=email.delivered_at),
+        ])
+    return email
+
+
+def compose(*, email: RenderEmail, from_header: str, message: str, links: EmailLinks) -> EmailMultiAlternatives:
+    """The message: a text part and an HTML part, both with the tracked link; the HTML part has the pixel."""
+    context = {"email": email, "render": email.render, "note": message.strip(), "links": links,
+               "document_name": email.render.name or "the document"}
+    outgoing = EmailMultiAlternatives(
+        subject=email.subject,
+        body=render_to_string("renders/email/share.txt", context),
+        from_email=from_header,
+        to=[email.recipient],
+        headers={"Message-ID": f"<{email.message_id}>"},
+    )
+    outgoing.attach_alternative(render_to_string("renders/email/share.html", context), "text/html")
+    return outgoing
+
+
+def email_for_token(token: str) -> RenderEmail | None:
+    """The email whose share has this token, if any; none for a project that was deleted."""
+    if not looks_like_token(token):
+        return None
+    return (RenderEmail.objects.select_related("share", "render", "project")
+            .filter(share__token=token, project__deleted_at__isnull=True).first())
+
+
+def email_open_record(*, token: str, source_ip: str | None, user_agent: str | None) -> bool:
+    """The pixel was fetched: `email_opened` on the render and `opened` on the message. False for other tokens."""
+    email = email_for_token(token)
+    if email is None:
+        return False
+    at = now()
+    with transaction.atomic():
+        result = record_event(render=email.render, event_type=EventType.EMAIL_OPENED, actor_kind=ActorKind.RECIPIENT,
+                              share=email.share, source_ip=source_ip, user_agent=user_agent, at=at)
+        ingest_message_events(project=email.project, events=[
+            message_event(email, event_type="opened", event_id=f"opened:{result.event.id}", at=at,
+                          user_agent=user_agent),
+        ])
+    return True
+
+
+def email_click_record(*, token: str, url: str, user_agent: str | None) -> bool:
+    """The tracked link was followed: a `clicked` message event (the share page then records `viewed`)."""
+    email = email_for_token(token)
+    if email is None:
+        return False
+    ingest_message_events(project=email.project, events=[
+        message_event(email, event_type="clicked", event_id=f"clicked:{new_id()}", at=now(), url=url,
+                      user_agent=user_agent),
+    ])
+    return True
