@@ -5,7 +5,7 @@ from django.utils.safestring import mark_safe
 
 from engagement_platform.clock import now
 from engagement_platform.svgchart import Series, line_chart
-from renders.models import EngagementCounter, EngagementEvent, EventType, Render, Share
+from renders.models import EngagementCounter, EngagementEvent, EventType, Render, RenderEmail, Share
 from renders.selectors import engagement_by_day, engagement_summary
 
 CHART_DAYS = 30
@@ -87,6 +87,15 @@ class ShareAdmin(ReadOnlyAdmin):
     list_filter = ["project", ("revoked_at", admin.EmptyFieldListFilter)]
     list_select_related = ["render"]
     exclude = ["token"]
+
+
+@admin.register(RenderEmail)
+class RenderEmailAdmin(ReadOnlyAdmin):
+    list_display = ["sent_at", "recipient", "subject", "render", "delivered_at", "failed_at"]
+    list_filter = ["project", ("delivered_at", admin.EmptyFieldListFilter), ("failed_at", admin.EmptyFieldListFilter)]
+    search_fields = ["recipient", "message_id", "render__name"]
+    list_select_related = ["render"]
+    date_hierarchy = "sent_at"
 
 
 admin.site.register(EngagementCounter, ReadOnlyAdmin)

@@ -283,3 +283,13 @@ def test_emailing_needs_renders_write(project, render, make_key, make_client):
 
     assert response.status_code == 403
     assert mail.outbox == []
+
+
+def test_operators_see_emails_read_only_in_the_admin(api, render, admin_client):
+    send(api, render)
+
+    listing = admin_client.get("/admin/renders/renderemail/")
+
+    assert listing.status_code == 200
+    assert b"alice@example.com" in listing.content
+    assert admin_client.get("/admin/renders/renderemail/add/").status_code == 403
