@@ -3,6 +3,8 @@
 import re
 from datetime import UTC, datetime
 
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from engagement_platform.clock import iso_ms, now
@@ -24,6 +26,7 @@ def parse_rfc3339(value) -> datetime | None:
         return None
 
 
+@extend_schema_field(OpenApiTypes.DATETIME)
 class Rfc3339Field(serializers.Field):
     default_error_messages = {
         "invalid": "Must be an RFC 3339 timestamp with `Z` or an offset, e.g. 2026-05-03T10:20:00.000Z.",
