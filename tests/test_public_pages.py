@@ -96,6 +96,7 @@ def test_the_page_carries_private_headers_and_a_self_only_policy(client, token):
     for directive in ("script-src", "style-src", "frame-src", "connect-src", "img-src"):
         assert policy[directive] == "'self'"
     assert policy["frame-ancestors"] == "'none'"
+    assert response["X-Frame-Options"] == "DENY"
     assert "unsafe-inline" not in response["Content-Security-Policy"]
     assert "http" not in response["Content-Security-Policy"]
 
@@ -119,6 +120,7 @@ def test_the_file_is_the_pdf_inline_and_records_nothing(client, api, token, rend
     assert b"".join(response.streaming_content) == PDF_BYTES
     assert response["Cache-Control"] == "no-store"
     assert "frame-ancestors 'self'" in response["Content-Security-Policy"]
+    assert response["X-Frame-Options"] == "SAMEORIGIN"  # the share page embeds it
     assert engagement(api, render)["counts"]["viewed"] == 0
     assert engagement(api, render)["total"] == 1  # share_created only
 

@@ -27,9 +27,10 @@ FILE_CSP = "default-src 'none'; frame-ancestors 'self'"
 PIXEL_CSP = "default-src 'none'; frame-ancestors 'none'"
 
 
-def private(response, csp: str):
+def private(response, csp: str, *, frame_options: str = "DENY"):
     """Headers for everything behind a token: never cached, never sniffed, never leaked through Referer."""
     response["Cache-Control"] = "no-store"
+    response["X-Frame-Options"] = frame_options  # for browsers that predate CSP frame-ancestors
     response["X-Content-Type-Options"] = "nosniff"
     response["Referrer-Policy"] = "no-referrer"
     response["Content-Security-Policy"] = csp
@@ -56,7 +57,7 @@ def pdf_response(share, *, as_attachment: bool):
     render = share.render
     response = FileResponse(render.file.open("rb"), content_type="application/pdf", as_attachment=as_attachment,
                              filename=pdf_filename(render))
-    return private(response, FILE_CSP)
+    return private(response, FILE_CSP, frame_options="SAMEORIGIN")
 
 
 @require_http_methods(["GET", "HEAD"])
