@@ -2,11 +2,12 @@
 
 import ipaddress
 import json
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 
 from engagement_platform.clock import now
 from engagement_platform.errors import PayloadTooLarge, ValidationFailed
@@ -18,7 +19,7 @@ from renders.models import (
     Render,
     Share,
 )
-from renders.upserts import add_to_counters, claim_dedupe_mark
+from renders.upserts import add_to_counters, claim_dedupe_mark, record_in_one_statement
 
 DEDUPE_WINDOW = timedelta(minutes=5)
 USER_AGENT_MAX_LENGTH = 512
@@ -83,6 +84,10 @@ def record_event(*, render: Render, event_type: str, actor_kind: str, share: Sha
     """Record one engagement event, deduped for viewed/downloaded/printed, counters kept exact."""
     at = at or now()
     share_id = share.pk if share is not None else None
+    if connection.vendor == "postgresql":
+        return _record_event_postgresql(render=render, event_type=event_type, actor_kind=actor_kind,
+                                        share_id=share_id, source_ip=source_ip, user_agent=user_agent,
+                                        metadata=metadata, at=at)
     with transaction.atomic():
         if event_type in DEDUPED_EVENT_TYPES and not claim_dedupe_mark(
             project_id=render.project_id,
@@ -105,6 +110,34 @@ def record_event(*, render: Render, event_type: str, actor_kind: str, share: Sha
         )
         add_to_counters(project_id=render.project_id, render_id=render.pk,
                         increments=counter_increments(event_type, share_id))
+    return RecordResult(recorded=True, event=event)
+
+
+def _record_event_postgresql(*, render, event_type, actor_kind, share_id, source_ip, user_agent, metadata,
+                             at) -> RecordResult:
+    """The same recording as one statement (claim, event, counters): one round trip, no BEGIN/COMMIT."""
+    event = EngagementEvent(
+        project_id=render.project_id,
+        render=render,
+        share_id=share_id,
+        event_type=event_type,
+        actor_kind=actor_kind,
+        source_ip=source_ip,
+        user_agent=truncate_user_agent(user_agent),
+        metadata=metadata,
+        created_at=at,
+    )
+    dedupe_key = (dedupe_key_for(render_id=render.pk, share_id=share_id, event_type=event_type, source_ip=source_ip)
+                  if event_type in DEDUPED_EVENT_TYPES else None)
+    # In autocommit the statement is its own transaction; inside a caller's transaction a savepoint
+    # keeps a failure from poisoning it, as the atomic block of the portable path does.
+    with transaction.atomic() if connection.in_atomic_block else nullcontext():
+        recorded = record_in_one_statement(event=event, dedupe_key=dedupe_key, window=DEDUPE_WINDOW,
+                                           increments=counter_increments(event_type, share_id))
+    if not recorded:
+        return RecordResult(recorded=False)
+    event._state.adding = False
+    event._state.db = connection.alias
     return RecordResult(recorded=True, event=event)
 
 

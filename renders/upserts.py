@@ -1,13 +1,14 @@
-"""The two atomic upserts behind event recording.
+"""The atomic upserts behind event recording.
 
-Both statements are the same SQL on PostgreSQL and on SQLite (3.35+): an
+The two upserts are the same SQL on PostgreSQL and on SQLite (3.35+): an
 `INSERT ... ON CONFLICT ... DO UPDATE` is a single atomic step on each, and
-`RETURNING` tells whether the dedupe mark was claimed.
+`RETURNING` tells whether the dedupe mark was claimed. On PostgreSQL the whole
+recording (claim, event, counters) is one statement: `record_in_one_statement`.
 """
 
 from django.db import connection
 
-from renders.models import DedupeMark, EngagementCounter
+from renders.models import DedupeMark, EngagementCounter, EngagementEvent
 
 
 def claim_dedupe_mark(*, project_id, dedupe_key: str, at, window) -> bool:
@@ -49,3 +50,45 @@ def add_to_counters(*, project_id, render_id, increments: dict[str, int]) -> Non
 def _uuid_param(value):
     """UUIDs as the backend stores them (native on PostgreSQL, 32 hex characters on SQLite)."""
     return value if connection.vendor == "postgresql" else value.hex
+
+
+def record_in_one_statement(*, event, dedupe_key: str | None, window, increments: dict[str, int]) -> bool:
+    """PostgreSQL: claim the dedupe mark, insert `event` and add to its counters in ONE statement.
+
+    The three writes are data-modifying CTEs of a single statement, so they commit or fail
+    together without a BEGIN/COMMIT pair around them (one round trip instead of five): the
+    event insert runs only when the claim returned a row, the counter upsert only when the
+    event was inserted. Concurrent claimers of one key still queue on the mark's unique index
+    and exactly one wins. Returns whether the event was recorded.
+    """
+    ops = connection.ops
+    marks, events, counters = (model._meta.db_table for model in (DedupeMark, EngagementEvent, EngagementCounter))
+    fields = [f for f in EngagementEvent._meta.concrete_fields]
+    columns = ", ".join(ops.quote_name(f.column) for f in fields)
+    placeholders = ", ".join(f"%s::{f.db_type(connection)}" for f in fields)
+    event_params = [f.get_db_prep_save(getattr(event, f.attname), connection) for f in fields]
+    rows = sorted(increments.items())  # a fixed order avoids lock-order deadlocks
+    counter_values = ", ".join(["(%s::uuid, %s::uuid, %s::varchar, %s::bigint)"] * len(rows))
+    counter_params = [p for key, amount in rows for p in (event.project_id, event.render_id, key, amount)]
+    if dedupe_key is None:
+        claim, gate, claim_params = "", "", []
+    else:
+        claim = (
+            f"claim AS (INSERT INTO {marks} (project_id, dedupe_key, last_recorded_at) VALUES (%s, %s, %s) "
+            f"ON CONFLICT (project_id, dedupe_key) DO UPDATE SET last_recorded_at = excluded.last_recorded_at "
+            f"WHERE {marks}.last_recorded_at <= %s RETURNING 1), "
+        )
+        gate = " WHERE EXISTS (SELECT 1 FROM claim)"
+        at = ops.adapt_datetimefield_value(event.created_at)
+        claim_params = [event.project_id, dedupe_key, at, ops.adapt_datetimefield_value(event.created_at - window)]
+    sql = (
+        f"WITH {claim}"
+        f"inserted AS (INSERT INTO {events} ({columns}) SELECT {placeholders}{gate} RETURNING 1), "
+        f"counted AS (INSERT INTO {counters} (project_id, render_id, key, count) "
+        f"SELECT * FROM (VALUES {counter_values}) AS v WHERE EXISTS (SELECT 1 FROM inserted) "
+        f"ON CONFLICT (project_id, render_id, key) DO UPDATE SET count = {counters}.count + excluded.count) "
+        f"SELECT count(*) FROM inserted"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, claim_params + event_params + counter_params)
+        return cursor.fetchone()[0] == 1

@@ -6,9 +6,10 @@ transactions serialize writers).
 """
 
 from collections import Counter
-from unittest import mock
+from contextlib import contextmanager
 
 import pytest
+from django.db import connection
 from rest_framework.test import APIClient
 
 from renders.models import LINK_OPENS_COUNTER, DedupeMark, EngagementCounter, EngagementEvent, EventType, Share
@@ -24,6 +25,30 @@ def keyed_client(raw_key):
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw_key}")
     return client
+
+
+@contextmanager
+def failing_event_inserts():
+    """A trigger that makes every insert of an engagement event fail, whatever code path issues it."""
+    table = EngagementEvent._meta.db_table
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("CREATE FUNCTION test_disk_full() RETURNS trigger LANGUAGE plpgsql AS "
+                           "$$ BEGIN RAISE EXCEPTION 'the disk is full'; END $$")
+            cursor.execute(f"CREATE TRIGGER test_disk_full BEFORE INSERT ON {table} "
+                           f"FOR EACH ROW EXECUTE FUNCTION test_disk_full()")
+        else:
+            cursor.execute(f"CREATE TRIGGER test_disk_full BEFORE INSERT ON {table} "
+                           f"BEGIN SELECT RAISE(ABORT, 'the disk is full'); END")
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            if connection.vendor == "postgresql":
+                cursor.execute(f"DROP TRIGGER test_disk_full ON {table}")
+                cursor.execute("DROP FUNCTION test_disk_full()")
+            else:
+                cursor.execute("DROP TRIGGER test_disk_full")
 
 
 def engagement(raw_key, render) -> dict:
@@ -92,26 +117,16 @@ def test_counts_stay_exact_under_200_concurrent_mixed_events(project, make_key, 
 
 def test_a_request_that_fails_after_claiming_the_dedupe_mark_leaves_no_mark(project, make_key, render):
     client = keyed_client(make_key(project).raw_key)
-    original_create = EngagementEvent.objects.create
-    failures = []
-
-    def fail_once(*args, **kwargs):
-        if not failures:
-            failures.append("raised")
-            raise RuntimeError("the disk is full")
-        return original_create(*args, **kwargs)
-
     url = f"/v1/renders/{render.id}/events"
-    with mock.patch("renders.services.EngagementEvent.objects.create", side_effect=fail_once):
+    with failing_event_inserts():  # the database refuses the event row, after the mark was claimed
         failed = client.post(url, {"eventType": "printed"}, format="json")
-        assert_envelope(failed, 500, "internal_error",
-                        "Something went wrong on our side. Quote the request id to support.")
-        assert failures == ["raised"]
-        assert DedupeMark.objects.count() == 0
-        assert EngagementCounter.objects.count() == 0
+    assert_envelope(failed, 500, "internal_error",
+                    "Something went wrong on our side. Quote the request id to support.")
+    assert DedupeMark.objects.count() == 0
+    assert EngagementCounter.objects.count() == 0
 
-        retry = client.post(url, {"eventType": "printed"}, format="json")
-        assert retry.status_code == 200 and retry.json() == {"recorded": True}
+    retry = client.post(url, {"eventType": "printed"}, format="json")
+    assert retry.status_code == 200 and retry.json() == {"recorded": True}
 
     assert EngagementEvent.objects.count() == 1
     assert DedupeMark.objects.count() == 1
