@@ -7,7 +7,7 @@ from rest_framework.response import Response
 
 from apikeys.models import Scope
 from apikeys.scoping import ProjectScopedAPIView
-from engagement_platform.errors import InvalidJson, PayloadTooLarge, ValidationFailed
+from engagement_platform.errors import InvalidJson, NotFound, PayloadTooLarge, ValidationFailed
 from engagement_platform.openapi import OpenApiResponse, keyed_operation
 from renders.api.schema import (
     EngagementSummarySerializer,
@@ -26,7 +26,7 @@ from renders.api.serializers import (
     summary_json,
 )
 from renders.models import ActorKind, Render
-from renders.selectors import engagement_summary, render_page
+from renders.selectors import engagement_summary, render_in_project, render_page
 from renders.services import client_ip, record_event, render_create
 
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
@@ -99,7 +99,9 @@ class RenderEngagementView(ProjectScopedAPIView):
                      summary="Engagement summary of a render",
                      responses={200: EngagementSummarySerializer}, errors=[404])
     def get(self, request, render_id):
-        render = self.get_scoped_or_404(Render.objects.all(), render_id, "render")
+        render = render_in_project(project=self.project, render_id=render_id)
+        if render is None:
+            raise NotFound("render")
         return Response(summary_json(engagement_summary(render=render)))
 
 
@@ -110,7 +112,9 @@ class RenderEventsView(ProjectScopedAPIView):
     @keyed_operation(scope=Scope.RENDERS_WRITE, operation_id="recordRenderEvent", summary="Record a partner-side event",
                      request=PartnerEventSerializer, responses={200: RecordedSerializer}, errors=[400, 404, 413])
     def post(self, request, render_id):
-        render = self.get_scoped_or_404(Render.objects.all(), render_id, "render")
+        render = render_in_project(project=self.project, render_id=render_id)
+        if render is None:
+            raise NotFound("render")
         require_body(request)
         body = parse_or_raise(PartnerEventSerializer, request.data)
         result = record_event(
