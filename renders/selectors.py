@@ -1,6 +1,7 @@
 """Reads on renders: the engagement summary and the render list."""
 
 from dataclasses import dataclass
+from functools import cache
 
 from django.db import connection
 from django.db.models import Count, Q
@@ -60,11 +61,9 @@ def render_in_project(*, project, render_id) -> Render | None:
     return Render.from_db(connection.alias, [f.attname for f in fields], list(row))
 
 
-def _summary_rows_in_one_statement(render: Render) -> tuple[dict[str, int], list[EngagementEvent]]:
-    """PostgreSQL: the same two index reads as one raw statement (UNION ALL), without ORM query building.
-
-    The summary is the hottest read; building two querysets cost several times the SQL itself.
-    """
+@cache
+def _summary_statement() -> tuple[str, list[str], list]:
+    """The summary's SQL (built once per process), the event attribute names and their converters."""
     fields = EngagementEvent._meta.concrete_fields
     columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
     nulls = ", ".join(f"NULL::{f.db_type(connection)}" for f in fields)
@@ -74,11 +73,19 @@ def _summary_rows_in_one_statement(render: Render) -> tuple[dict[str, int], list
         f"ORDER BY created_at DESC, id DESC LIMIT {RECENT_EVENTS_LIMIT}) AS recent "
         f"UNION ALL SELECT key, count, {nulls} FROM {counters} WHERE render_id = %s"
     )
+    converters = [(i, f.from_db_value) for i, f in enumerate(fields) if hasattr(f, "from_db_value")]
+    return sql, [f.attname for f in fields], converters
+
+
+def _summary_rows_in_one_statement(render: Render) -> tuple[dict[str, int], list[EngagementEvent]]:
+    """PostgreSQL: the same two index reads as one raw statement (UNION ALL), without ORM query building.
+
+    The summary is the hottest read; building two querysets cost several times the SQL itself.
+    """
+    sql, names, converters = _summary_statement()
     with connection.cursor() as cursor:
         cursor.execute(sql, [render.pk, render.pk])
         rows = cursor.fetchall()
-    converters = [(i, f.from_db_value) for i, f in enumerate(fields) if hasattr(f, "from_db_value")]
-    names = [f.attname for f in fields]
     stored, recent = {}, []
     for key, count, *values in rows:
         if key is not None:

@@ -6,6 +6,8 @@ The two upserts are the same SQL on PostgreSQL and on SQLite (3.35+): an
 recording (claim, event, counters) is one statement: `record_in_one_statement`.
 """
 
+from functools import cache
+
 from django.db import connection
 
 from renders.models import DedupeMark, EngagementCounter, EngagementEvent
@@ -63,9 +65,7 @@ def record_in_one_statement(*, event, dedupe_key: str | None, window, increments
     """
     ops = connection.ops
     marks, events, counters = (model._meta.db_table for model in (DedupeMark, EngagementEvent, EngagementCounter))
-    fields = [f for f in EngagementEvent._meta.concrete_fields]
-    columns = ", ".join(ops.quote_name(f.column) for f in fields)
-    placeholders = ", ".join(f"%s::{f.db_type(connection)}" for f in fields)
+    fields, columns, placeholders = _event_insert_parts()
     event_params = [f.get_db_prep_save(getattr(event, f.attname), connection) for f in fields]
     rows = sorted(increments.items())  # a fixed order avoids lock-order deadlocks
     counter_values = ", ".join(["(%s::uuid, %s::uuid, %s::varchar, %s::bigint)"] * len(rows))
@@ -92,3 +92,12 @@ def record_in_one_statement(*, event, dedupe_key: str | None, window, increments
     with connection.cursor() as cursor:
         cursor.execute(sql, claim_params + event_params + counter_params)
         return cursor.fetchone()[0] == 1
+
+
+@cache
+def _event_insert_parts() -> tuple[list, str, str]:
+    """The event table's fields, column list and typed placeholders (built once per process)."""
+    fields = list(EngagementEvent._meta.concrete_fields)
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    placeholders = ", ".join(f"%s::{f.db_type(connection)}" for f in fields)
+    return fields, columns, placeholders
