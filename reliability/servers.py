@@ -1,0 +1,201 @@
+"""Throwaway servers for the reliability runs: PostgreSQL, Redis and gunicorn, each on a free loopback port.
+
+Every server here is started by us, in a temporary directory, and stopped by the process id we started;
+nothing touches a shared instance (the PostgreSQL on 5432, the Redis on 6379).
+"""
+
+import glob
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _as_postgres(*args, **kwargs):
+    """Run a PostgreSQL binary as the `postgres` user when we are root (initdb refuses root)."""
+    command = list(args)
+    if os.geteuid() == 0:
+        command = ["runuser", "-u", "postgres", "--", *command]
+    return subprocess.run(command, check=True, capture_output=True, text=True, **kwargs)
+
+
+def postgres_bin(name: str) -> str:
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    if found:
+        return found[-1]
+    located = shutil.which(name)
+    if located:
+        return located
+    raise RuntimeError(f"PostgreSQL's {name} is not installed")
+
+
+class ThrowawayPostgres:
+    """A private PostgreSQL cluster in a temp dir, trust auth, on a free port."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="ep-pg-")
+        self.data = os.path.join(self.dir, "data")
+        self.log = os.path.join(self.dir, "server.log")
+        if os.geteuid() == 0:
+            shutil.chown(self.dir, "postgres", "postgres")
+        _as_postgres(postgres_bin("initdb"), "-D", self.data, "-U", "postgres", "--auth=trust", "-E", "UTF8",
+                     "--no-sync")
+
+    @property
+    def url(self) -> str:
+        return f"postgres://postgres@127.0.0.1:{self.port}/postgres"
+
+    def database_url(self, name: str) -> str:
+        return f"postgres://postgres@127.0.0.1:{self.port}/{name}"
+
+    def start(self, timeout: float = 30) -> None:
+        options = (f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.dir} "
+                   "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+        _as_postgres(postgres_bin("pg_ctl"), "-D", self.data, "-l", self.log, "-o", options, "-w",
+                     "-t", str(int(timeout)), "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        _as_postgres(postgres_bin("pg_ctl"), "-D", self.data, "-m", mode, "-w", "stop")
+
+    def create_database(self, name: str) -> None:
+        _as_postgres(postgres_bin("createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", name)
+
+    def destroy(self) -> None:
+        try:
+            self.stop("immediate")
+        except subprocess.CalledProcessError:
+            pass
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class ThrowawayRedis:
+    def __init__(self):
+        self.port = free_port()
+        self.process = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if not wait_until(lambda: port_open(self.port), 10):
+            raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+        self.process = None
+
+
+def manage(*args, env: dict, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run([str(VENV_BIN / "python"), "manage.py", *args], cwd=ROOT, env=env, check=check,
+                          capture_output=True, text=True)
+
+
+class Gunicorn:
+    """gunicorn serving the platform with the given environment; `log` holds its stdout/stderr."""
+
+    def __init__(self, env: dict, *, workers: int = 2, threads: int = 4, access_log: bool = False,
+                 timeout: int = 30):
+        self.port = free_port()
+        self.env = env
+        self.workers, self.threads, self.timeout = workers, threads, timeout
+        self.access_log = access_log
+        self.log_file = tempfile.NamedTemporaryFile(prefix="ep-gunicorn-", suffix=".log", delete=False)
+        self.process = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, ready_timeout: float = 30) -> None:
+        command = [str(VENV_BIN / "gunicorn"), "engagement_platform.wsgi:application",
+                   "--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers),
+                   "--threads", str(self.threads), "--timeout", str(self.timeout), "--graceful-timeout", "5"]
+        if self.access_log:
+            command += ["--access-logfile", "-", "--access-logformat", 'pid=%(p)s status=%(s)s "%(r)s"']
+        self.process = subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=self.log_file,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+        if not wait_until(self._ready, ready_timeout, 0.2):
+            self.stop()
+            raise RuntimeError(f"gunicorn did not become ready:\n{self.read_log()[-3000:]}")
+
+    def _ready(self) -> bool:
+        if self.process.poll() is not None:
+            raise RuntimeError(f"gunicorn exited:\n{self.read_log()[-3000:]}")
+        try:
+            with urllib.request.urlopen(self.base_url + "/healthz", timeout=1) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    def read_log(self) -> str:
+        return Path(self.log_file.name).read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=5)
+        self.process = None
+
+    def cleanup(self) -> None:
+        self.stop()
+        Path(self.log_file.name).unlink(missing_ok=True)
+
+
+def base_env(**overrides) -> dict:
+    env = {key: value for key, value in os.environ.items() if key not in ("DATABASE_URL", "CACHE_URL", "REDIS_URL")}
+    env.update({"DEBUG": "0", "DJANGO_SETTINGS_MODULE": "engagement_platform.settings",
+                "ALLOWED_HOSTS": "127.0.0.1,localhost", "LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1"})
+    env.update({key: str(value) for key, value in overrides.items()})
+    return env
+
+
+def database_url_of(settings_dict: dict) -> str:
+    """DATABASE_URL for a Django connection's settings (used to point a server at pytest's test database)."""
+    if settings_dict["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{os.path.abspath(settings_dict['NAME'])}"
+    user = settings_dict.get("USER") or "postgres"
+    password = settings_dict.get("PASSWORD") or ""
+    auth = f"{user}:{password}@" if password else f"{user}@"
+    return (f"postgres://{auth}{settings_dict.get('HOST') or '127.0.0.1'}:{settings_dict.get('PORT') or 5432}/"
+            f"{settings_dict['NAME']}")
