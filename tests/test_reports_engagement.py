@@ -352,3 +352,17 @@ def test_a_project_never_sees_another_projects_traffic(api, project, make_projec
     partial = get_report(api, from_="2026-04-15T08:00:00Z", to="2026-04-15T10:00:00Z").json()["data"]
 
     assert data == partial == [bucket("2026-04-15T00:00:00Z", clicks=1, unique_clicks=1)]
+
+
+def test_a_window_starting_minutes_after_midnight_leaves_out_that_days_earlier_events(api, project, clock):
+    ingest(project, [
+        wire_event("opened", "2026-04-20T00:00:00Z", recipient="v1@example.org"),
+        wire_event("opened", "2026-04-20T00:04:59Z", recipient="v2@example.org"),
+        wire_event("opened", "2026-04-20T00:05:00Z", recipient="v3@example.org"),
+        wire_event("opened", "2026-04-21T00:00:00Z", recipient="v4@example.org"),
+    ])
+
+    data = get_report(api, from_="2026-04-20T00:05:00Z", to="2026-04-22T00:00:00Z").json()["data"]
+
+    assert data == [bucket("2026-04-20T00:00:00Z", opens=1, unique_opens=1),
+                    bucket("2026-04-21T00:00:00Z", opens=1, unique_opens=1)]
