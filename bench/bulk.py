@@ -93,21 +93,30 @@ def _rollup_select(tables) -> str:
     """The daily rollup rows of one project computed from its raw events in one set-based query.
 
     Same rule as `rebuild_rollups`: each event feeds one row of each of the four grains, and
-    unique opens/clicks are the distinct recipients per UTC day within each grain key.
+    unique opens/clicks are the distinct recipients per UTC day within each grain key. Counts are
+    aggregated before the grain expansion, distinct recipients after a DISTINCT of the touches,
+    so the expensive sort only sees opens and clicks.
     """
     ev, msg, channel = tables["message_event"], tables["message"], tables["channel"]
+    base = (f"SELECT (e.occurred_at AT TIME ZONE 'UTC')::date AS day, e.type, c.external_id::text AS ch, "
+            f"m.from_domain AS dom, m.recipient FROM {ev} e JOIN {msg} m ON m.id = e.message_id "
+            f"JOIN {channel} c ON c.id = m.channel_id WHERE e.project_id = %(p)s")
+    grains = ("CROSS JOIN LATERAL (VALUES ('all', '', ''), ('channel', x.ch, ''), ('domain', '', x.dom), "
+              "('channel_domain', x.ch, x.dom)) AS g(grain, ck, gd)")
     return (
-        f"SELECT %(p)s::uuid, x.day, g.grain, g.ck, g.dom, "
-        f"count(*) FILTER (WHERE x.type = 'sent'), count(*) FILTER (WHERE x.type = 'delivered'), "
-        f"count(*) FILTER (WHERE x.type = 'opened'), count(*) FILTER (WHERE x.type = 'clicked'), "
-        f"count(DISTINCT x.recipient) FILTER (WHERE x.type = 'opened'), "
-        f"count(DISTINCT x.recipient) FILTER (WHERE x.type = 'clicked') "
-        f"FROM (SELECT (e.occurred_at AT TIME ZONE 'UTC')::date AS day, e.type, c.external_id::text AS ch, "
-        f"m.from_domain AS dom, m.recipient FROM {ev} e JOIN {msg} m ON m.id = e.message_id "
-        f"JOIN {channel} c ON c.id = m.channel_id WHERE e.project_id = %(p)s) AS x "
-        f"CROSS JOIN LATERAL (VALUES ('all', '', ''), ('channel', x.ch, ''), ('domain', '', x.dom), "
-        f"('channel_domain', x.ch, x.dom)) AS g(grain, ck, dom) "
-        f"GROUP BY x.day, g.grain, g.ck, g.dom"
+        f"SELECT %(p)s::uuid, c4.day, c4.grain, c4.ck, c4.gd, c4.s, c4.d, c4.o, c4.k, "
+        f"coalesce(u4.uo, 0), coalesce(u4.uc, 0) FROM ("
+        f"SELECT x.day, g.grain, g.ck, g.gd, sum(x.s)::bigint AS s, sum(x.d)::bigint AS d, "
+        f"sum(x.o)::bigint AS o, sum(x.k)::bigint AS k FROM ("
+        f"SELECT day, ch, dom, count(*) FILTER (WHERE type = 'sent') AS s, "
+        f"count(*) FILTER (WHERE type = 'delivered') AS d, count(*) FILTER (WHERE type = 'opened') AS o, "
+        f"count(*) FILTER (WHERE type = 'clicked') AS k FROM ({base}) AS b GROUP BY day, ch, dom) AS x "
+        f"{grains} GROUP BY x.day, g.grain, g.ck, g.gd) AS c4 LEFT JOIN ("
+        f"SELECT x.day, g.grain, g.ck, g.gd, count(DISTINCT x.recipient) FILTER (WHERE x.type = 'opened') AS uo, "
+        f"count(DISTINCT x.recipient) FILTER (WHERE x.type = 'clicked') AS uc FROM ("
+        f"SELECT DISTINCT day, type, ch, dom, recipient FROM ({base}) AS b WHERE type IN ('opened', 'clicked')"
+        f") AS x {grains} GROUP BY x.day, g.grain, g.ck, g.gd) AS u4 "
+        f"ON u4.day = c4.day AND u4.grain = c4.grain AND u4.ck = c4.ck AND u4.gd = c4.gd"
     )
 
 

@@ -18,6 +18,7 @@ class WrkResult:
     p90_ms: float
     p99_ms: float
     cpu_seconds: float  # wrk's own user+system CPU time
+    machine_busy: float  # share of all cores busy during the run (every process on the box)
 
     @property
     def rps(self) -> float:
@@ -27,6 +28,14 @@ class WrkResult:
     def cpu_share(self) -> float:
         """wrk's CPU use as a share of one core over the run."""
         return self.cpu_seconds / self.seconds if self.seconds else 0.0
+
+
+def cpu_ticks() -> tuple[int, int]:
+    """(busy, total) jiffies of all cores since boot, from /proc/stat."""
+    with open("/proc/stat") as stat:
+        values = [int(v) for v in stat.readline().split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return sum(values) - idle, sum(values)
 
 
 def wrk_path() -> str:
@@ -49,8 +58,10 @@ def run_wrk(url: str, *, script: str, workdir: str, duration: float, connections
     out_path = combined + ".out"
     with open(out_path, "w+") as out_file:
         proc = subprocess.Popen(cmd, stdout=out_file, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+        busy_before, total_before = cpu_ticks()
         # wait4 on this child alone: its exact CPU time, whatever else this process has run.
         _, status, usage = os.wait4(proc.pid, 0)
+        busy_after, total_after = cpu_ticks()
         proc.returncode = os.waitstatus_to_exitcode(status)
         out_file.seek(0)
         out = err = out_file.read()
@@ -67,4 +78,5 @@ def run_wrk(url: str, *, script: str, workdir: str, duration: float, connections
         p90_ms=data["p90_us"] / 1000,
         p99_ms=data["p99_us"] / 1000,
         cpu_seconds=usage.ru_utime + usage.ru_stime,
+        machine_busy=(busy_after - busy_before) / max(1, total_after - total_before),
     )

@@ -293,16 +293,19 @@ class Bench:
         const_tp = self.wrk("/bench/constant", connections=conns)
         const_lat = self.wrk("/bench/constant", connections=1)
         t.info("floor: constant JSON view", f"{const_tp.rps:,.0f} req/s at {conns} conn; p50 {const_lat.p50_ms:.2f} ms "
-               f"at 1 conn", f"wrk CPU {const_tp.cpu_share:.0%} of a core")
+               f"at 1 conn",
+               f"wrk CPU {const_tp.cpu_share:.0%} of a core; CPU busy {const_tp.machine_busy:.0%}")
         self.wrk_cpu = const_tp.cpu_share
 
         floor = self.wrk(f"/bench/select-insert/{self.renders['floor']}", script="render_events.lua",
                          connections=conns)
         post = self.wrk(f"/v1/renders/{self.renders['post']}/events", script="render_events.lua",
                         key=self.keys["renders"], connections=conns)
-        t.info("floor: SELECT + INSERT view", f"{floor.rps:,.0f} req/s at {conns} conn", self._errors(floor))
+        t.info("floor: SELECT + INSERT view", f"{floor.rps:,.0f} req/s at {conns} conn",
+               f"CPU busy {floor.machine_busy:.0%} {self._errors(floor)}".strip())
         t.target("POST /v1/renders/:id/events", f"{post.rps:,.0f} req/s", f"floor {floor.rps:,.0f} req/s",
-                 post.rps / floor.rps, ">=", 0.6, note=self._errors(post))
+                 post.rps / floor.rps, ">=", 0.6,
+                 note=f"CPU busy {post.machine_busy:.0%} {self._errors(post)}".strip())
 
         small = self.wrk(f"/v1/renders/{self.renders['small']}/engagement", key=self.keys["renders"])
         big = self.wrk(f"/v1/renders/{self.renders['big']}/engagement", key=self.keys["renders"])
@@ -335,7 +338,8 @@ class Bench:
         events_per_s = ingest.rps * INGEST_BATCH
         t.target(f"POST /v1/messages/events ({INGEST_BATCH}-event batches)", f"{events_per_s:,.0f} events/s",
                  f"COPY {self.copy['rate']:,.0f} rows/s", events_per_s / self.copy["rate"], ">=", 0.1,
-                 note=self._errors(ingest) or f"p50 {ingest.p50_ms:.0f} ms per batch")
+                 note=self._errors(ingest)
+                 or f"p50 {ingest.p50_ms:.0f} ms per batch; CPU busy {ingest.machine_busy:.0%}")
         b = self.backfill
         rate = b["lines"] / b["seconds"]
         t.target(f"backfill_message_events ({b['lines']:,} lines)", f"{rate:,.0f} events/s",
