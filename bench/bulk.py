@@ -36,10 +36,11 @@ def load_render_events(conn, *, tables, project_id, render_id, first: int, last:
                 {"p": project_id, "r": render_id, "start": start, "step": step, "lo": lo, "hi": hi},
             )
             conn.execute(
-                f"INSERT INTO {counter} (project_id, render_id, key, count) "
-                f"SELECT %(p)s, %(r)s, (ARRAY['viewed','downloaded','printed'])[i %% 3 + 1], count(*) "
+                f"INSERT INTO {counter} (project_id, render_id, key, shard, count) "
+                f"SELECT %(p)s, %(r)s, (ARRAY['viewed','downloaded','printed'])[i %% 3 + 1], 0, count(*) "
                 f"FROM generate_series(%(lo)s::bigint, %(hi)s::bigint - 1) AS i GROUP BY 3 "
-                f"ON CONFLICT (project_id, render_id, key) DO UPDATE SET count = {counter}.count + excluded.count",
+                f"ON CONFLICT (project_id, render_id, key, shard) "
+                f"DO UPDATE SET count = {counter}.count + excluded.count",
                 {"p": project_id, "r": render_id, "lo": lo, "hi": hi},
             )
     conn.execute("SET synchronous_commit = on")

@@ -131,17 +131,27 @@ class EngagementEvent(models.Model):
         return f"{self.event_type} on {self.render_id}"
 
 
+COUNTER_SHARDS = 16
+
+
 class EngagementCounter(models.Model):
-    """Per-render counts kept exact in the same transaction as each event insert."""
+    """Per-render counts kept exact in the same transaction as each event insert.
+
+    A count is the sum of up to COUNTER_SHARDS rows (`shard`): each live event adds to a random
+    shard, so concurrent events on one popular render do not queue on a single row lock until
+    commit. Reads sum the shards of the render: still a bounded, indexed read.
+    """
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
     render = models.ForeignKey(Render, on_delete=models.CASCADE, related_name="counters")
     key = models.CharField(max_length=20)  # an EventType value, or LINK_OPENS_COUNTER
+    shard = models.PositiveSmallIntegerField(default=0, db_default=0)
     count = models.BigIntegerField(default=0)
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["project", "render", "key"], name="counter_unique_per_render_key"),
+            models.UniqueConstraint(fields=["project", "render", "key", "shard"],
+                                    name="counter_unique_per_render_key_shard"),
         ]
 
 

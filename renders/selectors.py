@@ -4,7 +4,7 @@ from dataclasses import dataclass
 from functools import cache
 
 from django.db import connection
-from django.db.models import Count, Q
+from django.db.models import Count, Q, Sum
 from django.db.models.functions import TruncDate
 
 from engagement_platform.ids import parse_uuid
@@ -22,11 +22,12 @@ class EngagementSummary:
 
 
 def engagement_summary(*, render: Render) -> EngagementSummary:
-    """Two indexed reads whatever the number of events: the counter rows and the 25 newest events."""
+    """Two indexed reads whatever the number of events: the counter shards and the 25 newest events."""
     if connection.vendor == "postgresql":
         stored, recent = _summary_rows_in_one_statement(render)
     else:
-        stored = dict(EngagementCounter.objects.filter(render=render).values_list("key", "count"))
+        stored = dict(EngagementCounter.objects.filter(render=render).order_by().values("key")
+                      .annotate(total=Sum("count")).values_list("key", "total"))
         recent = list(
             EngagementEvent.objects.filter(render=render).order_by("-created_at", "-id")[:RECENT_EVENTS_LIMIT]
         )
@@ -71,7 +72,7 @@ def _summary_statement() -> tuple[str, list[str], list]:
     sql = (
         f"SELECT NULL::varchar, NULL::bigint, * FROM (SELECT {columns} FROM {events} WHERE render_id = %s "
         f"ORDER BY created_at DESC, id DESC LIMIT {RECENT_EVENTS_LIMIT}) AS recent "
-        f"UNION ALL SELECT key, count, {nulls} FROM {counters} WHERE render_id = %s"
+        f"UNION ALL SELECT key, sum(count)::bigint, {nulls} FROM {counters} WHERE render_id = %s GROUP BY key"
     )
     converters = [(i, f.from_db_value) for i, f in enumerate(fields) if hasattr(f, "from_db_value")]
     return sql, [f.attname for f in fields], converters

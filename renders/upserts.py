@@ -6,11 +6,12 @@ The two upserts are the same SQL on PostgreSQL and on SQLite (3.35+): an
 recording (claim, event, counters) is one statement: `record_in_one_statement`.
 """
 
+import random
 from functools import cache
 
 from django.db import connection
 
-from renders.models import DedupeMark, EngagementCounter, EngagementEvent
+from renders.models import COUNTER_SHARDS, DedupeMark, EngagementCounter, EngagementEvent
 
 
 def claim_dedupe_mark(*, project_id, dedupe_key: str, at, window) -> bool:
@@ -31,19 +32,19 @@ def claim_dedupe_mark(*, project_id, dedupe_key: str, at, window) -> bool:
         return cursor.fetchone() is not None
 
 
-def add_to_counters(*, project_id, render_id, increments: dict[str, int]) -> None:
-    """Add `increments` ({counter key: n}) to a render's counters, creating missing rows."""
+def add_to_counters(*, project_id, render_id, increments: dict[str, int], shard: int = 0) -> None:
+    """Add `increments` ({counter key: n}) to one shard of a render's counters, creating missing rows."""
     if not increments:
         return
     table = EngagementCounter._meta.db_table
     rows = sorted(increments.items())  # a fixed order avoids lock-order deadlocks
-    values = ", ".join(["(%s, %s, %s, %s)"] * len(rows))
+    values = ", ".join(["(%s, %s, %s, %s, %s)"] * len(rows))
     params = []
     for key, amount in rows:
-        params += [_uuid_param(project_id), _uuid_param(render_id), key, amount]
+        params += [_uuid_param(project_id), _uuid_param(render_id), key, shard, amount]
     sql = (
-        f"INSERT INTO {table} (project_id, render_id, key, count) VALUES {values} "
-        f"ON CONFLICT (project_id, render_id, key) DO UPDATE SET count = {table}.count + excluded.count"
+        f"INSERT INTO {table} (project_id, render_id, key, shard, count) VALUES {values} "
+        f"ON CONFLICT (project_id, render_id, key, shard) DO UPDATE SET count = {table}.count + excluded.count"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
@@ -61,15 +62,17 @@ def record_in_one_statement(*, event, dedupe_key: str | None, window, increments
     together without a BEGIN/COMMIT pair around them (one round trip instead of five): the
     event insert runs only when the claim returned a row, the counter upsert only when the
     event was inserted. Concurrent claimers of one key still queue on the mark's unique index
-    and exactly one wins. Returns whether the event was recorded.
+    and exactly one wins. The counters get a random shard, so concurrent events of one render
+    rarely wait on the same row lock. Returns whether the event was recorded.
     """
     ops = connection.ops
     marks, events, counters = (model._meta.db_table for model in (DedupeMark, EngagementEvent, EngagementCounter))
     fields, columns, placeholders = _event_insert_parts()
     event_params = [f.get_db_prep_save(getattr(event, f.attname), connection) for f in fields]
     rows = sorted(increments.items())  # a fixed order avoids lock-order deadlocks
-    counter_values = ", ".join(["(%s::uuid, %s::uuid, %s::varchar, %s::bigint)"] * len(rows))
-    counter_params = [p for key, amount in rows for p in (event.project_id, event.render_id, key, amount)]
+    shard = random.randrange(COUNTER_SHARDS)  # spreads concurrent events of one render over rows
+    counter_values = ", ".join(["(%s::uuid, %s::uuid, %s::varchar, %s::smallint, %s::bigint)"] * len(rows))
+    counter_params = [p for key, amount in rows for p in (event.project_id, event.render_id, key, shard, amount)]
     if dedupe_key is None:
         claim, gate, claim_params = "", "", []
     else:
@@ -84,9 +87,9 @@ def record_in_one_statement(*, event, dedupe_key: str | None, window, increments
     sql = (
         f"WITH {claim}"
         f"inserted AS (INSERT INTO {events} ({columns}) SELECT {placeholders}{gate} RETURNING 1), "
-        f"counted AS (INSERT INTO {counters} (project_id, render_id, key, count) "
+        f"counted AS (INSERT INTO {counters} (project_id, render_id, key, shard, count) "
         f"SELECT * FROM (VALUES {counter_values}) AS v WHERE EXISTS (SELECT 1 FROM inserted) "
-        f"ON CONFLICT (project_id, render_id, key) DO UPDATE SET count = {counters}.count + excluded.count) "
+        f"ON CONFLICT (project_id, render_id, key, shard) DO UPDATE SET count = {counters}.count + excluded.count) "
         f"SELECT count(*) FROM inserted"
     )
     with connection.cursor() as cursor:
