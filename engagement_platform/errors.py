@@ -302,6 +302,15 @@ def api_error_response(request, error: ApiError) -> HttpResponse:
     return response
 
 
+def handler400(request, exception=None):
+    """Requests Django refuses before any view (a malformed Host header...) still answer in the API's shape."""
+    if request.path.startswith("/v1/"):
+        return api_error_response(request, ValidationFailed(form_errors=["The request is malformed."]))
+    from django.views.defaults import bad_request
+
+    return bad_request(request, exception)
+
+
 def handler404(request, exception=None):
     if request.path.startswith("/v1/"):
         return api_error_response(request, NotFound())

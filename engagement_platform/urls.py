@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from engagement_platform import health, openapi  # noqa: F401  (openapi registers the auth scheme)
 
+handler400 = "engagement_platform.errors.handler400"
 handler404 = "engagement_platform.errors.handler404"
 handler500 = "engagement_platform.errors.handler500"
 

@@ -75,6 +75,9 @@ def _string(raw: dict, name: str, max_length: int, errors: dict) -> str | None:
     if not isinstance(value, str) or not value:
         errors[name] = "Required: a non-empty string." if value in (None, "") else "Must be a string."
         return None
+    if "\x00" in value:  # PostgreSQL text cannot hold NUL
+        errors[name] = "Must not contain NUL characters."
+        return None
     if len(value) > max_length:
         errors[name] = f"Must be at most {max_length} characters."
         return None
@@ -95,6 +98,9 @@ def _optional_string(raw: dict, name: str, max_length: int | None, errors: dict)
         return None
     if not isinstance(value, str):
         errors[name] = "Must be a string or null."
+        return None
+    if "\x00" in value:  # PostgreSQL text cannot hold NUL
+        errors[name] = "Must not contain NUL characters."
         return None
     if max_length is not None and len(value) > max_length:
         errors[name] = f"Must be at most {max_length} characters."
