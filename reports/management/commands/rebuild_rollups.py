@@ -9,7 +9,9 @@ from apikeys.selectors import project_by_id_or_name
 from reports.services import rollups_rebuild
 
 
-def parse_day(value: str) -> date:
+def parse_day(value) -> date | None:
+    if value is None or isinstance(value, date):
+        return value
     try:
         return date.fromisoformat(value)
     except ValueError:
@@ -23,10 +25,11 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--project", help="Project id or name; every project when omitted.")
-        parser.add_argument("--from", dest="first_day", type=parse_day, help="First UTC day, YYYY-MM-DD.")
-        parser.add_argument("--to", dest="end_day", type=parse_day, help="UTC day to stop before, YYYY-MM-DD.")
+        parser.add_argument("--from", dest="first_day", help="First UTC day, YYYY-MM-DD.")
+        parser.add_argument("--to", dest="end_day", help="UTC day to stop before, YYYY-MM-DD.")
 
     def handle(self, *args, project, first_day, end_day, verbosity, **options):
+        first_day, end_day = parse_day(first_day), parse_day(end_day)
         if first_day and end_day and first_day >= end_day:
             raise CommandError("--from must be earlier than --to.")
         if project is not None:
