@@ -50,3 +50,21 @@ bench: $(VENV)/.installed
 
 bench-quick: $(VENV)/.installed
 	$(BIN)/python bench/run.py --quick
+
+## Reliability (docs/reliability.md): each run starts its own throwaway PostgreSQL, Redis and gunicorn.
+## loadtest: 60 s of 32 clients with accounting, the same with PostgreSQL stopped for 10 s, Redis down.
+.PHONY: loadtest fuzz fuzz-ci
+loadtest: $(VENV)/.installed-dev
+	mkdir -p var/reliability
+	$(BIN)/python -m reliability.loadtest --duration $${LOAD_SECONDS:-60} --clients 32 --output var/reliability/load.json
+	$(BIN)/python -m reliability.loadtest --duration $${LOAD_SECONDS:-60} --clients 32 --pg-fault --fault-seconds 10 \
+		--output var/reliability/pg-fault.json
+	$(BIN)/python -m reliability.loadtest --redis-fault --output var/reliability/redis-fault.json
+
+## fuzz: schemathesis on every operation, 20,000+ cases; fuzz-ci: the bounded 2,000-case run .ci/run calls.
+fuzz: $(VENV)/.installed-dev
+	mkdir -p var/reliability
+	$(BIN)/python -m reliability.fuzz --cases $${FUZZ_CASES:-20000} --seed $${FUZZ_SEED:-7} --output var/reliability/fuzz.json
+
+fuzz-ci: $(VENV)/.installed-dev
+	$(BIN)/python -m reliability.fuzz --cases 2000 --seed 1

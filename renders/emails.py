@@ -63,6 +63,13 @@ def message_event(email: RenderEmail, *, event_type: str, event_id: str, at, url
     }
 
 
+def message_id_for(email_id, sender: str) -> str:
+    """`<id>@<sender's domain>`, within the column's length however long the (valid) domain is."""
+    domain = sender.rpartition("@")[2] or "localhost"
+    limit = RenderEmail._meta.get_field("message_id").max_length
+    return f"{email_id}@{domain}"[:limit]
+
+
 def render_email_send(*, render: Render, to: str, base_url: str, subject: str | None = None, message: str = "",
                       from_address: str | None = None, channel_id=None, source_ip: str | None = None,
                       user_agent: str | None = None) -> RenderEmail:
@@ -86,7 +93,7 @@ def render_email_send(*, render: Render, to: str, base_url: str, subject: str | 
             project=project,
             render=render,
             share=share,
-            message_id=f"{email_id}@{sender.rpartition('@')[2] or 'localhost'}",
+            message_id=message_id_for(email_id, sender),
             channel_id=channel.external_id,
             from_address=sender,
             recipient=to,

@@ -386,3 +386,12 @@ def test_admin_escapes_hostile_strings_on_render_and_event_pages(world, make_cli
         assert "<img src=x onerror" not in html, page
     detail = operator.get(f"/admin/renders/render/{render.pk}/change/").content.decode()
     assert escape(hostile) in detail
+
+
+def test_email_from_the_longest_valid_domain_is_sent_not_a_500(world, make_client):
+    """A valid sender domain of 252 characters once overflowed the Message-ID column (found by fuzzing)."""
+    domain = ".".join(["0" * 63, "a" * 63, "a" * 63, "a" * 59])
+    response = make_client(world.a.raw_key).post(
+        f"/v1/renders/{world.a.render.id}/emails",
+        {"to": "0@0.com", "subject": "0", "message": "", "from": f"0@{domain}"}, format="json")
+    assert response.status_code == 201, response.content
