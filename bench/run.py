@@ -34,13 +34,13 @@ from bench.server import Server  # noqa: E402
 
 SIZES = {
     "full": {
-        "duration": 10, "warmup": 2, "throughput_connections": 16, "ingest_duration": 15,
+        "duration": 4, "rounds": 3, "warmup": 2, "throughput_connections": 16, "ingest_duration": 15,
         "render_small": 1_000, "render_big": 1_000_000, "render_command_slice": 100_000,
         "report_small": 100_000, "report_big": 10_000_000, "backfill_slice": 300_000,
         "sql_repeat": 200,
     },
     "quick": {
-        "duration": 3, "warmup": 1, "throughput_connections": 16, "ingest_duration": 4,
+        "duration": 2, "rounds": 2, "warmup": 1, "throughput_connections": 16, "ingest_duration": 4,
         "render_small": 1_000, "render_big": 50_000, "render_command_slice": 5_000,
         "report_small": 10_000, "report_big": 200_000, "backfill_slice": 50_000,
         "sql_repeat": 50,
@@ -65,6 +65,7 @@ class Bench:
         self.tmp = tempfile.mkdtemp(prefix="ep-bench-")
         self.server = None
         self.db_created = False
+        self.salt = 0
         self.table = Table(quick=mode == "quick")
         self.env = {
             **os.environ,
@@ -132,9 +133,30 @@ class Bench:
         extra = {"BENCH_KEY": key, **(env or {})}
         if warmup:
             run_wrk(url, script=script, workdir=self.tmp, duration=self.size["warmup"], connections=connections,
-                    env={**extra, "BENCH_SALT": str(secrets.randbelow(60000))})
+                    env={**extra, "BENCH_SALT": self.next_salt()})
         return run_wrk(url, script=script, workdir=self.tmp, duration=duration or self.size["duration"],
-                       connections=connections, env={**extra, "BENCH_SALT": str(secrets.randbelow(60000))})
+                       connections=connections, env={**extra, "BENCH_SALT": self.next_salt()})
+
+    def next_salt(self) -> str:
+        """A new value per wrk run, so no generated source IP or event id repeats across runs."""
+        self.salt += 1
+        return str(self.salt)
+
+    def alternate(self, specs: dict, *, metric: str) -> dict:
+        """Run each spec once to warm up, then `rounds` rounds of all specs in turn; per spec, the
+        median round by `metric` ("rps" or "p50_ms"). Alternating keeps a figure and its floor under
+        the same background load, which on a shared machine moves between runs."""
+        for spec in specs.values():
+            self.wrk(**spec, duration=self.size["warmup"], warmup=False)
+        rounds = {name: [] for name in specs}
+        for _ in range(self.size["rounds"]):
+            for name, spec in specs.items():
+                rounds[name].append(self.wrk(**spec, warmup=False))
+        picked = {}
+        for name, results in rounds.items():
+            ordered = sorted(results, key=lambda r: getattr(r, metric))
+            picked[name] = ordered[len(ordered) // 2]
+        return picked
 
     # ---------------------------------------------------------------- setup
     def setup(self) -> None:
@@ -290,25 +312,38 @@ class Bench:
     def measure(self) -> None:
         s, t = self.size, self.table
         conns = s["throughput_connections"]
-        const_tp = self.wrk("/bench/constant", connections=conns)
-        const_lat = self.wrk("/bench/constant", connections=1)
+        tp = self.alternate({
+            "constant": {"path": "/bench/constant", "connections": conns},
+            "floor": {"path": f"/bench/select-insert/{self.renders['floor']}", "script": "render_events.lua",
+                      "connections": conns},
+            "post": {"path": f"/v1/renders/{self.renders['post']}/events", "script": "render_events.lua",
+                     "key": self.keys["renders"], "connections": conns},
+        }, metric="rps")
+        const_tp, floor, post = tp["constant"], tp["floor"], tp["post"]
+        query = (f"/v1/reports/engagement?from={datagen.iso_z(self.report_from)}&to={datagen.iso_z(self.report_to)}"
+                 f"&group_by=day") if self.reports_ready else None
+        latency_specs = {
+            "constant": {"path": "/bench/constant"},
+            "small": {"path": f"/v1/renders/{self.renders['small']}/engagement", "key": self.keys["renders"]},
+            "big": {"path": f"/v1/renders/{self.renders['big']}/engagement", "key": self.keys["renders"]},
+        }
+        if query:
+            latency_specs["rep_small"] = {"path": query, "key": self.keys["report-small"]}
+            latency_specs["rep_big"] = {"path": query, "key": self.keys["report-big"]}
+        lat = self.alternate(latency_specs, metric="p50_ms")
+        const_lat = lat["constant"]
         t.info("floor: constant JSON view", f"{const_tp.rps:,.0f} req/s at {conns} conn; p50 {const_lat.p50_ms:.2f} ms "
                f"at 1 conn",
                f"wrk CPU {const_tp.cpu_share:.0%} of a core; CPU busy {const_tp.machine_busy:.0%}")
         self.wrk_cpu = const_tp.cpu_share
 
-        floor = self.wrk(f"/bench/select-insert/{self.renders['floor']}", script="render_events.lua",
-                         connections=conns)
-        post = self.wrk(f"/v1/renders/{self.renders['post']}/events", script="render_events.lua",
-                        key=self.keys["renders"], connections=conns)
         t.info("floor: SELECT + INSERT view", f"{floor.rps:,.0f} req/s at {conns} conn",
                f"CPU busy {floor.machine_busy:.0%} {self._errors(floor)}".strip())
         t.target("POST /v1/renders/:id/events", f"{post.rps:,.0f} req/s", f"floor {floor.rps:,.0f} req/s",
                  post.rps / floor.rps, ">=", 0.6,
                  note=f"CPU busy {post.machine_busy:.0%} {self._errors(post)}".strip())
 
-        small = self.wrk(f"/v1/renders/{self.renders['small']}/engagement", key=self.keys["renders"])
-        big = self.wrk(f"/v1/renders/{self.renders['big']}/engagement", key=self.keys["renders"])
+        small, big = lat["small"], lat["big"]
         t.target(f"GET engagement p50 @{s['render_big']:,} vs @{s['render_small']:,} events",
                  f"{big.p50_ms:.2f} ms", f"{small.p50_ms:.2f} ms", big.p50_ms / small.p50_ms, "<=", 1.3,
                  note=self._errors(big, small))
@@ -320,10 +355,7 @@ class Bench:
                          "POST /v1/messages/events", "backfill_message_events rate", "backfill_message_events RSS"):
                 t.missing(name, "reports app not merged yet")
             return
-        query = (f"/v1/reports/engagement?from={datagen.iso_z(self.report_from)}&to={datagen.iso_z(self.report_to)}"
-                 f"&group_by=day")
-        rep_small = self.wrk(query, key=self.keys["report-small"])
-        rep_big = self.wrk(query, key=self.keys["report-big"])
+        rep_small, rep_big = lat["rep_small"], lat["rep_big"]
         sql_ms = self.rollup_sql_ms()
         t.target(f"GET report 365 d p50 @{self.big_events:,} vs @{self.small_events:,} events",
                  f"{rep_big.p50_ms:.2f} ms", f"{rep_small.p50_ms:.2f} ms", rep_big.p50_ms / rep_small.p50_ms,
@@ -411,8 +443,9 @@ def bench_notes(bench: Bench, load_before, seconds: float) -> list[str]:
         f"mode {bench.mode}; {os.cpu_count()} cores; load average {load_before[0]:.2f} before, "
         f"{os.getloadavg()[0]:.2f} after; {seconds:.0f} s so far",
         "server: gunicorn 2 workers x 4 threads, DEBUG=0, Redis cache, PostgreSQL on the same box; "
-        f"throughput with wrk at {s['throughput_connections']} connections, latency p50 at 1 connection, "
-        f"{s['duration']} s each after {s['warmup']} s warm-up",
+        f"throughput with wrk at {s['throughput_connections']} connections, latency p50 at 1 connection; "
+        f"each figure and its floor alternate over {s['rounds']} rounds of {s['duration']} s after a "
+        f"{s['warmup']} s warm-up, median round shown",
         f"wrk itself used {bench.wrk_cpu:.0%} of one core at the constant floor's rate (the cheapest request)",
     ]
     if bench.render_backfill_rate:

@@ -8,7 +8,7 @@ local counter = 0
 
 function request()
   counter = counter + 1
-  wrk.headers["X-Forwarded-For"] = string.format("fd%02x:%x:%x:%x::1", salt % 256, tid,
+  wrk.headers["X-Forwarded-For"] = string.format("fd00:%x:%x:%x:%x::1", salt, tid,
     math.floor(counter / 65536), counter % 65536)
   return wrk.format()
 end
