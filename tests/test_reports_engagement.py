@@ -366,3 +366,14 @@ def test_a_window_starting_minutes_after_midnight_leaves_out_that_days_earlier_e
 
     assert data == [bucket("2026-04-20T00:00:00Z", opens=1, unique_opens=1),
                     bucket("2026-04-21T00:00:00Z", opens=1, unique_opens=1)]
+
+
+def test_the_openapi_schema_documents_both_report_side_routes(client):
+    schema = client.get("/v1/schema", HTTP_ACCEPT="application/json").json()
+
+    report = schema["paths"]["/v1/reports/engagement"]["get"]
+    ingest_op = schema["paths"]["/v1/messages/events"]["post"]
+    assert (report["x-required-scope"], ingest_op["x-required-scope"]) == ("reports.view", "messages.write")
+    assert {p["name"] for p in report["parameters"]} == {"from", "to", "group_by", "channel", "identity"}
+    assert "application/problem+json" in report["responses"]["422"]["content"]
+    assert "application/problem+json" in ingest_op["responses"]["422"]["content"]

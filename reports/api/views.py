@@ -1,5 +1,6 @@
 """Report-side HTTP surface: thin views over reports.services and reports.selectors."""
 
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter
 from rest_framework.response import Response
 
@@ -21,12 +22,14 @@ from reports.services import ingest_message_events
 EVENT_BATCH_MAX_BODY_BYTES = 4 * 1024 * 1024
 
 REPORT_PARAMETERS = [
-    OpenApiParameter("from", str, description="Window start, RFC 3339 with an offset or Z (inclusive). "
-                     "Default: the later of 30 days before `to` and the start of the plan's retention."),
-    OpenApiParameter("to", str, description="Window end, RFC 3339 with an offset or Z (exclusive). Default: now."),
-    OpenApiParameter("group_by", str, enum=GroupBy.values, description="UTC bucket: day (default), "
-                     "week (ISO, Monday) or month."),
-    OpenApiParameter("channel", str, description="Only this channel (UUID)."),
+    OpenApiParameter("from", OpenApiTypes.DATETIME,
+                     description="Window start, RFC 3339 with an offset or Z (inclusive). Default: the later of "
+                                 "30 days before `to` and the start of the plan's retention."),
+    OpenApiParameter("to", OpenApiTypes.DATETIME,
+                     description="Window end, RFC 3339 with an offset or Z (exclusive). Default: now."),
+    OpenApiParameter("group_by", str, enum=GroupBy.values,
+                     description="UTC bucket: day (default), week (ISO, Monday) or month."),
+    OpenApiParameter("channel", OpenApiTypes.UUID, description="Only this channel (UUID)."),
     OpenApiParameter("identity", str, description="Only this sending domain: an email address (its domain "
                      "counts) or a bare domain; case-insensitive."),
 ]
