@@ -71,7 +71,7 @@ class Message(models.Model):
 
     id = models.UUIDField(primary_key=True, default=new_id, editable=False)
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
-    channel = models.ForeignKey(Channel, on_delete=models.PROTECT, related_name="messages")
+    channel = models.ForeignKey(Channel, on_delete=models.RESTRICT, related_name="messages")
     client_message_id = models.CharField(max_length=MESSAGE_ID_MAX_LENGTH)
     from_address = models.CharField(max_length=EMAIL_MAX_LENGTH)
     from_domain = models.CharField(max_length=DOMAIN_MAX_LENGTH, help_text="Lowercased domain of the sender.")

@@ -27,6 +27,7 @@ from reports.grains import (
 from reports.models import (
     DEFAULT_CHANNEL_NAME,
     UNIQUE_COUNTED_TYPES,
+    USER_AGENT_MAX_LENGTH,
     Channel,
     DailyFirstTouch,
     DailyRollup,
@@ -72,7 +73,12 @@ class MessageFacts(NamedTuple):
 
 def channel_get_or_create(*, project, channel_id: uuid.UUID) -> Channel:
     """The project's channel with the client UUID `channel_id`, created on first use."""
+    channel_id = _as_uuid(channel_id)
     return _channels_by_external_id(project=project, external_ids={channel_id})[channel_id]
+
+
+def _as_uuid(value) -> uuid.UUID:
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
 
 
 def default_channel_for(*, project) -> Channel:
@@ -121,7 +127,8 @@ def ingest_message_events(*, project, events: list[dict]) -> IngestResult:
     """
     batch: dict[str, dict] = {}
     for event in events:
-        batch.setdefault(event["id"], event)
+        if event["id"] not in batch:
+            batch[event["id"]] = {**event, "channel_id": _as_uuid(event["channel_id"])}
     if not batch:
         return IngestResult(accepted=0, duplicates=0)
     received_at = now()
@@ -137,7 +144,7 @@ def ingest_message_events(*, project, events: list[dict]) -> IngestResult:
                 "type": event["type"],
                 "occurred_at": event["occurred_at"],
                 "url": event.get("url"),
-                "user_agent": event.get("user_agent"),
+                "user_agent": (event.get("user_agent") or "")[:USER_AGENT_MAX_LENGTH] or None,
                 "received_at": received_at,
             }
             for event_id, event in batch.items()

@@ -332,3 +332,19 @@ def test_channel_get_or_create_returns_the_same_channel(project):
 
     assert first == second and first.external_id == channel_id and first.project == project
     assert not first.is_default
+
+
+def test_service_accepts_a_channel_id_given_as_text_and_truncates_a_long_user_agent(project, clock):
+    ingest_message_events(project=project, events=[service_event(channel_id=CHANNEL_B, user_agent="U" * 600)])
+
+    assert str(Message.objects.get().channel.external_id) == CHANNEL_B
+    assert MessageEvent.objects.get().user_agent == "U" * 512
+
+
+def test_deleting_a_project_removes_its_channels_messages_and_events(project, clock):
+    ingest(project, [wire_event("opened", "2026-05-01T09:00:00Z")])
+
+    project.delete()
+
+    assert (Channel.objects.count(), Message.objects.count(), MessageEvent.objects.count()) == (0, 0, 0)
+    assert not DailyRollup.objects.exists()
