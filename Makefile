@@ -37,7 +37,7 @@ lint: $(VENV)/.installed-dev
 serve: migrate
 	$(BIN)/python manage.py collectstatic --noinput -v 0
 	DEBUG=0 $(BIN)/gunicorn engagement_platform.wsgi:application --bind $(HOST):$(PORT) \
-		--workers $${WEB_WORKERS:-2} --threads $${WEB_THREADS:-4} --access-logfile - --timeout 30
+		--workers $${WEB_WORKERS:-2} --threads $${WEB_THREADS:-4} --timeout 30
 
 clean:
 	rm -rf $(VENV) db.sqlite3 media staticfiles var
