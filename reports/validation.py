@@ -32,7 +32,7 @@ def parse_rfc3339(value) -> datetime:
     """An aware UTC datetime from an RFC 3339 string that carries an offset or `Z`; ValueError otherwise."""
     if not isinstance(value, str):
         raise ValueError(f"Must be an RFC 3339 date-time string, e.g. {RFC3339_EXAMPLE}.")
-    text = value.strip()
+    text = value.strip().upper()  # RFC 3339 allows a lowercase `t` and `z`
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:

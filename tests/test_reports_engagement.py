@@ -248,6 +248,14 @@ def test_offsets_are_converted_to_utc(api, project, clock):
     assert data == [bucket("2026-04-19T00:00:00Z", opens=1, unique_opens=1)]
 
 
+def test_lowercase_t_and_z_are_accepted_as_rfc_3339_allows(api, project, clock):
+    ingest(project, [wire_event("opened", "2026-04-20t08:00:00z", recipient="w@example.org")])
+
+    data = get_report(api, from_="2026-04-20t00:00:00z", to="2026-04-21t00:00:00z").json()["data"]
+
+    assert data == [bucket("2026-04-20T00:00:00Z", opens=1, unique_opens=1)]
+
+
 def test_empty_buckets_are_omitted_and_buckets_run_oldest_first(api, project, clock):
     ingest(project, [
         wire_event("opened", "2026-04-25T09:00:00Z", recipient="n@example.org"),
