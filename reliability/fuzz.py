@@ -15,6 +15,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -173,6 +174,10 @@ def main(argv=None) -> int:
         print(text)
         if args.output:
             Path(args.output).write_text(text + "\n")
+        if result["ok"]:
+            shutil.rmtree(workdir, ignore_errors=True)  # kept on failure: the reports name the failing cases
+        else:
+            print(f"schemathesis reports kept in {workdir}", file=sys.stderr)
         return 0 if result["ok"] else 1
     finally:
         if server is not None:
