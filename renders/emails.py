@@ -5,6 +5,7 @@ open pixel and tracked link. The message also lives on the report side (`sent`, 
 
 import base64
 import logging
+import unicodedata
 from dataclasses import dataclass
 from email.utils import parseaddr
 
@@ -41,9 +42,22 @@ def email_links(*, token: str, base_url: str) -> EmailLinks:
                       pixel=base + reverse("email-pixel", args=[token]))
 
 
+SHARED_WITH_YOU = " was shared with you"
+HEADER_BREAKING_CATEGORIES = {"Cc", "Zl", "Zp", "Zs"}  # controls (CR, LF, NUL...), line/paragraph separators, spaces
+
+
 def default_subject(render: Render) -> str:
-    name = (render.name or "").removesuffix(".pdf").strip()
-    return f"{name} was shared with you" if name else "A document was shared with you"
+    """A one-line subject from the render's name: line breaks and other control characters become spaces
+    (a header cannot carry them), runs of whitespace collapse, and a very long name is shortened."""
+    name = (render.name or "").removesuffix(".pdf")
+    name = " ".join("".join(" " if unicodedata.category(ch) in HEADER_BREAKING_CATEGORIES else ch
+                            for ch in name).split())
+    if not name:
+        return "A document was shared with you"
+    room = RenderEmail._meta.get_field("subject").max_length - len(SHARED_WITH_YOU)
+    if len(name) > room:
+        name = name[:room - 1].rstrip() + "…"
+    return name + SHARED_WITH_YOU
 
 
 def message_event(email: RenderEmail, *, event_type: str, event_id: str, at, url: str | None = None,

@@ -205,6 +205,34 @@ def test_without_sender_or_channel_the_defaults_are_used(api, render, clock):
     assert mail.outbox[0].subject == "Quote was shared with you"
 
 
+@pytest.mark.parametrize("name, subject", [
+    ("Q3\r\nBcc: eve@example.com.pdf", "Q3 Bcc: eve@example.com was shared with you"),
+    ("Line\u2028separated\x1bname.pdf", "Line separated name was shared with you"),
+    ("  \n\t.pdf", "A document was shared with you"),
+])
+def test_the_default_subject_is_one_header_line_whatever_the_render_name(api, render, name, subject):
+    render.name = name
+    render.save(update_fields=["name"])
+
+    response = send(api, render)
+
+    assert response.status_code == 201
+    assert mail.outbox[0].subject == subject
+    assert mail.outbox[0].message()["Subject"] == subject
+
+
+def test_a_very_long_render_name_gives_a_shortened_default_subject(api, render):
+    render.name = "x" * 251 + ".pdf"
+    render.save(update_fields=["name"])
+
+    response = send(api, render)
+
+    assert response.status_code == 201
+    subject = mail.outbox[0].subject
+    assert len(subject) == 255
+    assert subject == "x" * 234 + "… was shared with you"
+
+
 def test_the_note_is_escaped_in_the_html_part(api, render):
     send(api, render, message='<script>alert("x")</script>')
 
