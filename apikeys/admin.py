@@ -1,8 +1,10 @@
 from django import forms
 from django.contrib import admin, messages
+from django.utils.safestring import mark_safe
 
 from apikeys.models import ALL_SCOPES, ApiKey, Project, Scope
 from apikeys.services import apikey_issue, apikey_revoke, project_soft_delete
+from reports.charts import project_traffic_chart
 
 
 @admin.register(Project)
@@ -10,8 +12,16 @@ class ProjectAdmin(admin.ModelAdmin):
     list_display = ["name", "id", "retention_days", "rate_limit_per_minute", "created_at", "deleted_at"]
     list_filter = [("deleted_at", admin.EmptyFieldListFilter)]
     search_fields = ["name", "id"]
-    readonly_fields = ["id", "created_at", "deleted_at"]
+    readonly_fields = ["id", "created_at", "deleted_at", "traffic_chart"]
     actions = ["soft_delete"]
+
+    def get_fields(self, request, obj=None):
+        fields = [f for f in super().get_fields(request, obj) if f != "traffic_chart"]
+        return fields + ["traffic_chart"] if obj is not None else fields
+
+    @admin.display(description="Message traffic")
+    def traffic_chart(self, obj):
+        return mark_safe(project_traffic_chart(project=obj))  # built from numbers and escaped text only
 
     @admin.action(description="Soft-delete selected projects (keys answer 403)")
     def soft_delete(self, request, queryset):
