@@ -22,9 +22,12 @@ migrate: $(VENV)/.installed
 	$(BIN)/python manage.py migrate --noinput -v 0
 
 ## Local server with demo data on http://127.0.0.1:8000 (SQLite unless DATABASE_URL is set).
+## Mail is written as files under var/mail unless EMAIL_BACKEND is set.
+RUN_ENV = DEBUG=$${DEBUG:-1} EMAIL_BACKEND=$${EMAIL_BACKEND:-django.core.mail.backends.filebased.EmailBackend} \
+	EMAIL_FILE_PATH=$${EMAIL_FILE_PATH:-var/mail}
 run: migrate
-	DEBUG=$${DEBUG:-1} $(BIN)/python manage.py seed_demo --base-url http://$(HOST):$(PORT)
-	DEBUG=$${DEBUG:-1} $(BIN)/python manage.py runserver $(HOST):$(PORT)
+	$(RUN_ENV) $(BIN)/python manage.py seed_demo --base-url http://$(HOST):$(PORT)
+	$(RUN_ENV) $(BIN)/python manage.py runserver $(HOST):$(PORT)
 
 ## The test suite (SQLite unless DATABASE_URL is set; CI sets PostgreSQL).
 test: $(VENV)/.installed-dev
