@@ -22,8 +22,12 @@ class Command(BaseCommand):
             demo = Project.objects.filter(name=project).first() or project_create(name=project)
             renders = data.ensure_renders(project=demo)
         activity = data.ensure_activity(project=demo, renders=renders)
+        shares = data.ensure_shares(project=demo, renders=renders)
+        email = data.ensure_email(project=demo, renders=renders, base_url=base_url)
+        traffic = data.ensure_message_traffic(project=demo)
         keys = self.rotate_keys(demo)
-        self.print_summary(demo, renders, activity, keys, base_url)
+        self.print_summary(demo, renders, [activity, f"{len(shares)} shares with recipient activity", email,
+                                           traffic], shares, keys, base_url)
 
     def rotate_keys(self, project):
         """Raw keys are never stored, so each run revokes the previous demo keys and prints new ones."""
@@ -34,10 +38,14 @@ class Command(BaseCommand):
             for label, scopes in data.DEMO_KEY_SCOPES.items()
         }
 
-    def print_summary(self, project, renders, activity, keys, base_url):
+    def print_summary(self, project, renders, contents, shares, keys, base_url):
         write = self.stdout.write
         first = renders[0]
-        write(f"Demo project {project.name!r} ({project.id}): {len(renders)} renders, {activity}.")
+        write(f"Demo project {project.name!r} ({project.id}): {len(renders)} renders.")
+        for line in contents:
+            write(f"  {line}")
+        open_share = next(share for share in shares if share.revoked_at is None)
+        write(f"  share page: {data.share_link(open_share, base_url)}")
         for label, raw_key in keys.items():
             if label != "all":
                 write(f"  key with {', '.join(data.DEMO_KEY_SCOPES[label])}: {raw_key}")
