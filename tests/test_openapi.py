@@ -1,0 +1,126 @@
+"""Section 5: the OpenAPI document at /v1/schema is valid and describes every /v1 route the URL resolver has.
+
+Routes come from walking `engagement_platform.urls` (tests/routewalk.py), so a route added without its
+annotations fails here.
+"""
+
+import uuid
+
+import pytest
+from openapi_spec_validator import validate
+from rest_framework.test import APIClient
+
+from engagement_platform.openapi import KEYED_ERRORS
+from tests.routewalk import api_routes
+
+pytestmark = pytest.mark.django_db
+
+JSON_SCHEMA_REQUESTS = [({"format": "json"}, {}), ({}, {"HTTP_ACCEPT": "application/json"})]
+PROBLEM = "application/problem+json"
+ENVELOPE = "application/json"
+
+
+def fetch_schema(query=None, **headers) -> dict:
+    response = APIClient().get("/v1/schema", query or {}, **headers)
+    assert response.status_code == 200
+    assert "json" in response["Content-Type"]
+    return response.json()
+
+
+@pytest.fixture(scope="module")
+def schema(django_db_setup, django_db_blocker) -> dict:
+    with django_db_blocker.unblock():
+        return fetch_schema({"format": "json"})
+
+
+def openapi_path(route) -> str:
+    return route.path(**{name: "{" + name + "}" for name in route.params})
+
+
+def is_report_side(path: str) -> bool:
+    return path.startswith(("/v1/reports/", "/v1/messages/"))
+
+
+def operations(schema):
+    for route in api_routes():
+        path = openapi_path(route)
+        for method in route.methods:
+            yield route, path, method, schema["paths"].get(path, {}).get(method.lower())
+
+
+def resolve(schema, ref_holder: dict) -> dict:
+    ref = ref_holder["$ref"]
+    assert ref.startswith("#/components/schemas/")
+    return schema["components"]["schemas"][ref.rsplit("/", 1)[-1]]
+
+
+@pytest.mark.parametrize(("query", "headers"), JSON_SCHEMA_REQUESTS)
+def test_schema_is_served_as_json_and_is_a_valid_openapi_3_document(query, headers):
+    document = fetch_schema(query, **headers)
+
+    assert document["openapi"].startswith("3.")
+    validate(document)  # raises on any violation of the OpenAPI 3 specification
+
+
+def test_every_v1_route_and_method_is_a_path_and_operation_and_nothing_else(schema):
+    routes = api_routes()
+    assert len(routes) >= 9  # the walk found the API's routes
+
+    expected = {(openapi_path(route), method.lower()) for route in routes for method in route.methods}
+    documented = {(path, method) for path, item in schema["paths"].items() for method in item
+                  if method in ("get", "post", "put", "patch", "delete")}
+    assert documented == expected
+
+
+def test_every_path_parameter_of_a_route_is_declared(schema):
+    for route, path, method, operation in operations(schema):
+        declared = {p["name"] for p in operation.get("parameters", []) if p["in"] == "path"}
+        assert declared == set(route.params), (path, method)
+        assert all(p["required"] for p in operation.get("parameters", []) if p["in"] == "path")
+
+
+def test_every_operation_requires_the_bearer_key_and_names_the_scope_its_view_enforces(schema):
+    scheme = schema["components"]["securitySchemes"]["ApiKey"]
+    assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
+    assert schema.get("security") in (None, [])  # nothing global: each operation says it
+
+    for route, path, method, operation in operations(schema):
+        assert operation["security"] == [{"ApiKey": []}], (path, method)
+        assert operation["x-required-scope"] == route.required_scopes[method], (path, method)
+
+
+def test_every_operation_declares_its_success_and_its_errors_in_its_surface_shape(schema):
+    for route, path, method, operation in operations(schema):
+        responses = operation["responses"]
+        statuses = {int(status) for status in responses}
+        media, component = (PROBLEM, "Problem") if is_report_side(path) else (ENVELOPE, "ErrorEnvelope")
+        assert any(200 <= status < 300 and responses[str(status)].get("content") for status in statuses), path
+        required = set(KEYED_ERRORS)
+        if route.params:
+            required.add(404)
+        if method in ("POST", "PUT", "PATCH"):
+            required |= {413, 422} if is_report_side(path) else {400, 413}
+        if is_report_side(path) and method == "GET":
+            required.add(422)
+        assert required <= statuses, (path, method, sorted(required - statuses))
+        for status in statuses - {s for s in statuses if s < 400}:
+            content = responses[str(status)]["content"]
+            assert list(content) == [media], (path, method, status)
+            assert content[media]["schema"] == {"$ref": f"#/components/schemas/{component}"}, (path, method, status)
+            assert responses[str(status)]["description"]
+
+
+def test_documented_error_shapes_are_the_ones_served(schema):
+    """Without a key every operation answers 401, in the media type and with the fields its schema names."""
+    for route, path, method, operation in operations(schema):
+        url = route.path(**{name: uuid.uuid4() for name in route.params})
+        response = getattr(APIClient(), method.lower())(url)
+        documented = operation["responses"]["401"]["content"]
+        media = next(iter(documented))
+        assert response.status_code == 401, (path, method)
+        assert response["Content-Type"] == media, (path, method)
+        shape = resolve(schema, documented[media]["schema"])
+        body = response.json()
+        if media == ENVELOPE:
+            shape, body = resolve(schema, shape["properties"]["error"]), body["error"]
+        assert set(shape["required"]) <= set(body) <= set(shape["properties"]), (path, method, body)
