@@ -38,8 +38,9 @@ def line_chart(*, title: str, days: list[date], series: list[Series], width: int
         return top + plot_h - plot_h * value / peak
 
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="100%" role="img" '
-        f'aria-label="{escape(title)}" style="max-width:{width}px;font:12px sans-serif">',
+        # Its own size, shrunk to fit a narrower container: admin form rows size to their content.
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
+        f'role="img" aria-label="{escape(title)}" style="max-width:100%;height:auto;font:12px sans-serif">',
         f'<title>{escape(title)}</title>',
         f'<text x="{left}" y="18" font-weight="bold">{escape(title)}</text>',
     ]
