@@ -6,6 +6,7 @@ from datetime import timedelta
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
+from apikeys.keycache import keys_changed
 from apikeys.models import ALL_SCOPES, KEY_DISPLAY_LENGTH, ApiKey, Project, generate_raw_key, hash_key
 from engagement_platform.clock import now
 
@@ -24,6 +25,7 @@ def project_create(*, name: str, retention_days: int = 90, rate_limit_per_minute
 
 
 def project_soft_delete(*, project: Project) -> Project:
+    """Keys of the project answer 403 from the next request on, in every worker (the save's signal)."""
     if project.deleted_at is None:
         project.deleted_at = now()
         project.save(update_fields=["deleted_at"])
@@ -55,5 +57,6 @@ def apikey_issue(*, project: Project, name: str = "", scopes=None, expires_in_da
 def apikey_revoke(*, key: ApiKey) -> ApiKey:
     with transaction.atomic():
         ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=now())
+        keys_changed()  # an update() sends no signal: every worker drops the key now and after the commit
     key.refresh_from_db(fields=["revoked_at"])
     return key
