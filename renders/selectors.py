@@ -19,6 +19,13 @@ class EngagementSummary:
     link_opens: int
     total: int
     recent: list[EngagementEvent]
+    recent_json: bytes | None = None  # `recent` already encoded as the API's JSON array (then `recent` is empty)
+
+
+def _summary_of(stored: dict, recent: list, recent_json: bytes | None = None) -> EngagementSummary:
+    counts = {event_type.value: stored.get(event_type.value, 0) for event_type in EventType}
+    return EngagementSummary(counts=counts, link_opens=stored.get(LINK_OPENS_COUNTER, 0), total=sum(counts.values()),
+                             recent=recent, recent_json=recent_json)
 
 
 def engagement_summary(*, render: Render) -> EngagementSummary:
@@ -31,12 +38,50 @@ def engagement_summary(*, render: Render) -> EngagementSummary:
         recent = list(
             EngagementEvent.objects.filter(render=render).order_by("-created_at", "-id")[:RECENT_EVENTS_LIMIT]
         )
-    counts = {event_type.value: stored.get(event_type.value, 0) for event_type in EventType}
-    return EngagementSummary(
-        counts=counts,
-        link_opens=stored.get(LINK_OPENS_COUNTER, 0),
-        total=sum(counts.values()),
-        recent=recent,
+    return _summary_of(stored, recent)
+
+
+def engagement_summary_in_project(*, project, render_id) -> EngagementSummary | None:
+    """The summary of the project's render with this id (None: malformed, foreign or unknown id).
+
+    On PostgreSQL ONE statement: the render's existence in the project, its counter shards and its
+    25 newest events already encoded as the API's JSON (`recent_json`) by PostgreSQL, so the
+    hottest read builds no model instances and encodes no event in Python.
+    """
+    uid = parse_uuid(render_id)
+    if uid is None:
+        return None
+    if connection.vendor != "postgresql":
+        render = render_in_project(project=project, render_id=render_id)
+        return engagement_summary(render=render) if render is not None else None
+    with connection.cursor() as cursor:
+        cursor.execute(_encoded_summary_statement(), [uid, project.pk, uid, uid])
+        rows = cursor.fetchall()
+    found, stored, recent_json = False, {}, b"[]"
+    for part, key, count, document in rows:
+        if part == 0:
+            found = True
+        elif part == 1:
+            stored[key] = count
+        else:
+            recent_json = document.encode()
+    return _summary_of(stored, [], recent_json) if found else None
+
+
+@cache
+def _encoded_summary_statement() -> str:
+    renders, events, counters = (model._meta.db_table for model in (Render, EngagementEvent, EngagementCounter))
+    event_object = (
+        "json_build_object('id', e.id, 'eventType', e.event_type, 'actorKind', e.actor_kind, 'shareId', e.share_id, "
+        "'sourceIp', e.source_ip, 'userAgent', e.user_agent, 'metadata', e.metadata, "
+        "'createdAt', to_char(e.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'))"
+    )
+    return (
+        f"SELECT 0, NULL::varchar, NULL::bigint, NULL::text FROM {renders} WHERE id = %s AND project_id = %s "
+        f"UNION ALL SELECT 1, key, sum(count)::bigint, NULL FROM {counters} WHERE render_id = %s GROUP BY key "
+        f"UNION ALL SELECT 2, NULL, NULL, coalesce(json_agg({event_object} ORDER BY e.created_at DESC, e.id DESC), "
+        f"'[]')::text FROM (SELECT * FROM {events} WHERE render_id = %s "
+        f"ORDER BY created_at DESC, id DESC LIMIT {RECENT_EVENTS_LIMIT}) AS e"
     )
 
 

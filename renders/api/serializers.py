@@ -11,6 +11,7 @@ from rest_framework import serializers
 from engagement_platform.clock import iso_ms
 from engagement_platform.errors import ValidationFailed, validation_failed_from_drf
 from engagement_platform.ids import parse_uuid
+from engagement_platform.jsonio import dumps
 from renders.models import PARTNER_EVENT_TYPES
 from renders.services import METADATA_MAX_BYTES, contains_nul, metadata_size_bytes
 
@@ -99,13 +100,12 @@ def event_json(event) -> dict:
     }
 
 
-def summary_json(summary) -> dict:
-    return {
-        "counts": summary.counts,
-        "linkOpens": summary.link_opens,
-        "total": summary.total,
-        "recent": [event_json(event) for event in summary.recent],
-    }
+def summary_body(summary) -> bytes:
+    """The summary as response bytes; its `recent` array may come already encoded by the database."""
+    head = dumps({"counts": summary.counts, "linkOpens": summary.link_opens, "total": summary.total})
+    recent = summary.recent_json if summary.recent_json is not None else dumps(
+        [event_json(event) for event in summary.recent])
+    return head[:-1] + b',"recent":' + recent + b"}"
 
 
 # Cursor pagination -------------------------------------------------------------------------

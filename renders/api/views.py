@@ -1,7 +1,7 @@
 """Render-side HTTP surface: thin views over renders.services and renders.selectors."""
 
 from django.conf import settings
-from django.http import FileResponse
+from django.http import FileResponse, HttpResponse
 from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 
@@ -23,10 +23,10 @@ from renders.api.serializers import (
     parse_page_params,
     parse_upload_name,
     render_json,
-    summary_json,
+    summary_body,
 )
 from renders.models import ActorKind, Render
-from renders.selectors import engagement_summary, render_in_project, render_page
+from renders.selectors import engagement_summary_in_project, render_in_project, render_page
 from renders.services import client_ip, record_event, render_create
 
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
@@ -99,10 +99,10 @@ class RenderEngagementView(ProjectScopedAPIView):
                      summary="Engagement summary of a render",
                      responses={200: EngagementSummarySerializer}, errors=[404])
     def get(self, request, render_id):
-        render = render_in_project(project=self.project, render_id=render_id)
-        if render is None:
+        summary = engagement_summary_in_project(project=self.project, render_id=render_id)
+        if summary is None:
             raise NotFound("render")
-        return Response(summary_json(engagement_summary(render=render)))
+        return HttpResponse(summary_body(summary), content_type="application/json")
 
 
 class RenderEventsView(ProjectScopedAPIView):
