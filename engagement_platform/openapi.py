@@ -104,4 +104,28 @@ def keyed_operation(*, operation_id: str, scope: str, summary: str, responses: d
     )
 
 
+RESPONSE_HEADERS = {
+    "X-Request-Id": {"description": "The request's id: the caller's own well-formed `X-Request-Id` (at most "
+                                    "128 characters) or a generated one. Error bodies repeat it.",
+                     "required": True, "schema": {"type": "string", "maxLength": 128}},
+}
+RETRY_HEADERS = {
+    "Retry-After": {"description": "Seconds to wait before retrying.", "required": True,
+                    "schema": {"type": "integer", "minimum": 0}},
+}
+RETRY_STATUSES = ("429", "503")
+
+
+def document_response_headers(result, generator, request, public):
+    """Schema post-processing: `X-Request-Id` on every response, `Retry-After` on 429 and 503."""
+    for path_item in result.get("paths", {}).values():
+        for operation in path_item.values():
+            for status, response in operation.get("responses", {}).items():
+                headers = response.setdefault("headers", {})
+                headers.update(RESPONSE_HEADERS)
+                if status in RETRY_STATUSES:
+                    headers.update(RETRY_HEADERS)
+    return result
+
+
 __all__ = ["keyed_operation", "error_responses", "inline_serializer", "OpenApiResponse", "extend_schema"]

@@ -168,6 +168,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
+                             "engagement_platform.openapi.document_response_headers"],
 }
 
 LOG_LEVEL = get_from_env("LOG_LEVEL", "INFO")

@@ -110,6 +110,16 @@ def test_every_operation_declares_its_success_and_its_errors_in_its_surface_shap
             assert responses[str(status)]["description"]
 
 
+def test_every_response_declares_the_request_id_and_retries_declare_retry_after(schema):
+    for _route, path, method, operation in operations(schema):
+        for status, response in operation["responses"].items():
+            headers = response["headers"]
+            assert headers["X-Request-Id"]["required"] is True, (path, method, status)
+            assert ("Retry-After" in headers) is (status in ("429", "503")), (path, method, status)
+            if "Retry-After" in headers:
+                assert headers["Retry-After"]["schema"]["type"] == "integer"
+
+
 def test_documented_error_shapes_are_the_ones_served(schema):
     """Without a key every operation answers 401, in the media type and with the fields its schema names."""
     for route, path, method, operation in operations(schema):
@@ -119,6 +129,7 @@ def test_documented_error_shapes_are_the_ones_served(schema):
         media = next(iter(documented))
         assert response.status_code == 401, (path, method)
         assert response["Content-Type"] == media, (path, method)
+        assert set(operation["responses"]["401"]["headers"]) <= set(response.headers)
         shape = resolve(schema, documented[media]["schema"])
         body = response.json()
         if media == ENVELOPE:
