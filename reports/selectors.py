@@ -1,24 +1,25 @@
 """Reads on the report side: the engagement time series.
 
 Whole UTC days come from the daily rollups (one row per day whatever the traffic); only the
-partial first and last days of a window are counted from raw events. At most two queries.
+partial first and last days of a window are counted from raw events. One statement: the
+database sums the days into buckets (and on PostgreSQL also writes the JSON body).
 """
 
 import uuid
-from collections import Counter, defaultdict
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 
-from django.db import models
-from django.db.models import Count, Q
-from django.db.models.functions import TruncDate
+from django.db import connection, models
 
-from engagement_platform.clock import now
+from engagement_platform.clock import iso_seconds, now
 from engagement_platform.errors import RetentionExceeded, ValidationFailed
-from reports.grains import COUNT_COLUMN, ROLLUP_COUNT_COLUMNS, UNIQUE_COLUMN, day_start, grain_key_for_filters, utc_day
-from reports.models import DailyRollup, MessageEvent
+from engagement_platform.jsonio import dumps
+from reports.grains import COUNT_COLUMN, UNIQUE_COLUMN, day_start, grain_key_for_filters, utc_day
+from reports.models import Channel, DailyRollup, Message, MessageEvent
 
 DEFAULT_WINDOW = timedelta(days=30)
+# A bucket's counts in the order of `Bucket`'s fields and of the statement's columns.
+BUCKET_COLUMNS = ("sent", "delivered", "opens", "clicks", "unique_opens", "unique_clicks")
 
 
 class GroupBy(models.TextChoices):
@@ -115,50 +116,133 @@ def engagement_report(*, project, window: Window, group_by: str, filters: Report
     Unique opens and clicks are exact per UTC day for the filtered traffic; week and month
     buckets sum the daily figures (the documented caveat).
     """
+    sql, params = _buckets_statement(project=project, window=window, group_by=group_by, filters=filters)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    return [Bucket(day_start(period if isinstance(period, date) else date.fromisoformat(period)), *counts)
+            for period, *counts in rows]
+
+
+def engagement_report_json(*, project, window: Window, group_by: str, filters: ReportFilters) -> bytes:
+    """The report's body `{"data": [bucket, ...]}`, encoded.
+
+    On PostgreSQL the database builds the buckets and their JSON text in the same statement
+    (rates clamped with LEAST/GREATEST, periods with to_char) and the view passes the bytes
+    through; elsewhere the buckets are encoded here.
+    """
+    if connection.vendor != "postgresql":
+        buckets = engagement_report(project=project, window=window, group_by=group_by, filters=filters)
+        return dumps({"data": [bucket_json(bucket) for bucket in buckets]})
+    sql, params = _buckets_statement(project=project, window=window, group_by=group_by, filters=filters)
+    with connection.cursor() as cursor:
+        cursor.execute(_json_body(sql), params)
+        return cursor.fetchone()[0].encode("utf-8")
+
+
+def bucket_json(bucket: Bucket) -> dict:
+    """One bucket on the wire; the PostgreSQL text in `_JSON_ENVELOPE` spells the same keys in the same order."""
+    return {
+        "period": iso_seconds(bucket.period),
+        "sent": bucket.sent,
+        "delivered": bucket.delivered,
+        "opens": bucket.opens,
+        "unique_opens": bucket.unique_opens,
+        "clicks": bucket.clicks,
+        "unique_clicks": bucket.unique_clicks,
+        "open_rate": bucket.open_rate,
+        "click_rate": bucket.click_rate,
+    }
+
+
+# One statement per report: the rollup rows of the whole days, UNION ALL the partial edge days
+# counted from raw events (only when the window has any), grouped into buckets by the database.
+
+_PERIOD = {
+    "postgresql": {GroupBy.DAY: "day", GroupBy.WEEK: "date_trunc('week', day::timestamp)::date",
+                   GroupBy.MONTH: "date_trunc('month', day::timestamp)::date"},
+    "sqlite": {GroupBy.DAY: "day", GroupBy.WEEK: "date(day, 'weekday 0', '-6 days')",
+               GroupBy.MONTH: "date(day, 'start of month')"},
+}
+_UTC_DAY = {"postgresql": "(e.occurred_at AT TIME ZONE 'UTC')::date", "sqlite": "date(e.occurred_at)"}
+
+_SUMMED = ", ".join(f"CAST(sum({column}) AS BIGINT) AS {column}" for column in BUCKET_COLUMNS)
+
+
+def _rate_text(unique: str) -> str:
+    """unique / delivered clamped to [0, 1], as JSON text equal to Python's float repr (0.0 and 1.0 included).
+
+    The clamp is decided on the integers (both are counts, never negative), so only rates strictly
+    between 0 and 1 are divided and printed by float8 output, whose shortest form is Python's repr.
+    """
+    return (f"CASE WHEN {unique} <= 0 OR delivered <= 0 THEN '0.0' WHEN {unique} >= delivered THEN '1.0' "
+            f"ELSE ({unique}::float8 / delivered)::text END")
+
+
+# One bucket's JSON text; `bucket_json` gives the same keys in the same order.
+_BUCKET_TEXT = (
+    """'{"period":"' || to_char(period, 'YYYY-MM-DD') || 'T00:00:00Z","sent":' || sent"""
+    """ || ',"delivered":' || delivered || ',"opens":' || opens || ',"unique_opens":' || unique_opens"""
+    """ || ',"clicks":' || clicks || ',"unique_clicks":' || unique_clicks"""
+    f""" || ',"open_rate":' || {_rate_text('unique_opens')} || ',"click_rate":' || {_rate_text('unique_clicks')}"""
+    """ || '}'"""
+)
+
+
+def _json_body(buckets_sql: str) -> str:
+    return (f"""SELECT '{{"data":[' || coalesce(string_agg({_BUCKET_TEXT}, ',' ORDER BY period), '') || ']}}' """
+            f"FROM ({buckets_sql}) AS buckets")
+
+
+def _buckets_statement(*, project, window: Window, group_by: str, filters: ReportFilters) -> tuple[str, list]:
+    """SQL and parameters giving (period, sent, delivered, opens, clicks, unique_opens, unique_clicks) rows."""
+    vendor = "postgresql" if connection.vendor == "postgresql" else "sqlite"
+    ops = connection.ops
+    project_id = project.pk if vendor == "postgresql" else project.pk.hex
     first_whole, end_whole, partial = split_window(window)
-    daily: dict[date, Counter] = {}
-    if first_whole < end_whole:
-        daily.update(_rollup_days(project=project, first_day=first_whole, end_day=end_whole, filters=filters))
-    if partial:
-        daily.update(_raw_days(project=project, ranges=partial, filters=filters))
-    buckets: dict[date, Counter] = defaultdict(Counter)
-    for day, counts in daily.items():
-        buckets[bucket_start(day, group_by)].update(counts)
-    return [
-        Bucket(period=day_start(period), **{column: counts[column] for column in ROLLUP_COUNT_COLUMNS})
-        for period, counts in sorted(buckets.items())
-        if any(counts.values())
-    ]
-
-
-def _rollup_days(*, project, first_day: date, end_day: date, filters: ReportFilters) -> dict[date, Counter]:
     grain, channel_key, domain = grain_key_for_filters(channel_id=filters.channel_id, domain=filters.domain)
-    rows = DailyRollup.objects.filter(
-        project=project, grain=grain, channel_key=channel_key, domain=domain, day__gte=first_day, day__lt=end_day,
-    ).values_list("day", *ROLLUP_COUNT_COLUMNS)
-    return {row[0]: Counter(dict(zip(ROLLUP_COUNT_COLUMNS, row[1:], strict=True))) for row in rows}
+    parts, params = [], []
+    if first_whole < end_whole:
+        parts.append(
+            f"SELECT day, {', '.join(BUCKET_COLUMNS)} FROM {_table(DailyRollup)} WHERE project_id = %s "
+            f"AND grain = %s AND channel_key = %s AND domain = %s AND day >= %s AND day < %s"
+        )
+        params += [project_id, grain, channel_key, domain, ops.adapt_datefield_value(first_whole),
+                   ops.adapt_datefield_value(end_whole)]
+    if partial:
+        joins, conditions = "", []
+        if filters.channel_id is not None:
+            joins = f" JOIN {_table(Channel)} c ON c.id = m.channel_id"
+            conditions.append("c.external_id = %s")
+        if filters.domain:
+            conditions.append("m.from_domain = %s")
+        ranges = " OR ".join(["(e.occurred_at >= %s AND e.occurred_at < %s)"] * len(partial))
+        counts = ", ".join(f"sum(CASE WHEN e.type = '{kind}' THEN 1 ELSE 0 END) AS {column}"
+                           for kind, column in COUNT_COLUMN.items())
+        uniques = ", ".join(f"count(DISTINCT CASE WHEN e.type = '{kind}' THEN m.recipient END) AS {column}"
+                            for kind, column in UNIQUE_COLUMN.items())
+        parts.append(
+            f"SELECT {_UTC_DAY[vendor]} AS day, {counts}, {uniques} FROM {_table(MessageEvent)} e "
+            f"JOIN {_table(Message)} m ON m.id = e.message_id{joins} WHERE e.project_id = %s AND ({ranges})"
+            + "".join(f" AND {condition}" for condition in conditions) + " GROUP BY 1"
+        )
+        params.append(project_id)
+        for range_start, range_end in partial:
+            params += [ops.adapt_datetimefield_value(range_start), ops.adapt_datetimefield_value(range_end)]
+        if filters.channel_id is not None:
+            params.append(filters.channel_id if vendor == "postgresql" else filters.channel_id.hex)
+        if filters.domain:
+            params.append(filters.domain)
+    days = " UNION ALL ".join(parts)
+    columns = ", ".join(BUCKET_COLUMNS)
+    nonempty = f"{' + '.join(BUCKET_COLUMNS)} > 0"
+    if group_by == GroupBy.DAY:  # one row per day already: whole days are one rollup row, edge days one group
+        sql = f"SELECT day AS period, {columns} FROM ({days}) AS days WHERE {nonempty} ORDER BY period"
+    else:
+        sql = (f"SELECT {_PERIOD[vendor][group_by]} AS period, {_SUMMED} FROM ({days}) AS days "
+               f"WHERE {nonempty} GROUP BY 1 ORDER BY period")
+    return sql, params
 
 
-def _raw_days(*, project, ranges: list[tuple[datetime, datetime]], filters: ReportFilters) -> dict[date, Counter]:
-    """Counts and distinct recipients per UTC day of the events inside `ranges` (partial days only)."""
-    in_ranges = Q()
-    for range_start, range_end in ranges:
-        in_ranges |= Q(occurred_at__gte=range_start, occurred_at__lt=range_end)
-    events = MessageEvent.objects.filter(in_ranges, project=project)
-    if filters.channel_id is not None:
-        events = events.filter(message__channel__external_id=filters.channel_id)
-    if filters.domain:
-        events = events.filter(message__from_domain=filters.domain)
-    rows = (
-        events.annotate(utc_day=TruncDate("occurred_at", tzinfo=UTC))
-        .order_by()
-        .values("utc_day", "type")
-        .annotate(n=Count("id"), recipients=Count("message__recipient", distinct=True))
-    )
-    daily: dict[date, Counter] = defaultdict(Counter)
-    for row in rows:
-        counts = daily[row["utc_day"]]
-        counts[COUNT_COLUMN[row["type"]]] += row["n"]
-        if row["type"] in UNIQUE_COLUMN:
-            counts[UNIQUE_COLUMN[row["type"]]] += row["recipients"]
-    return daily
+def _table(model) -> str:
+    return connection.ops.quote_name(model._meta.db_table)

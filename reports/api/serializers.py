@@ -2,10 +2,8 @@
 
 from rest_framework import serializers
 
-from engagement_platform.clock import iso_seconds
 from engagement_platform.errors import ValidationFailed
 from reports.models import EVENT_ID_MAX_LENGTH, MessageEventType
-from reports.selectors import Bucket
 from reports.validation import parse_message_event
 
 MAX_EVENTS_PER_BATCH = 1000
@@ -34,20 +32,6 @@ def parse_event_batch(data) -> list[dict]:
             else "The request body has unknown fields; nothing was stored.",
         )
     return events
-
-
-def bucket_json(bucket: Bucket) -> dict:
-    return {
-        "period": iso_seconds(bucket.period),
-        "sent": bucket.sent,
-        "delivered": bucket.delivered,
-        "opens": bucket.opens,
-        "unique_opens": bucket.unique_opens,
-        "clicks": bucket.clicks,
-        "unique_clicks": bucket.unique_clicks,
-        "open_rate": bucket.open_rate,
-        "click_rate": bucket.click_rate,
-    }
 
 
 # OpenAPI shapes (documentation only; parsing is above) --------------------------------------
