@@ -5,6 +5,7 @@ becomes the internal dict `ingest_message_events` takes, or a field → reason m
 """
 
 from datetime import UTC, datetime
+from functools import lru_cache
 
 from django.core.exceptions import ValidationError
 from django.core.validators import EmailValidator
@@ -20,6 +21,12 @@ from reports.models import (
 )
 
 EVENT_FIELDS = ("id", "type", "messageId", "channel", "from", "recipient", "occurredAt", "url", "userAgent")
+_EVENT_FIELD_SET = frozenset(EVENT_FIELDS)
+_EVENT_TYPES = frozenset(MessageEventType.values)
+_EVENT_TYPE_REASON = "Must be one of " + ", ".join(MessageEventType.values) + "."
+# Validated addresses and channel ids repeat across a batch and a backfill: their answers are kept
+# for this many distinct values (bounded, so memory does not grow with the input).
+VALIDATION_CACHE_SIZE = 1 << 16
 # Timestamps outside these bounds are refused: they cannot be bucketed or compared safely.
 EARLIEST_TIMESTAMP = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST_TIMESTAMP = datetime(9999, 1, 1, tzinfo=UTC)
@@ -50,6 +57,7 @@ def parse_rfc3339(value) -> datetime:
     return parsed
 
 
+@lru_cache(maxsize=VALIDATION_CACHE_SIZE)
 def is_valid_email(value: str) -> bool:
     try:
         _email_validator(value)
@@ -68,6 +76,9 @@ def normalize_domain(value: str) -> str | None:
 
 def email_domain(address: str) -> str:
     return address.rsplit("@", 1)[1].lower()
+
+
+_channel_uuid = lru_cache(maxsize=VALIDATION_CACHE_SIZE)(parse_uuid)
 
 
 def _string(raw: dict, name: str, max_length: int, errors: dict) -> str | None:
@@ -113,14 +124,16 @@ def parse_message_event(raw) -> tuple[dict | None, dict[str, str]]:
     if not isinstance(raw, dict):
         return None, {"": "Must be a JSON object."}
     errors: dict[str, str] = {}
-    for name in sorted(set(raw) - set(EVENT_FIELDS)):
+    unknown = raw.keys() - _EVENT_FIELD_SET
+    for name in sorted(unknown):
         errors[name] = "Unknown field."
     event_id = _string(raw, "id", EVENT_ID_MAX_LENGTH, errors)
     event_type = raw.get("type")
-    if event_type not in MessageEventType.values:
-        errors["type"] = "Must be one of " + ", ".join(MessageEventType.values) + "."
+    if not isinstance(event_type, str) or event_type not in _EVENT_TYPES:
+        errors["type"] = _EVENT_TYPE_REASON
     message_id = _string(raw, "messageId", MESSAGE_ID_MAX_LENGTH, errors)
-    channel_id = parse_uuid(raw.get("channel"))
+    channel = raw.get("channel")
+    channel_id = _channel_uuid(channel) if isinstance(channel, str) else parse_uuid(channel)
     if channel_id is None:
         errors["channel"] = "Required: a UUID." if raw.get("channel") is None else "Must be a UUID."
     from_address = _email(raw, "from", errors)
