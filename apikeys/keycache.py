@@ -25,7 +25,6 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
-from functools import cache as once
 
 from django.core.cache import cache, caches
 from django.core.cache.backends.redis import RedisCache
@@ -123,17 +122,18 @@ local_keys = LocalKeys()
 
 # The shared epoch --------------------------------------------------------------------------
 
-def _redis_client():
-    """The redis-py client behind django.core.cache's RedisCache, or None for other backends."""
-    backend = caches["default"]
+def _redis_script(backend):
+    """The count script bound to the redis-py client behind django.core.cache's RedisCache, or None.
+
+    Kept on the cache object (one per thread): Django's RedisCache builds a new client per call.
+    """
     if not isinstance(backend, RedisCache):
         return None
-    return backend._cache.get_client(write=True)
-
-
-@once
-def _script(client_id: int, client):
-    return client.register_script(COUNT_SCRIPT)  # EVALSHA, loading the script on NOSCRIPT
+    bound = backend.__dict__.get("_apikeys_count_script")
+    if bound is None:
+        client = backend._cache.get_client(write=True)
+        bound = backend._apikeys_count_script = (client, client.register_script(COUNT_SCRIPT))
+    return bound
 
 
 def current_epoch() -> int:
@@ -150,11 +150,12 @@ def count_request(*, counter_key: str, ttl: int, expected_epoch: int | None) -> 
     Counts only when the epoch still is `expected_epoch` (or whatever it is when that is None).
     Raises when the shared cache is unreachable.
     """
-    client = _redis_client()
-    if client is not None:
-        script = _script(id(client), client)
+    backend = caches["default"]
+    bound = _redis_script(backend)
+    if bound is not None:
+        client, script = bound
         epoch, count = script(
-            keys=[cache.make_and_validate_key(EPOCH_KEY), cache.make_and_validate_key(counter_key)],
+            keys=[backend.make_key(EPOCH_KEY), backend.make_key(counter_key)],
             args=["" if expected_epoch is None else str(expected_epoch), ttl, new_epoch()],
             client=client,
         )
