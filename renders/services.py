@@ -11,6 +11,7 @@ from django.db import connection, transaction
 
 from engagement_platform.clock import now
 from engagement_platform.errors import PayloadTooLarge, ValidationFailed
+from engagement_platform.ids import parse_uuid
 from renders.models import (
     DEDUPED_EVENT_TYPES,
     LINK_OPENS_COUNTER,
@@ -19,6 +20,7 @@ from renders.models import (
     Render,
     Share,
 )
+from renders.selectors import render_in_project
 from renders.upserts import add_to_counters, claim_dedupe_mark, record_in_one_statement
 
 DEDUPE_WINDOW = timedelta(minutes=5)
@@ -85,9 +87,9 @@ def record_event(*, render: Render, event_type: str, actor_kind: str, share: Sha
     at = at or now()
     share_id = share.pk if share is not None else None
     if connection.vendor == "postgresql":
-        return _record_event_postgresql(render=render, event_type=event_type, actor_kind=actor_kind,
-                                        share_id=share_id, source_ip=source_ip, user_agent=user_agent,
-                                        metadata=metadata, at=at)
+        return _record_event_postgresql(project_id=render.project_id, render_id=render.pk, event_type=event_type,
+                                        actor_kind=actor_kind, share_id=share_id, source_ip=source_ip,
+                                        user_agent=user_agent, metadata=metadata, at=at)
     with transaction.atomic():
         if event_type in DEDUPED_EVENT_TYPES and not claim_dedupe_mark(
             project_id=render.project_id,
@@ -113,12 +115,36 @@ def record_event(*, render: Render, event_type: str, actor_kind: str, share: Sha
     return RecordResult(recorded=True, event=event)
 
 
-def _record_event_postgresql(*, render, event_type, actor_kind, share_id, source_ip, user_agent, metadata,
-                             at) -> RecordResult:
-    """The same recording as one statement (claim, event, counters): one round trip, no BEGIN/COMMIT."""
+def render_event_record(*, project, render_id, event_type: str, actor_kind: str, source_ip: str | None = None,
+                        user_agent: str | None = None, metadata=None, at=None) -> RecordResult | None:
+    """`record_event` for the project's render named by id; None when the project has no such render.
+
+    On PostgreSQL the render's lookup is part of the recording statement: one round trip in all.
+    """
+    at = at or now()
+    if connection.vendor != "postgresql":
+        render = render_in_project(project=project, render_id=render_id)
+        if render is None:
+            return None
+        return record_event(render=render, event_type=event_type, actor_kind=actor_kind, source_ip=source_ip,
+                            user_agent=user_agent, metadata=metadata, at=at)
+    uid = parse_uuid(render_id)
+    if uid is None:
+        return None
+    return _record_event_postgresql(project_id=project.pk, render_id=uid, event_type=event_type,
+                                    actor_kind=actor_kind, share_id=None, source_ip=source_ip,
+                                    user_agent=user_agent, metadata=metadata, at=at, check_render=True)
+
+
+def _record_event_postgresql(*, project_id, render_id, event_type, actor_kind, share_id, source_ip, user_agent,
+                             metadata, at, check_render: bool = False) -> RecordResult | None:
+    """The same recording as one statement (claim, event, counters): one round trip, no BEGIN/COMMIT.
+
+    With `check_render` the statement also checks the render is the project's (None when not).
+    """
     event = EngagementEvent(
-        project_id=render.project_id,
-        render=render,
+        project_id=project_id,
+        render_id=render_id,
         share_id=share_id,
         event_type=event_type,
         actor_kind=actor_kind,
@@ -127,13 +153,16 @@ def _record_event_postgresql(*, render, event_type, actor_kind, share_id, source
         metadata=metadata,
         created_at=at,
     )
-    dedupe_key = (dedupe_key_for(render_id=render.pk, share_id=share_id, event_type=event_type, source_ip=source_ip)
+    dedupe_key = (dedupe_key_for(render_id=render_id, share_id=share_id, event_type=event_type, source_ip=source_ip)
                   if event_type in DEDUPED_EVENT_TYPES else None)
     # In autocommit the statement is its own transaction; inside a caller's transaction a savepoint
     # keeps a failure from poisoning it, as the atomic block of the portable path does.
     with transaction.atomic() if connection.in_atomic_block else nullcontext():
         recorded = record_in_one_statement(event=event, dedupe_key=dedupe_key, window=DEDUPE_WINDOW,
-                                           increments=counter_increments(event_type, share_id))
+                                           increments=counter_increments(event_type, share_id),
+                                           check_render=check_render)
+    if recorded is None:
+        return None
     if not recorded:
         return RecordResult(recorded=False)
     event._state.adding = False

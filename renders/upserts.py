@@ -11,7 +11,7 @@ from functools import cache
 
 from django.db import connection
 
-from renders.models import COUNTER_SHARDS, DedupeMark, EngagementCounter, EngagementEvent
+from renders.models import COUNTER_SHARDS, DedupeMark, EngagementCounter, EngagementEvent, Render
 
 
 def claim_dedupe_mark(*, project_id, dedupe_key: str, at, window) -> bool:
@@ -55,7 +55,8 @@ def _uuid_param(value):
     return value if connection.vendor == "postgresql" else value.hex
 
 
-def record_in_one_statement(*, event, dedupe_key: str | None, window, increments: dict[str, int]) -> bool:
+def record_in_one_statement(*, event, dedupe_key: str | None, window, increments: dict[str, int],
+                            check_render: bool = False) -> bool | None:
     """PostgreSQL: claim the dedupe mark, insert `event` and add to its counters in ONE statement.
 
     The three writes are data-modifying CTEs of a single statement, so they commit or fail
@@ -64,6 +65,9 @@ def record_in_one_statement(*, event, dedupe_key: str | None, window, increments
     event was inserted. Concurrent claimers of one key still queue on the mark's unique index
     and exactly one wins. The counters get a random shard, so concurrent events of one render
     rarely wait on the same row lock. Returns whether the event was recorded.
+
+    With `check_render` the statement first reads the render by id and project (the caller
+    has not looked it up) and writes nothing when it is not there; it then returns None.
     """
     ops = connection.ops
     marks, events, counters = (model._meta.db_table for model in (DedupeMark, EngagementEvent, EngagementCounter))
@@ -73,11 +77,16 @@ def record_in_one_statement(*, event, dedupe_key: str | None, window, increments
     shard = random.randrange(COUNTER_SHARDS)  # spreads concurrent events of one render over rows
     counter_values = ", ".join(["(%s::uuid, %s::uuid, %s::varchar, %s::smallint, %s::bigint)"] * len(rows))
     counter_params = [p for key, amount in rows for p in (event.project_id, event.render_id, key, shard, amount)]
+    target, target_gate, target_params = "", "", []
+    if check_render:
+        target = f"target AS (SELECT 1 FROM {Render._meta.db_table} WHERE id = %s AND project_id = %s), "
+        target_gate, target_params = " WHERE EXISTS (SELECT 1 FROM target)", [event.render_id, event.project_id]
     if dedupe_key is None:
-        claim, gate, claim_params = "", "", []
+        claim, gate, claim_params = "", target_gate, []
     else:
         claim = (
-            f"claim AS (INSERT INTO {marks} (project_id, dedupe_key, last_recorded_at) VALUES (%s, %s, %s) "
+            f"claim AS (INSERT INTO {marks} (project_id, dedupe_key, last_recorded_at) "
+            f"SELECT %s::uuid, %s::varchar, %s::timestamptz{target_gate} "
             f"ON CONFLICT (project_id, dedupe_key) DO UPDATE SET last_recorded_at = excluded.last_recorded_at "
             f"WHERE {marks}.last_recorded_at <= %s RETURNING 1), "
         )
@@ -85,16 +94,17 @@ def record_in_one_statement(*, event, dedupe_key: str | None, window, increments
         at = ops.adapt_datetimefield_value(event.created_at)
         claim_params = [event.project_id, dedupe_key, at, ops.adapt_datetimefield_value(event.created_at - window)]
     sql = (
-        f"WITH {claim}"
+        f"WITH {target}{claim}"
         f"inserted AS (INSERT INTO {events} ({columns}) SELECT {placeholders}{gate} RETURNING 1), "
         f"counted AS (INSERT INTO {counters} (project_id, render_id, key, shard, count) "
         f"SELECT * FROM (VALUES {counter_values}) AS v WHERE EXISTS (SELECT 1 FROM inserted) "
         f"ON CONFLICT (project_id, render_id, key, shard) DO UPDATE SET count = {counters}.count + excluded.count) "
-        f"SELECT count(*) FROM inserted"
+        f"SELECT (SELECT count(*) FROM inserted), {'(SELECT count(*) FROM target)' if check_render else '1'}"
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, claim_params + event_params + counter_params)
-        return cursor.fetchone()[0] == 1
+        cursor.execute(sql, target_params + claim_params + event_params + counter_params)
+        inserted, found = cursor.fetchone()
+    return inserted == 1 if found else None
 
 
 @cache

@@ -158,6 +158,36 @@ def test_the_summary_costs_the_same_queries_whatever_the_number_of_events(api, r
     assert len(many.captured_queries) == len(few.captured_queries)
 
 
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the one-statement paths are PostgreSQL's")
+def test_the_hot_paths_are_one_statement_each_once_the_key_is_known(api, render):
+    """Key and rate limit come from the worker's cache and one Redis call: the database sees one statement."""
+    assert recorded(post_event(api, render))
+    with CaptureQueriesContext(connection) as posting:
+        assert recorded(post_event(api, render, "printed"))
+    with CaptureQueriesContext(connection) as reading:
+        assert engagement(api, render)["counts"]["printed"] == 1
+    statements = [[q["sql"] for q in queries.captured_queries if "SAVEPOINT" not in q["sql"]]  # the test's transaction
+                  for queries in (posting, reading)]
+    assert [len(sqls) for sqls in statements] == [1, 1], statements
+
+
+@pytest.mark.parametrize("body", [b"{", b"[]", b'{"eventType": "nope"}', b""])
+def test_an_unknown_or_foreign_render_is_not_found_before_a_bad_body(api, make_project, make_render, body):
+    foreign = make_render(make_project())
+    for render_id in (new_id(), foreign.id, "not-an-id"):
+        response = api.generic("POST", f"/v1/renders/{render_id}/events", body, content_type="application/json")
+        assert_envelope(response, 404, "not_found", "No render with that id in this project.")
+    assert EngagementEvent.objects.count() == 0 and DedupeMark.objects.count() == 0
+
+
+def test_a_valid_event_for_an_unknown_or_foreign_render_writes_nothing(api, make_project, make_render):
+    foreign = make_render(make_project())
+    for render_id in (new_id(), foreign.id):
+        response = api.post(f"/v1/renders/{render_id}/events", {"eventType": "viewed"}, format="json")
+        assert_envelope(response, 404, "not_found", "No render with that id in this project.")
+    assert EngagementEvent.objects.count() == 0 and DedupeMark.objects.count() == 0
+
+
 def test_the_summary_counts_only_its_own_render(api, project, render, make_render):
     other = make_render(project)
     assert recorded(post_event(api, other))

@@ -44,13 +44,46 @@ class PartnerEventSerializer(StrictObjectSerializer):
     metadata = serializers.JSONField(required=False, allow_null=True, default=None)
 
     def validate_metadata(self, value):
-        if value is not None and not isinstance(value, dict):
-            raise serializers.ValidationError("Must be a JSON object or null.")
-        if value is not None and metadata_size_bytes(value) > METADATA_MAX_BYTES:
-            raise serializers.ValidationError(f"Must be at most {METADATA_MAX_BYTES} bytes serialized.")
-        if value is not None and contains_nul(value):
-            raise serializers.ValidationError("Must not contain the character U+0000.")
+        problem = metadata_problem(value)
+        if problem:
+            raise serializers.ValidationError(problem)
         return value
+
+
+PARTNER_EVENT_FIELDS = frozenset(PartnerEventSerializer._declared_fields)
+PARTNER_EVENT_TYPE_VALUES = frozenset(t.value for t in PARTNER_EVENT_TYPES)
+
+
+def metadata_problem(value) -> str | None:
+    if value is not None and not isinstance(value, dict):
+        return "Must be a JSON object or null."
+    if value is not None and metadata_size_bytes(value) > METADATA_MAX_BYTES:
+        return f"Must be at most {METADATA_MAX_BYTES} bytes serialized."
+    if value is not None and contains_nul(value):
+        return "Must not contain the character U+0000."
+    return None
+
+
+def parse_partner_event(data) -> dict:
+    """A partner event body: valid ones checked directly, anything else through the serializer for its errors."""
+    if type(data) is dict and data.keys() <= PARTNER_EVENT_FIELDS:
+        event_type, metadata = data.get("eventType"), data.get("metadata")
+        if type(event_type) is str and event_type in PARTNER_EVENT_TYPE_VALUES and _plain_metadata(metadata):
+            return {"eventType": event_type, "metadata": metadata}
+    return parse_or_raise(PartnerEventSerializer, data)
+
+
+def _plain_metadata(value) -> bool:
+    """Null, or an object the serializer would accept as it is (finite numbers, size, no U+0000)."""
+    if value is None:
+        return True
+    if type(value) is not dict:
+        return False
+    try:
+        encoded = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    except ValueError:  # NaN or an infinity: the serializer's JSON check refuses it
+        return False
+    return len(encoded) <= METADATA_MAX_BYTES and not contains_nul(value)
 
 
 def parse_or_raise(serializer_class, data, **kwargs) -> dict:

@@ -8,6 +8,7 @@ from rest_framework.response import Response
 from apikeys.models import Scope
 from apikeys.scoping import ProjectScopedAPIView
 from engagement_platform.errors import InvalidJson, NotFound, PayloadTooLarge, ValidationFailed
+from engagement_platform.jsonio import dumps
 from engagement_platform.openapi import OpenApiResponse, keyed_operation
 from renders.api.schema import (
     EngagementSummarySerializer,
@@ -19,18 +20,19 @@ from renders.api.schema import (
 from renders.api.serializers import (
     PartnerEventSerializer,
     encode_cursor,
-    parse_or_raise,
     parse_page_params,
+    parse_partner_event,
     parse_upload_name,
     render_json,
     summary_body,
 )
 from renders.models import ActorKind, Render
 from renders.selectors import engagement_summary_in_project, render_in_project, render_page
-from renders.services import client_ip, record_event, render_create
+from renders.services import client_ip, render_create, render_event_record
 
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 EVENT_BODY_MAX_BYTES = 64 * 1024
+RECORDED_BODIES = {recorded: dumps({"recorded": recorded}) for recorded in (True, False)}
 
 
 def require_body(request) -> None:
@@ -112,17 +114,23 @@ class RenderEventsView(ProjectScopedAPIView):
     @keyed_operation(scope=Scope.RENDERS_WRITE, operation_id="recordRenderEvent", summary="Record a partner-side event",
                      request=PartnerEventSerializer, responses={200: RecordedSerializer}, errors=[400, 404, 413])
     def post(self, request, render_id):
-        render = render_in_project(project=self.project, render_id=render_id)
-        if render is None:
-            raise NotFound("render")
-        require_body(request)
-        body = parse_or_raise(PartnerEventSerializer, request.data)
-        result = record_event(
-            render=render,
+        try:
+            require_body(request)
+            body = parse_partner_event(request.data)
+        except Exception:
+            # An unknown render is answered before a bad body; valid bodies look the render up while recording.
+            if render_in_project(project=self.project, render_id=render_id) is None:
+                raise NotFound("render") from None
+            raise
+        result = render_event_record(
+            project=self.project,
+            render_id=render_id,
             event_type=body["eventType"],
             actor_kind=ActorKind.PARTNER,
             source_ip=client_ip(request.META),
             user_agent=request.META.get("HTTP_USER_AGENT"),
             metadata=body.get("metadata"),
         )
-        return Response({"recorded": result.recorded})
+        if result is None:
+            raise NotFound("render")
+        return HttpResponse(RECORDED_BODIES[result.recorded], content_type="application/json")
