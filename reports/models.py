@@ -70,7 +70,8 @@ class Message(models.Model):
     """One email, created by its first event; later events of the same message id keep its attributes."""
 
     id = models.UUIDField(primary_key=True, default=new_id, editable=False)
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    # No index of its own: the unique (project, client message id) index leads with the project.
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+", db_index=False)
     channel = models.ForeignKey(Channel, on_delete=models.RESTRICT, related_name="messages")
     client_message_id = models.CharField(max_length=MESSAGE_ID_MAX_LENGTH)
     from_address = models.CharField(max_length=EMAIL_MAX_LENGTH)
@@ -92,7 +93,8 @@ class Message(models.Model):
 
 class MessageEvent(models.Model):
     id = models.UUIDField(primary_key=True, default=new_id, editable=False)
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    # No index of its own: the unique (project, client event id) index leads with the project.
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+", db_index=False)
     message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="events")
     client_event_id = models.CharField(max_length=EVENT_ID_MAX_LENGTH, help_text="The client's idempotency key.")
     type = models.CharField(max_length=16, choices=MessageEventType.choices)
@@ -118,7 +120,8 @@ class DailyRollup(models.Model):
     `channel_key` and `domain` are empty when the grain does not split by them.
     """
 
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    # No index of its own: the unique key leads with the project.
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+", db_index=False)
     day = models.DateField()
     grain = models.CharField(max_length=16, choices=RollupGrain.choices)
     channel_key = models.CharField(max_length=CHANNEL_KEY_LENGTH, blank=True)
@@ -150,7 +153,8 @@ class DailyFirstTouch(models.Model):
     to the rollup's unique count, so the count is exact under concurrent batches.
     """
 
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    # No index of its own: the unique key leads with the project.
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+", db_index=False)
     day = models.DateField()
     kind = models.CharField(max_length=16, choices=MessageEventType.choices)
     grain = models.CharField(max_length=16, choices=RollupGrain.choices)

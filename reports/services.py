@@ -36,6 +36,7 @@ from reports.models import (
 )
 from reports.upserts import (
     add_to_rollups,
+    flush_commits,
     ingest_batch,
     insert_events,
     insert_first_touches,
@@ -117,7 +118,7 @@ def _channels_by_external_id(*, project, external_ids: Iterable[uuid.UUID]) -> d
 # Ingestion -----------------------------------------------------------------------------------
 
 
-def ingest_message_events(*, project, events: list[dict]) -> IngestResult:
+def ingest_message_events(*, project, events: list[dict], wait_for_flush: bool = True) -> IngestResult:
     """Store validated message events idempotently and count them into the daily rollups.
 
     Each event is a dict with `id`, `type`, `message_id`, `channel_id` (UUID), `from_address`,
@@ -125,11 +126,15 @@ def ingest_message_events(*, project, events: list[dict]) -> IngestResult:
     Channels and messages are created on first use. An event whose `id` the project already
     has (or that repeats one earlier in the batch) is a duplicate and changes no figure.
     Everything happens in one transaction, exact under concurrent batches.
+
+    Bulk loads may pass `wait_for_flush=False`: on PostgreSQL the commit then returns before its
+    WAL is on disk (a server crash can lose the last moments of batches, which a rerun stores
+    again as new), and they end with `ingestion_flush()`, after which every batch is durable.
     """
     if not events:
         return IngestResult(accepted=0, duplicates=0)
     if connection.vendor == "postgresql":
-        accepted = _ingest_set_based(project=project, events=events)
+        accepted = _ingest_set_based(project=project, events=events, wait_for_flush=wait_for_flush)
         return IngestResult(accepted=accepted, duplicates=len(events) - accepted)
     batch: dict[str, dict] = {}
     for event in events:
@@ -158,7 +163,12 @@ def ingest_message_events(*, project, events: list[dict]) -> IngestResult:
     return IngestResult(accepted=len(accepted_ids), duplicates=len(events) - len(accepted_ids))
 
 
-def _ingest_set_based(*, project, events: list[dict]) -> int:
+def ingestion_flush() -> None:
+    """Make every batch stored with `wait_for_flush=False` on this connection durable."""
+    flush_commits()
+
+
+def _ingest_set_based(*, project, events: list[dict], wait_for_flush: bool) -> int:
     """PostgreSQL: one pass over the batch in Python to make column arrays, then two set-based statements."""
     seen: set[str] = set()
     rows: list[tuple] = []
@@ -189,7 +199,8 @@ def _ingest_set_based(*, project, events: list[dict]) -> int:
              event.get("render_id") if event.get("render_id") in own_renders else None)
             for message_id, event in firsts.items()
         ]
-        return ingest_batch(project_id=project.pk, received_at=received_at, messages=messages, events=rows)
+        return ingest_batch(project_id=project.pk, received_at=received_at, messages=messages, events=rows,
+                            wait_for_flush=wait_for_flush)
 
 
 def _messages_for(*, project, events: Iterable[dict], channels: dict, at) -> dict[str, MessageFacts]:

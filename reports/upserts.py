@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from datetime import date
 
 import psycopg
-from django.db import connection
+from django.db import connection, transaction
 
 from reports.grains import COUNT_COLUMN, ROLLUP_COUNT_COLUMNS, UNIQUE_COLUMN, grain_keys_for
 from reports.models import Channel, DailyFirstTouch, DailyRollup, Message, MessageEvent
@@ -240,9 +240,10 @@ def _events_statement() -> str:
     )
     c = ' COLLATE "C"'
     return (
-        # Each event joins its stored message through the unique index (LATERAL: an index lookup per
-        # event whatever the planner estimates), and the accepted ones fetch the message's channel,
-        # domain and recipient by primary key: the stored message's attributes count, not the event's.
+        # Each event finds its stored message through the unique index: LATERAL with LIMIT 1 is not
+        # flattened into a join, so it stays one index lookup per event however large the project
+        # (a hash join would scan all of the project's messages). The accepted events fetch the
+        # message's channel, domain and recipient by primary key: the stored message's count.
         f"WITH inserted AS ("
         f"INSERT INTO {events} (id, project_id, message_id, client_event_id, type, occurred_at, url, user_agent, "
         f"received_at) "
@@ -250,14 +251,14 @@ def _events_statement() -> str:
         f"FROM unnest(%b::text[], %b::text[], %b::text[], %b::timestamptz[], %b::text[], %b::text[]) "
         f"AS b(client_event_id, type, client_message_id, occurred_at, url, user_agent) "
         f"CROSS JOIN LATERAL (SELECT id FROM {messages} WHERE project_id = %b "
-        f"AND client_message_id = b.client_message_id) AS m "
+        f"AND client_message_id = b.client_message_id LIMIT 1) AS m "
         f"ORDER BY b.client_event_id{c} ON CONFLICT (project_id, client_event_id) DO NOTHING "
         f"RETURNING message_id, type, occurred_at), "
         f"facts AS MATERIALIZED ("
         f"SELECT (i.occurred_at AT TIME ZONE 'UTC')::date AS day, i.type, g.grain, g.channel_key, g.domain, "
         f"b.recipient FROM inserted i CROSS JOIN LATERAL ("
         f"SELECT m.recipient, m.from_domain AS domain, ch.external_id::text AS channel_key FROM {messages} m "
-        f"JOIN {channels} ch ON ch.id = m.channel_id WHERE m.id = i.message_id) AS b "
+        f"JOIN {channels} ch ON ch.id = m.channel_id WHERE m.id = i.message_id LIMIT 1) AS b "
         f"CROSS JOIN LATERAL (VALUES {grains}) AS g(grain, channel_key, domain)), "
         f"touched AS ("
         f"INSERT INTO {touches} (project_id, day, kind, grain, channel_key, domain, recipient) "
@@ -279,8 +280,12 @@ def _events_statement() -> str:
     )
 
 
-def ingest_batch(*, project_id: uuid.UUID, received_at, messages: Sequence[tuple], events: Sequence[tuple]) -> int:
+def ingest_batch(*, project_id: uuid.UUID, received_at, messages: Sequence[tuple], events: Sequence[tuple],
+                 wait_for_flush: bool = True) -> int:
     """Store a batch on PostgreSQL; returns how many events were new (the accepted ones).
+
+    `wait_for_flush=False` lets this transaction's commit return before its WAL reaches the disk
+    (bulk loads; see `flush_commits`).
 
     `messages`: (channel row id, client message id, from address, from domain, lowercased
     recipient, render id or None), one per client message id; existing ones are left as they are.
@@ -288,6 +293,8 @@ def ingest_batch(*, project_id: uuid.UUID, received_at, messages: Sequence[tuple
     within the batch. The caller holds the project's shared rollup lock in the same transaction.
     """
     with _binary_cursor() as cursor:
+        if not wait_for_flush:
+            cursor.execute("SET LOCAL synchronous_commit = off")
         cursor.execute(_MESSAGES_SQL.format(messages=_table(Message)),
                        [project_id, received_at, *map(list, zip(*messages, strict=True))])
         cursor.execute(_events_statement(),
@@ -295,3 +302,15 @@ def ingest_batch(*, project_id: uuid.UUID, received_at, messages: Sequence[tuple
                         project_id])
         accepted, _rollup_rows = cursor.fetchone()
     return accepted
+
+
+def flush_commits() -> None:
+    """Return once every transaction this session committed without waiting for its flush is on disk.
+
+    A transaction that commits with synchronous_commit on flushes the WAL up to its commit record,
+    which lies after every earlier commit of the session (PostgreSQL; nothing to do elsewhere).
+    """
+    if connection.vendor != "postgresql":
+        return
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT txid_current()")  # an xid, so the commit writes and flushes a record

@@ -1,20 +1,25 @@
 """Load message events from NDJSON (one section-4 event per line), in batches, idempotently."""
 
 import os
+import queue
 import sys
+import threading
 
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from apikeys.selectors import project_by_id_or_name
 from engagement_platform.jsonio import loads_strict
-from reports.services import ingest_message_events
+from reports.services import ingest_message_events, ingestion_flush
 from reports.validation import parse_message_event
 
-DEFAULT_BATCH_SIZE = 1000
+DEFAULT_BATCH_SIZE = 2000  # events per transaction: larger batches share their rollup rows more
 MAX_BATCH_SIZE = 10_000
 # The summary names at most this many rejected line numbers; each rejection is also reported as it happens.
 SUMMARY_LINE_NUMBERS = 50
+# Parsed batches waiting for the database: reading and validating the next batch overlaps storing
+# this one, and memory stays a few batches whatever the file size.
+BATCHES_AHEAD = 2
 
 
 class Command(BaseCommand):
@@ -49,10 +54,43 @@ class Command(BaseCommand):
             self._run(found, handle, batch_size, verbosity, total_bytes=os.fstat(handle.fileno()).st_size)
 
     def _run(self, project, stream, batch_size, verbosity, total_bytes):
+        """Store batches on this thread while a reader thread parses and validates the next ones."""
         tally = Tally()
         show_progress = verbosity >= 1 and sys.stderr.isatty()
+        batches: queue.Queue = queue.Queue(maxsize=BATCHES_AHEAD)
+        stop = threading.Event()
         with tqdm(total=total_bytes, unit="B", unit_scale=True, desc="backfill", disable=not show_progress,
                   file=sys.stderr) as progress:
+            reader = threading.Thread(target=self._read, name="backfill-reader", daemon=True,
+                                      args=(stream, batch_size, tally, verbosity, progress, batches, stop))
+            reader.start()
+            try:
+                while (batch := batches.get()) is not None:
+                    if isinstance(batch, BaseException):
+                        raise batch
+                    # A rerun stores again whatever a crash lost, so batches need not wait for the disk;
+                    # the flush below makes all of them durable before the summary says they are stored.
+                    tally.add(ingest_message_events(project=project, events=batch, wait_for_flush=False))
+            finally:
+                stop.set()
+                reader.join()
+            ingestion_flush()
+        if verbosity >= 1:
+            self.stdout.write(tally.summary())
+
+    def _read(self, stream, batch_size, tally, verbosity, progress, batches: queue.Queue, stop: threading.Event):
+        """Reader thread: parse lines into batches; None marks the end, an exception is handed over."""
+
+        def hand_over(item) -> bool:
+            while not stop.is_set():
+                try:
+                    batches.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        try:
             batch = []
             for number, line in enumerate(stream, start=1):
                 progress.update(len(line))
@@ -60,12 +98,14 @@ class Command(BaseCommand):
                 if event is not None:
                     batch.append(event)
                 if len(batch) >= batch_size:
-                    tally.add(ingest_message_events(project=project, events=batch))
+                    if not hand_over(batch):
+                        return
                     batch = []
-            if batch:
-                tally.add(ingest_message_events(project=project, events=batch))
-        if verbosity >= 1:
-            self.stdout.write(tally.summary())
+            if batch and not hand_over(batch):
+                return
+            hand_over(None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the storing thread, which raises it
+            hand_over(exc)
 
     def _parse_line(self, number: int, line, tally: "Tally", verbosity: int) -> dict | None:
         if isinstance(line, str):
