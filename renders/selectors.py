@@ -22,8 +22,11 @@ class EngagementSummary:
     recent_json: bytes | None = None  # `recent` already encoded as the API's JSON array (then `recent` is empty)
 
 
+EVENT_TYPE_VALUES = tuple(event_type.value for event_type in EventType)
+
+
 def _summary_of(stored: dict, recent: list, recent_json: bytes | None = None) -> EngagementSummary:
-    counts = {event_type.value: stored.get(event_type.value, 0) for event_type in EventType}
+    counts = {event_type: stored.get(event_type, 0) for event_type in EVENT_TYPE_VALUES}
     return EngagementSummary(counts=counts, link_opens=stored.get(LINK_OPENS_COUNTER, 0), total=sum(counts.values()),
                              recent=recent, recent_json=recent_json)
 

@@ -199,3 +199,21 @@ def test_a_change_in_another_process_applies_to_every_worker_on_its_next_request
             assert statuses == [200, 200, 429, 429]
     finally:
         server.cleanup()
+
+
+def test_the_count_script_is_loaded_again_after_the_server_forgot_it(settings):
+    redis_url = _redis_url()
+    if redis_url is None:
+        pytest.skip("needs a Redis server (TEST_REDIS_URL or redis://127.0.0.1:6379/15)")
+    import redis
+
+    from apikeys.keycache import count_request
+
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": redis_url}}
+    counter = f"test-counter:{uuid.uuid4().hex}"
+    epoch, first = count_request(counter_key=counter, ttl=60, expected_epoch=None)
+    redis.Redis.from_url(redis_url).script_flush()
+    assert count_request(counter_key=counter, ttl=60, expected_epoch=epoch) == (epoch, first + 1)
+    assert count_request(counter_key=counter, ttl=60, expected_epoch=epoch + 1) == (epoch, None)  # stale: not counted
+    assert count_request(counter_key=counter, ttl=60, expected_epoch=None) == (epoch, first + 2)
+    assert 0 < redis.Redis.from_url(redis_url).ttl(cache.make_key(counter)) <= 60
