@@ -13,7 +13,7 @@ from engagement_platform.jsonio import loads_strict
 from reports.services import ingest_message_events, ingestion_flush
 from reports.validation import parse_message_event
 
-DEFAULT_BATCH_SIZE = 2000  # events per transaction: larger batches share their rollup rows more
+DEFAULT_BATCH_SIZE = 5000  # events per transaction: larger batches share their rollup rows more
 MAX_BATCH_SIZE = 10_000
 # The summary names at most this many rejected line numbers; each rejection is also reported as it happens.
 SUMMARY_LINE_NUMBERS = 50
