@@ -42,6 +42,7 @@ from reports.upserts import (
     insert_first_touches,
     insert_messages,
     lock_project_rollups,
+    recount_day,
 )
 from reports.validation import email_domain
 
@@ -288,6 +289,9 @@ def _days_with_report_data(*, project, first_day: date | None, end_day: date | N
 
 def _rebuild_day(*, project, day: date) -> int:
     start, end = day_bounds(day)
+    if connection.vendor == "postgresql":
+        expected = recount_day(project_id=project.pk, day=day, start=start, end=end)
+        return _apply_rollup_rows(project=project, day=day, expected=expected)
     events = MessageEvent.objects.filter(project=project, occurred_at__gte=start, occurred_at__lt=end).order_by()
     expected: dict[tuple, Counter] = defaultdict(Counter)
     grouped = events.values("type", "message__channel__external_id", "message__from_domain").annotate(n=Count("id"))

@@ -314,3 +314,59 @@ def flush_commits() -> None:
         return
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SELECT txid_current()")  # an xid, so the commit writes and flushes a record
+
+
+def _grain_values(channel_key: str, domain: str) -> str:
+    """The VALUES list of an event's four grain keys, over SQL expressions of its channel key and domain."""
+    return ", ".join(
+        f"('{grain}', {channel_key if key else chr(39) * 2}, {domain if dom else chr(39) * 2})"
+        for grain, key, dom in grain_keys_for(channel_key="k", domain="d")
+    )
+
+
+def recount_day(*, project_id: uuid.UUID, day: date, start, end) -> dict[tuple[str, str, str], dict[str, int]]:
+    """PostgreSQL: rewrite one UTC day's first touches from its raw events and return its rollup rows.
+
+    Set-based: the touches are made equal to the DISTINCT of the day's opens and clicks in their
+    four grain keys in one statement; the rows, keyed by (grain, channel_key, domain), are one GROUP BY of the
+    day's events plus one of the touches just written. The caller holds the exclusive rollup lock.
+    """
+    events, messages, channels = _table(MessageEvent), _table(Message), _table(Channel)
+    touches = _table(DailyFirstTouch)
+    expanded = (
+        f"FROM {events} e JOIN {messages} m ON m.id = e.message_id JOIN {channels} c ON c.id = m.channel_id "
+        f"CROSS JOIN LATERAL (VALUES {_grain_values('c.external_id::text', 'm.from_domain')}) "
+        f"AS g(grain, channel_key, domain) WHERE e.project_id = %s AND e.occurred_at >= %s AND e.occurred_at < %s"
+    )
+    kinds = ", ".join(f"'{kind}'" for kind in UNIQUE_COLUMN)
+    counts = ", ".join(f"count(*) FILTER (WHERE e.type = '{kind}')" for kind in COUNT_COLUMN)
+    uniques = ", ".join(f"count(*) FILTER (WHERE kind = '{kind}')" for kind in UNIQUE_COLUMN)
+    zeros = lambda columns: ", ".join("0" for _ in columns)  # noqa: E731
+    sums = ", ".join(f"CAST(sum({column}) AS BIGINT)" for column in ROLLUP_COUNT_COLUMNS)
+    with connection.cursor() as cursor:
+        # A day is small: starting parallel workers costs more than the whole statement.
+        cursor.execute("SET LOCAL max_parallel_workers_per_gather = 0")
+        # Only the differences are written: touches the events no longer support are deleted, missing
+        # ones inserted; a ledger that is already right is only read.
+        cursor.execute(
+            f"WITH expected AS MATERIALIZED (SELECT DISTINCT e.type AS kind, g.grain, g.channel_key, g.domain, "
+            f"m.recipient {expanded} AND e.type IN ({kinds})), "
+            f"stale AS (DELETE FROM {touches} t WHERE t.project_id = %s AND t.day = %s AND NOT EXISTS ("
+            f"SELECT 1 FROM expected x WHERE x.kind = t.kind AND x.grain = t.grain AND x.channel_key = t.channel_key "
+            f"AND x.domain = t.domain AND x.recipient = t.recipient)) "
+            f"INSERT INTO {touches} (project_id, day, kind, grain, channel_key, domain, recipient) "
+            f"SELECT %s::uuid, %s::date, kind, grain, channel_key, domain, recipient FROM expected "
+            f"ON CONFLICT (project_id, day, kind, grain, channel_key, domain, recipient) DO NOTHING",
+            [project_id, start, end, project_id, day, project_id, day],
+        )
+        cursor.execute(
+            f"SELECT grain, channel_key, domain, {sums} FROM ("
+            f"SELECT g.grain, g.channel_key, g.domain, {counts}, {zeros(UNIQUE_COLUMN)} AS u {expanded} "
+            f"GROUP BY 1, 2, 3 UNION ALL "
+            f"SELECT grain, channel_key, domain, {zeros(COUNT_COLUMN)}, {uniques} FROM {touches} "
+            f"WHERE project_id = %s AND day = %s GROUP BY 1, 2, 3) AS x(grain, channel_key, domain, "
+            f"{', '.join(ROLLUP_COUNT_COLUMNS)}) GROUP BY 1, 2, 3",
+            [project_id, start, end, project_id, day],
+        )
+        return {(grain, channel_key, domain): dict(zip(ROLLUP_COUNT_COLUMNS, values, strict=True))
+                for grain, channel_key, domain, *values in cursor.fetchall()}
