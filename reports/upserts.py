@@ -351,9 +351,10 @@ def recount_day(*, project_id: uuid.UUID, day: date, start, end) -> dict[tuple[s
         cursor.execute(
             f"WITH expected AS MATERIALIZED (SELECT DISTINCT e.type AS kind, g.grain, g.channel_key, g.domain, "
             f"m.recipient {expanded} AND e.type IN ({kinds})), "
-            f"stale AS (DELETE FROM {touches} t WHERE t.project_id = %s AND t.day = %s AND NOT EXISTS ("
-            f"SELECT 1 FROM expected x WHERE x.kind = t.kind AND x.grain = t.grain AND x.channel_key = t.channel_key "
-            f"AND x.domain = t.domain AND x.recipient = t.recipient)) "
+            # NOT IN over NOT NULL columns: a hashed subplan, whatever the estimates after a bulk load.
+            f"stale AS (DELETE FROM {touches} t WHERE t.project_id = %s AND t.day = %s AND "
+            f"(t.kind, t.grain, t.channel_key, t.domain, t.recipient) NOT IN ("
+            f"SELECT kind, grain, channel_key, domain, recipient FROM expected)) "
             f"INSERT INTO {touches} (project_id, day, kind, grain, channel_key, domain, recipient) "
             f"SELECT %s::uuid, %s::date, kind, grain, channel_key, domain, recipient FROM expected "
             f"ON CONFLICT (project_id, day, kind, grain, channel_key, domain, recipient) DO NOTHING",
