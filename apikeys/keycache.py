@@ -80,7 +80,7 @@ class VerifiedKey:
 
 
 class LocalKeys:
-    """The worker's verified keys by hash. Thread-safe: plain dict operations under the GIL."""
+    """The worker's verified keys by hash, shared by its threads: reads need no lock, changes take it."""
 
     def __init__(self):
         self._entries: dict[str, VerifiedKey] = {}
@@ -102,21 +102,23 @@ class LocalKeys:
                 self.clear()
         key = apikey_with_project_by_hash(digest)
         if key is None:
-            self._entries.pop(digest, None)
+            with self._lock:
+                self._entries.pop(digest, None)
             return None
         entry = VerifiedKey(digest=digest, key=key, epoch=epoch, fresh=True, loaded_at=time.monotonic())
-        if epoch is not None:
-            with self._lock:
+        with self._lock:  # every change under the lock: eviction iterates the dict
+            if epoch is None:
+                self._entries.pop(digest, None)
+            else:
                 if len(self._entries) >= LOCAL_MAX_ENTRIES:
                     self._entries.pop(next(iter(self._entries)), None)
                 self._entries[digest] = VerifiedKey(digest=digest, key=key, epoch=epoch, fresh=False,
                                                     loaded_at=entry.loaded_at)
-        else:
-            self._entries.pop(digest, None)
         return entry
 
     def clear(self) -> None:
-        self._entries.clear()
+        with self._lock:
+            self._entries.clear()
 
 
 local_keys = LocalKeys()
