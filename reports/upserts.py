@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
 from datetime import date
+from functools import cache
 
 import psycopg
 from django.db import connection, transaction
@@ -223,6 +224,7 @@ _MESSAGES_SQL = (
 )
 
 
+@cache
 def _events_statement() -> str:
     events, messages, channels = _table(MessageEvent), _table(Message), _table(Channel)
     touches, rollups = _table(DailyFirstTouch), _table(DailyRollup)
@@ -238,7 +240,7 @@ def _events_statement() -> str:
         f"('{grain}', {'b.channel_key' if key else chr(39) * 2}, {'b.domain' if dom else chr(39) * 2})"
         for grain, key, dom in grain_keys_for(channel_key="k", domain="d")
     )
-    c = ' COLLATE "C"'
+    bytewise = ' COLLATE "C"'
     return (
         # Each event finds its stored message through the unique index: LATERAL with LIMIT 1 is not
         # flattened into a join, so it stays one index lookup per event however large the project
@@ -252,7 +254,7 @@ def _events_statement() -> str:
         f"AS b(client_event_id, type, client_message_id, occurred_at, url, user_agent) "
         f"CROSS JOIN LATERAL (SELECT id FROM {messages} WHERE project_id = %b "
         f"AND client_message_id = b.client_message_id LIMIT 1) AS m "
-        f"ORDER BY b.client_event_id{c} ON CONFLICT (project_id, client_event_id) DO NOTHING "
+        f"ORDER BY b.client_event_id{bytewise} ON CONFLICT (project_id, client_event_id) DO NOTHING "
         f"RETURNING message_id, type, occurred_at), "
         f"facts AS MATERIALIZED ("
         f"SELECT (i.occurred_at AT TIME ZONE 'UTC')::date AS day, i.type, g.grain, g.channel_key, g.domain, "
@@ -262,7 +264,8 @@ def _events_statement() -> str:
         f"CROSS JOIN LATERAL (VALUES {grains}) AS g(grain, channel_key, domain)), "
         f"touched AS ("
         f"INSERT INTO {touches} (project_id, day, kind, grain, channel_key, domain, recipient) "
-        f"SELECT DISTINCT %b::uuid, day, type{c}, grain{c}, channel_key{c}, domain{c}, recipient{c} FROM facts "
+        f"SELECT DISTINCT %b::uuid, day, type{bytewise}, grain{bytewise}, channel_key{bytewise}, domain{bytewise}, "
+        f"recipient{bytewise} FROM facts "
         f"WHERE type IN ({kinds}) ORDER BY 2, 3, 4, 5, 6, 7 "
         f"ON CONFLICT (project_id, day, kind, grain, channel_key, domain, recipient) DO NOTHING "
         f"RETURNING day, kind, grain, channel_key, domain), "
@@ -273,7 +276,7 @@ def _events_statement() -> str:
         f"GROUP BY day, grain, channel_key, domain), "
         f"added AS ("
         f"INSERT INTO {rollups} (project_id, day, grain, channel_key, domain, {', '.join(ROLLUP_COUNT_COLUMNS)}) "
-        f"SELECT %b::uuid, day, grain{c}, channel_key{c}, domain{c}, {sums} FROM increments "
+        f"SELECT %b::uuid, day, grain{bytewise}, channel_key{bytewise}, domain{bytewise}, {sums} FROM increments "
         f"GROUP BY 2, 3, 4, 5 ORDER BY 2, 3, 4, 5 "
         f"ON CONFLICT (project_id, day, grain, channel_key, domain) DO UPDATE SET {updates} RETURNING 1) "
         f"SELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM added)"
