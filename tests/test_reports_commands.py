@@ -86,6 +86,28 @@ def test_backfill_reads_standard_input(project, monkeypatch):
     assert err == "line 3: rejected: Must be a JSON object.\n"
 
 
+class FailingStream:
+    """Standard input whose reading fails after some lines, as a broken pipe or a bad disk would."""
+
+    def __init__(self, lines: list[bytes], error: Exception):
+        self.lines, self.error = lines, error
+
+    def __iter__(self):
+        yield from self.lines
+        raise self.error
+
+
+def test_a_read_error_stops_the_backfill_with_that_error_after_storing_the_batches_read(project):
+    lines = [(json.dumps(wire_event("opened", "2026-05-01T09:00:00Z", recipient=f"r{i}@example.org")) + "\n").encode()
+             for i in range(5)]
+
+    with pytest.raises(OSError, match="device went away"):
+        backfill("-", project=project.name, batch_size=2, stdin=FailingStream(lines, OSError("device went away")))
+
+    # Whole batches read before the failure are stored; the partial one is not, and a rerun adds it.
+    assert MessageEvent.objects.filter(project=project).count() == 4
+
+
 def test_backfill_commits_in_batches_of_the_given_size(project, tmp_path):
     path = tmp_path / "events.ndjson"
     events = [wire_event("opened", "2026-05-01T09:00:00Z", recipient=f"r{i}@example.org") for i in range(7)]
