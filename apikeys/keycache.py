@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from django.core.cache import cache, caches
 from django.core.cache.backends.redis import RedisCache
 from django.db import connection, transaction
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 
 from apikeys.models import ApiKey
@@ -140,8 +141,17 @@ class _CountScript:
         self.connection = None
 
     def __call__(self, keys: list[str], args: list) -> list:
-        connection = self.connection or self.pool.get_connection()
-        self.connection = None  # held again only after a clean reply
+        kept = self.connection
+        try:
+            return self._run(kept or self.pool.get_connection(), keys, args)
+        except RedisConnectionError:
+            if kept is None:
+                raise
+            # The kept connection died (a server restart, an idle timeout): once more on a new one.
+            return self._run(self.pool.get_connection(), keys, args)
+
+    def _run(self, connection, keys: list[str], args: list) -> list:
+        self.connection = None  # kept again only after a clean reply
         try:
             connection.send_command("EVALSHA", self.sha, len(keys), *keys, *args)
             try:

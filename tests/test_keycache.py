@@ -217,3 +217,21 @@ def test_the_count_script_is_loaded_again_after_the_server_forgot_it(settings):
     assert count_request(counter_key=counter, ttl=60, expected_epoch=epoch + 1) == (epoch, None)  # stale: not counted
     assert count_request(counter_key=counter, ttl=60, expected_epoch=None) == (epoch, first + 2)
     assert 0 < redis.Redis.from_url(redis_url).ttl(cache.make_key(counter)) <= 60
+
+
+def test_the_count_goes_through_when_its_kept_connection_was_closed_by_the_server(settings):
+    redis_url = _redis_url()
+    if redis_url is None:
+        pytest.skip("needs a Redis server (TEST_REDIS_URL or redis://127.0.0.1:6379/15)")
+    import redis
+    from django.core.cache import caches
+
+    from apikeys.keycache import count_request
+
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": redis_url}}
+    counter = f"test-counter:{uuid.uuid4().hex}"
+    epoch, first = count_request(counter_key=counter, ttl=60, expected_epoch=None)
+    kept = caches["default"]._apikeys_count_script.connection
+    kept.send_command("CLIENT", "ID")
+    redis.Redis.from_url(redis_url).client_kill_filter(_id=kept.read_response())  # as a server restart would
+    assert count_request(counter_key=counter, ttl=60, expected_epoch=epoch) == (epoch, first + 1)
