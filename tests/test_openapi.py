@@ -79,6 +79,14 @@ def test_every_path_parameter_of_a_route_is_declared(schema):
         assert all(p["required"] for p in operation.get("parameters", []) if p["in"] == "path")
 
 
+def test_the_render_list_documents_its_page_parameters(schema):
+    parameters = {p["name"]: p for p in schema["paths"]["/v1/renders"]["get"]["parameters"] if p["in"] == "query"}
+
+    assert set(parameters) == {"limit", "cursor"}
+    assert parameters["limit"]["schema"] == {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}
+    assert parameters["cursor"]["schema"] == {"type": "string"}
+
+
 def test_every_operation_requires_the_bearer_key_and_names_the_scope_its_view_enforces(schema):
     scheme = schema["components"]["securitySchemes"]["ApiKey"]
     assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")

@@ -1,5 +1,7 @@
 """Response shapes of the render-side API, for the OpenAPI document."""
 
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter
 from rest_framework import serializers
 
 from renders.models import ActorKind, EventType
@@ -17,6 +19,14 @@ class RenderOutSerializer(serializers.Serializer):
 class RenderPageSerializer(serializers.Serializer):
     data = RenderOutSerializer(many=True)
     nextCursor = serializers.CharField(allow_null=True)
+
+
+RENDER_PAGE_PARAMETERS = [
+    OpenApiParameter("limit", {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
+                     OpenApiParameter.QUERY, required=False, description="Renders per page, 1 to 100 (default 20)."),
+    OpenApiParameter("cursor", OpenApiTypes.STR, OpenApiParameter.QUERY, required=False,
+                     description="The `nextCursor` of the previous page; omit it for the first page."),
+]
 
 
 class RenderUploadSerializer(serializers.Serializer):

@@ -11,6 +11,7 @@ from engagement_platform.errors import InvalidJson, NotFound, PayloadTooLarge, V
 from engagement_platform.jsonio import dumps
 from engagement_platform.openapi import OpenApiResponse, keyed_operation
 from renders.api.schema import (
+    RENDER_PAGE_PARAMETERS,
     EngagementSummarySerializer,
     RecordedSerializer,
     RenderOutSerializer,
@@ -47,7 +48,7 @@ class RenderCollectionView(ProjectScopedAPIView):
     accepts_json_body = False
 
     @keyed_operation(scope=Scope.RENDERS_READ, operation_id="listRenders", summary="List renders, newest first",
-                     responses={200: RenderPageSerializer}, errors=[400], parameters=[])
+                     responses={200: RenderPageSerializer}, errors=[400], parameters=RENDER_PAGE_PARAMETERS)
     def get(self, request):
         limit, after = parse_page_params(request.query_params)
         renders, has_more = render_page(project=self.project, limit=limit, after=after)
