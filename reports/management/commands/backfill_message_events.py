@@ -20,6 +20,7 @@ SUMMARY_LINE_NUMBERS = 50
 # Parsed batches waiting for the database: reading and validating the next batch overlaps storing
 # this one, and memory stays a few batches whatever the file size.
 BATCHES_AHEAD = 2
+READER_JOIN_SECONDS = 5
 
 
 class Command(BaseCommand):
@@ -73,7 +74,9 @@ class Command(BaseCommand):
                     tally.add(ingest_message_events(project=project, events=batch, wait_for_flush=False))
             finally:
                 stop.set()
-                reader.join()
+                # Bounded: after a failure here the reader may sit in a blocking read of standard input;
+                # it is a daemon thread and goes with the process.
+                reader.join(timeout=READER_JOIN_SECONDS)
             ingestion_flush()
         if verbosity >= 1:
             self.stdout.write(tally.summary())
