@@ -80,6 +80,13 @@ else:
     DATABASES["default"]["OPTIONS"].setdefault(
         "connect_timeout", get_from_env("DATABASE_CONNECT_TIMEOUT", 3, cast=int)
     )
+    # Server-side parameter binding lets PostgreSQL keep the plan of a statement a connection runs
+    # again and again (the hot paths' statements): psycopg prepares a query from its Nth execution on.
+    # Turn it off (0) behind a connection pooler in transaction mode that cannot carry prepared statements.
+    _prepare_threshold = get_from_env("DATABASE_PREPARE_THRESHOLD", 2, cast=int)
+    if _prepare_threshold > 0:
+        DATABASES["default"]["OPTIONS"].setdefault("server_side_binding", True)
+        DATABASES["default"]["OPTIONS"].setdefault("prepare_threshold", _prepare_threshold)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
