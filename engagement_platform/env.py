@@ -22,7 +22,7 @@ def _to_list(raw: str) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
-_CASTS = {bool: _to_bool, list: _to_list, int: int, str: str}
+_CASTS = {bool: _to_bool, list: _to_list, int: int, float: float, str: str}
 
 
 def get_from_env(name: str, default=_MISSING, *, cast=str):

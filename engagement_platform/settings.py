@@ -83,6 +83,14 @@ else:
     # Server-side parameter binding lets PostgreSQL keep the plan of a statement a connection runs
     # again and again (the hot paths' statements): psycopg prepares a query from its Nth execution on.
     # Turn it off (0) behind a connection pooler in transaction mode that cannot carry prepared statements.
+    # Django's PostgreSQL backend plus one change: the per-request health check (`SELECT 1`) is
+    # skipped for a connection that served a request without error less than this many seconds ago
+    # (engagement_platform/db/postgresql); 0 checks before every request as Django does.
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        DATABASES["default"]["ENGINE"] = "engagement_platform.db.postgresql"
+    DATABASES["default"]["OPTIONS"].setdefault(
+        "health_check_idle_seconds", get_from_env("DATABASE_HEALTH_CHECK_IDLE", 1.0, cast=float)
+    )
     _prepare_threshold = get_from_env("DATABASE_PREPARE_THRESHOLD", 2, cast=int)
     if _prepare_threshold > 0:
         DATABASES["default"]["OPTIONS"].setdefault("server_side_binding", True)
@@ -103,6 +111,11 @@ if _cache_url and _cache_url.startswith(("redis://", "rediss://", "unix://")):
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 RATE_LIMIT_FAIL_OPEN = get_from_env("RATE_LIMIT_FAIL_OPEN", True, cast=bool)
+# Encoded report bodies kept per (project, window, bucket, filters) and dropped by any write to the
+# project's report data (reports/bodycache.py). Only with a shared cache: a per-process one cannot see
+# other processes' writes, so it is off (0) by default there.
+REPORT_CACHE_SECONDS = get_from_env("REPORT_CACHE_SECONDS", 60 if CACHES["default"]["BACKEND"].endswith("RedisCache")
+                                    else 0, cast=int)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
