@@ -28,13 +28,11 @@ import time
 from dataclasses import dataclass
 
 from django.core.cache import cache, caches
-from django.core.cache.backends.redis import RedisCache
 from django.db import connection, transaction
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
 
 from apikeys.models import ApiKey
 from apikeys.selectors import apikey_with_project_by_hash
+from engagement_platform.redis_kept import kept_connection
 
 logger = logging.getLogger("engagement_platform.apikeys")
 
@@ -61,6 +59,9 @@ if count == 1 then
 end
 return {epoch, count}
 """
+
+
+COUNT_SCRIPT_SHA = hashlib.sha1(COUNT_SCRIPT.encode()).hexdigest()
 
 
 def new_epoch() -> int:
@@ -127,56 +128,6 @@ local_keys = LocalKeys()
 
 # The shared epoch --------------------------------------------------------------------------
 
-class _CountScript:
-    """The count script on one connection of the RedisCache's pool, held by this cache object's thread.
-
-    Django's RedisCache builds a redis-py client per call, and a client call goes through retry
-    and pooling layers that cost more Python than the round trip itself on this hottest path:
-    the command is sent on a kept connection (EVALSHA, loading the script on NOSCRIPT).
-    """
-
-    def __init__(self, pool):
-        self.pool = pool
-        self.sha = hashlib.sha1(COUNT_SCRIPT.encode()).hexdigest()
-        self.connection = None
-
-    def __call__(self, keys: list[str], args: list) -> list:
-        kept = self.connection
-        try:
-            return self._run(kept or self.pool.get_connection(), keys, args)
-        except RedisConnectionError:
-            if kept is None:
-                raise
-            # The kept connection died (a server restart, an idle timeout): once more on a new one.
-            return self._run(self.pool.get_connection(), keys, args)
-
-    def _run(self, connection, keys: list[str], args: list) -> list:
-        self.connection = None  # kept again only after a clean reply
-        try:
-            connection.send_command("EVALSHA", self.sha, len(keys), *keys, *args)
-            try:
-                reply = connection.read_response()
-            except NoScriptError:  # a new or flushed server: send the script itself
-                connection.send_command("EVAL", COUNT_SCRIPT, len(keys), *keys, *args)
-                reply = connection.read_response()
-        except Exception:
-            connection.disconnect()
-            self.pool.release(connection)
-            raise
-        self.connection = connection
-        return reply
-
-
-def _count_script(backend) -> _CountScript | None:
-    """The count script of django.core.cache's RedisCache (one cache object per thread), or None."""
-    if not isinstance(backend, RedisCache):
-        return None
-    script = backend.__dict__.get("_apikeys_count_script")
-    if script is None:
-        script = backend._apikeys_count_script = _CountScript(backend._cache.get_client(write=True).connection_pool)
-    return script
-
-
 def current_epoch() -> int:
     epoch = cache.get(EPOCH_KEY)
     if epoch is None:
@@ -192,12 +143,12 @@ def count_request(*, counter_key: str, ttl: int, expected_epoch: int | None) -> 
     Raises when the shared cache is unreachable.
     """
     backend = caches["default"]
-    script = _count_script(backend)
-    if script is not None:
-        epoch, count = script(
-            [backend.make_key(EPOCH_KEY), backend.make_key(counter_key)],
-            ["" if expected_epoch is None else str(expected_epoch), ttl, new_epoch()],
-        )
+    kept = kept_connection(backend)
+    if kept is not None:
+        keys = [backend.make_key(EPOCH_KEY), backend.make_key(counter_key)]
+        args = ["" if expected_epoch is None else str(expected_epoch), ttl, new_epoch()]
+        epoch, count = kept.execute("EVALSHA", COUNT_SCRIPT_SHA, len(keys), *keys, *args,
+                                    script=("EVAL", COUNT_SCRIPT, len(keys), *keys, *args))
         return int(epoch), (None if count < 0 else count)
     # Any other backend (the per-process cache of tests and local runs): the same steps, not atomic
     # across processes, which such a cache is not shared by anyway.

@@ -330,6 +330,8 @@ class Bench:
         if query:
             latency_specs["rep_small"] = {"path": query, "key": self.keys["report-small"]}
             latency_specs["rep_big"] = {"path": query, "key": self.keys["report-big"]}
+            latency_specs["rep_big_fresh"] = {"path": query, "key": self.keys["report-big"],
+                                              "env": {"BENCH_CACHE_CONTROL": "no-cache"}}
         lat = self.alternate(latency_specs, metric="p50_ms")
         const_lat = lat["constant"]
         t.info("floor: constant JSON view", f"{const_tp.rps:,.0f} req/s at {conns} conn; p50 {const_lat.p50_ms:.2f} ms "
@@ -361,7 +363,12 @@ class Bench:
                  f"{rep_big.p50_ms:.2f} ms", f"{rep_small.p50_ms:.2f} ms", rep_big.p50_ms / rep_small.p50_ms,
                  "<=", 1.3, note=self._errors(rep_big, rep_small))
         t.target("GET report p50 vs constant floor + rollup SQL", f"{rep_big.p50_ms:.2f} ms",
-                 f"{const_lat.p50_ms:.2f} + {sql_ms:.2f} ms", rep_big.p50_ms / (const_lat.p50_ms + sql_ms), "<=", 2)
+                 f"{const_lat.p50_ms:.2f} + {sql_ms:.2f} ms", rep_big.p50_ms / (const_lat.p50_ms + sql_ms), "<=", 2,
+                 note="asked again: the kept body")
+        fresh = lat["rep_big_fresh"]
+        t.info("GET report p50 built afresh (Cache-Control: no-cache)", f"{fresh.p50_ms:.2f} ms",
+               f"ratio {fresh.p50_ms / (const_lat.p50_ms + sql_ms):.2f} to floor + rollup SQL {self._errors(fresh)}"
+               .strip())
 
         ingest = self.wrk("/v1/messages/events", script="messages.lua", key=self.keys["ingest"], connections=8,
                           duration=s["ingest_duration"],

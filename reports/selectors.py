@@ -14,6 +14,7 @@ from django.db import connection, models
 from engagement_platform.clock import iso_seconds, now
 from engagement_platform.errors import RetentionExceeded, ValidationFailed
 from engagement_platform.jsonio import dumps
+from reports.bodycache import cached_body, report_inputs
 from reports.grains import COUNT_COLUMN, UNIQUE_COLUMN, day_start, grain_key_for_filters, utc_day
 from reports.models import Channel, DailyRollup, Message, MessageEvent
 
@@ -138,6 +139,17 @@ def engagement_report_json(*, project, window: Window, group_by: str, filters: R
     with connection.cursor() as cursor:
         cursor.execute(_json_body(sql), params)
         return cursor.fetchone()[0].encode("utf-8")
+
+
+def engagement_report_body(*, project, window: Window, group_by: str, filters: ReportFilters,
+                           refresh: bool = False) -> bytes:
+    """The report's encoded body, from the report cache when it is current (`refresh` builds it afresh)."""
+    return cached_body(
+        project_id=project.pk,
+        inputs=report_inputs(window=window, group_by=group_by, filters=filters),
+        build=lambda: engagement_report_json(project=project, window=window, group_by=group_by, filters=filters),
+        refresh=refresh,
+    )
 
 
 def bucket_json(bucket: Bucket) -> dict:

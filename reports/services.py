@@ -14,6 +14,7 @@ from django.db.models.functions import TruncDate
 from engagement_platform.clock import now
 from engagement_platform.ids import new_id
 from renders.models import Render
+from reports.bodycache import report_data_changed
 from reports.grains import (
     COUNT_COLUMN,
     ROLLUP_COUNT_COLUMNS,
@@ -136,6 +137,8 @@ def ingest_message_events(*, project, events: list[dict], wait_for_flush: bool =
         return IngestResult(accepted=0, duplicates=0)
     if connection.vendor == "postgresql":
         accepted = _ingest_set_based(project=project, events=events, wait_for_flush=wait_for_flush)
+        if accepted:
+            report_data_changed(project_id=project.pk)
         return IngestResult(accepted=accepted, duplicates=len(events) - accepted)
     batch: dict[str, dict] = {}
     for event in events:
@@ -161,6 +164,7 @@ def ingest_message_events(*, project, events: list[dict], wait_for_flush: bool =
         ])
         if accepted_ids:
             _count_into_rollups(project=project, events=[batch[i] for i in accepted_ids], messages=messages)
+            report_data_changed(project_id=project.pk)
     return IngestResult(accepted=len(accepted_ids), duplicates=len(events) - len(accepted_ids))
 
 
@@ -266,7 +270,10 @@ def rollups_rebuild(*, project, first_day: date | None = None, end_day: date | N
     for day in days:
         with transaction.atomic():
             lock_project_rollups(project_id=project.pk, exclusive=True)
-            changed += _rebuild_day(project=project, day=day)
+            day_changed = _rebuild_day(project=project, day=day)
+            if day_changed:
+                report_data_changed(project_id=project.pk)
+            changed += day_changed
     return RebuildResult(days=len(days), rows_changed=changed)
 
 

@@ -231,7 +231,7 @@ def test_the_count_goes_through_when_its_kept_connection_was_closed_by_the_serve
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": redis_url}}
     counter = f"test-counter:{uuid.uuid4().hex}"
     epoch, first = count_request(counter_key=counter, ttl=60, expected_epoch=None)
-    kept = caches["default"]._apikeys_count_script.connection
+    kept = caches["default"]._kept_connection.connection
     kept.send_command("CLIENT", "ID")
     redis.Redis.from_url(redis_url).client_kill_filter(_id=kept.read_response())  # as a server restart would
     assert count_request(counter_key=counter, ttl=60, expected_epoch=epoch) == (epoch, first + 1)

@@ -6,6 +6,11 @@ function setup(thread)
   table.insert(threads, thread)
 end
 
+local cache_control = os.getenv("BENCH_CACHE_CONTROL")
+if cache_control and cache_control ~= "" then
+  wrk.headers["Cache-Control"] = cache_control
+end
+
 local key = os.getenv("BENCH_KEY")
 if key and key ~= "" then
   wrk.headers["Authorization"] = "Bearer " .. key

@@ -15,7 +15,7 @@ from reports.api.serializers import (
     MessageEventBatchSerializer,
     parse_event_batch,
 )
-from reports.selectors import GroupBy, engagement_report_json, report_window
+from reports.selectors import GroupBy, engagement_report_body, report_window
 from reports.services import ingest_message_events
 
 # 1000 events with long URLs and user agents fit; larger bodies are refused before parsing.
@@ -32,7 +32,17 @@ REPORT_PARAMETERS = [
     OpenApiParameter("channel", OpenApiTypes.UUID, description="Only this channel (UUID)."),
     OpenApiParameter("identity", str, description="Only this sending domain: an email address (its domain "
                      "counts) or a bare domain; case-insensitive."),
+    OpenApiParameter("Cache-Control", str, location=OpenApiParameter.HEADER, required=False,
+                     description="`no-cache` builds the report afresh. Without it, a report asked for again "
+                                 "(same window, bucket and filters) may be answered from a kept copy; every "
+                                 "ingested event drops the project's kept copies, so the answer is the same."),
 ]
+
+
+def asks_for_fresh(request) -> bool:
+    """`Cache-Control: no-cache` on the request: build the report afresh rather than answer a kept body."""
+    directives = {part.strip().lower() for part in request.headers.get("Cache-Control", "").split(",")}
+    return "no-cache" in directives
 
 
 class MessageEventsView(ProjectScopedAPIView):
@@ -66,6 +76,6 @@ class EngagementReportView(ProjectScopedAPIView):
     def get(self, request):
         query = parse_report_query(request.query_params)
         window = report_window(project=self.project, start=query.start, end=query.end)
-        body = engagement_report_json(project=self.project, window=window, group_by=query.group_by,
-                                      filters=query.filters)
+        body = engagement_report_body(project=self.project, window=window, group_by=query.group_by,
+                                      filters=query.filters, refresh=asks_for_fresh(request))
         return HttpResponse(body, content_type="application/json")  # already JSON: no serializer, no renderer
