@@ -15,13 +15,19 @@ def _reject_constant(name: str):
     raise ValueError(f"{name} is not valid JSON")
 
 
+# One decoder for every call: json.loads with an option builds a new decoder each time.
+_STRICT_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def loads_strict(raw: bytes):
     """Decode UTF-8 JSON, refusing NaN/Infinity, invalid UTF-8 and absurd nesting."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ValueError("the body is not valid UTF-8") from exc
+    if text.startswith("\ufeff"):  # as json.loads says it
+        raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        return _STRICT_DECODER.decode(text)
     except RecursionError as exc:
         raise JsonTooDeep("the JSON is nested too deeply") from exc

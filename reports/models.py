@@ -93,8 +93,11 @@ class Message(models.Model):
 
 class MessageEvent(models.Model):
     id = models.UUIDField(primary_key=True, default=new_id, editable=False)
-    # No index of its own: the unique (project, client event id) index leads with the project.
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+", db_index=False)
+    # No index of its own: the unique (project, client event id) index leads with the project. No
+    # database-level foreign key: the project is the event's message's (whose key is checked), and a
+    # check per stored event costs a tenth of a backfill. Deleting a project still cascades (Django).
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+", db_index=False,
+                                db_constraint=False)
     message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="events")
     client_event_id = models.CharField(max_length=EVENT_ID_MAX_LENGTH, help_text="The client's idempotency key.")
     type = models.CharField(max_length=16, choices=MessageEventType.choices)
@@ -120,8 +123,10 @@ class DailyRollup(models.Model):
     `channel_key` and `domain` are empty when the grain does not split by them.
     """
 
-    # No index of its own: the unique key leads with the project.
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+", db_index=False)
+    # No index of its own: the unique key leads with the project. No database-level foreign key on this
+    # derived table (rebuilt from raw events by rebuild_rollups); deleting a project still cascades (Django).
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+", db_index=False,
+                                db_constraint=False)
     day = models.DateField()
     grain = models.CharField(max_length=16, choices=RollupGrain.choices)
     channel_key = models.CharField(max_length=CHANNEL_KEY_LENGTH, blank=True)
@@ -153,8 +158,10 @@ class DailyFirstTouch(models.Model):
     to the rollup's unique count, so the count is exact under concurrent batches.
     """
 
-    # No index of its own: the unique key leads with the project.
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+", db_index=False)
+    # No index of its own: the unique key leads with the project. No database-level foreign key on this
+    # derived table (rebuilt from raw events by rebuild_rollups); deleting a project still cascades (Django).
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+", db_index=False,
+                                db_constraint=False)
     day = models.DateField()
     kind = models.CharField(max_length=16, choices=MessageEventType.choices)
     grain = models.CharField(max_length=16, choices=RollupGrain.choices)
@@ -169,3 +176,29 @@ class DailyFirstTouch(models.Model):
                 name="first_touch_unique_per_project_day_key",
             ),
         ]
+
+
+class PendingRecount(models.Model):
+    """A UTC day whose rollups and first touches a bulk load still has to recount from raw events.
+
+    A backfill that defers its rollups marks each day before it stores events of that day, and
+    deletes its marks in the transaction that recounts those days. A mark left behind (the run
+    crashed) is adopted by the next backfill of the project, or cleared by `rebuild_rollups`.
+    `run` names the backfill; a live run holds an advisory lock on it (see reports.upserts).
+    """
+
+    # No index of its own: the unique key leads with the project. No database-level foreign key on this
+    # derived table (rebuilt from raw events by rebuild_rollups); deleting a project still cascades (Django).
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+", db_index=False,
+                                db_constraint=False)
+    day = models.DateField()
+    run = models.UUIDField()
+    created_at = models.DateTimeField(default=now, editable=False)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "day", "run"], name="pending_recount_unique"),
+        ]
+
+    def __str__(self):
+        return f"{self.day} (backfill {self.run})"

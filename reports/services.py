@@ -1,8 +1,9 @@
 """Writes on the report side: channels, message-event ingestion and the daily rollups."""
 
+import threading
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date
 from typing import NamedTuple
@@ -36,14 +37,20 @@ from reports.models import (
     MessageEvent,
 )
 from reports.upserts import (
+    abandoned_runs,
     add_to_rollups,
     flush_commits,
+    hold_run_lock,
     ingest_batch,
     insert_events,
     insert_first_touches,
     insert_messages,
     lock_project_rollups,
+    mark_days_pending,
+    pending_days,
     recount_day,
+    recount_days,
+    release_run_lock,
 )
 from reports.validation import email_domain
 
@@ -173,7 +180,66 @@ def ingestion_flush() -> None:
     flush_commits()
 
 
-def _ingest_set_based(*, project, events: list[dict], wait_for_flush: bool) -> int:
+class DeferredRollups:
+    """A bulk load that stores events now and recounts the rollups of their days once, at the end (PostgreSQL).
+
+    Per-batch rollup upkeep (first touches and rollup increments) costs more than storing the
+    events themselves; a backfill defers it. Each UTC day is marked (committed) before any event of
+    it is stored; `finish` recounts the marked days set-based under the exclusive rollup lock and
+    clears the marks in the same transactions. Until then reports of those days lag behind. A run
+    that dies leaves its marks, and the next deferred run of the project adopts and recounts them.
+
+    `store` may be called from several threads (each has its own connection); `start` and
+    `finish` on one thread, whose connection holds the run's lock.
+    """
+
+    DAYS_PER_RECOUNT = 31  # days recounted per transaction
+
+    def __init__(self, project):
+        self.project = project
+        self.run = uuid.uuid4()
+        self._marked: set[date] = set()
+        self._marking = threading.Lock()
+
+    def start(self) -> None:
+        hold_run_lock(self.run)
+
+    def store(self, events: list[dict], *, wait_for_flush: bool = False) -> IngestResult:
+        if not events:
+            return IngestResult(accepted=0, duplicates=0)
+        days = {utc_day(event["occurred_at"]) for event in events}
+        with self._marking:  # held while marking: no thread stores a day before its mark is committed
+            new_days = days - self._marked
+            if new_days:
+                mark_days_pending(project_id=self.project.pk, run=self.run, days=new_days)
+                self._marked |= new_days
+        accepted = _ingest_set_based(project=self.project, events=events, wait_for_flush=wait_for_flush,
+                                     into_rollups=False)
+        if accepted:
+            report_data_changed(project_id=self.project.pk)  # partial days of a report read raw events
+        return IngestResult(accepted=accepted, duplicates=len(events) - accepted)
+
+    def days_to_recount(self) -> tuple[list[date], list[uuid.UUID]]:
+        """This run's marked days and those of runs that died, and the runs whose marks they clear."""
+        runs = [self.run, *abandoned_runs(project_id=self.project.pk, own=self.run)]
+        return sorted(self._marked | pending_days(project_id=self.project.pk, runs=runs)), runs
+
+    def finish(self, progress: Callable[[int], None] | None = None) -> int:
+        """Recount every day to recount; returns how many days were recounted."""
+        days, runs = self.days_to_recount()
+        for start in range(0, len(days), self.DAYS_PER_RECOUNT):
+            chunk = days[start:start + self.DAYS_PER_RECOUNT]
+            with transaction.atomic():
+                lock_project_rollups(project_id=self.project.pk, exclusive=True)
+                recount_days(project_id=self.project.pk, days=chunk, runs=runs)
+            report_data_changed(project_id=self.project.pk)
+            if progress:
+                progress(len(chunk))
+        release_run_lock(self.run)
+        return len(days)
+
+
+def _ingest_set_based(*, project, events: list[dict], wait_for_flush: bool, into_rollups: bool = True) -> int:
     """PostgreSQL: one pass over the batch in Python to make column arrays, then two set-based statements."""
     seen: set[str] = set()
     rows: list[tuple] = []
@@ -205,7 +271,7 @@ def _ingest_set_based(*, project, events: list[dict], wait_for_flush: bool) -> i
             for message_id, event in firsts.items()
         ]
         return ingest_batch(project_id=project.pk, received_at=received_at, messages=messages, events=rows,
-                            wait_for_flush=wait_for_flush)
+                            wait_for_flush=wait_for_flush, into_rollups=into_rollups)
 
 
 def _messages_for(*, project, events: Iterable[dict], channels: dict, at) -> dict[str, MessageFacts]:

@@ -16,8 +16,8 @@ from functools import cache
 import psycopg
 from django.db import connection, transaction
 
-from reports.grains import COUNT_COLUMN, ROLLUP_COUNT_COLUMNS, UNIQUE_COLUMN, grain_keys_for
-from reports.models import Channel, DailyFirstTouch, DailyRollup, Message, MessageEvent
+from reports.grains import COUNT_COLUMN, ROLLUP_COUNT_COLUMNS, UNIQUE_COLUMN, day_bounds, grain_keys_for
+from reports.models import Channel, DailyFirstTouch, DailyRollup, Message, MessageEvent, PendingRecount
 
 # Bind parameters per statement: under SQLite's limit (32766) and PostgreSQL's (65535).
 MAX_PARAMS_PER_STATEMENT = 8000
@@ -283,8 +283,16 @@ def _events_statement() -> str:
     )
 
 
+@cache
+def _events_only_statement() -> str:
+    """The events insert of `_events_statement` alone: a bulk load recounts its days' rollups afterwards."""
+    insert = _events_statement().split("), facts AS MATERIALIZED (")[0].removeprefix("WITH inserted AS (")
+    insert = insert.replace("RETURNING message_id, type, occurred_at", "RETURNING 1")
+    return f"WITH inserted AS ({insert}) SELECT count(*) FROM inserted"
+
+
 def ingest_batch(*, project_id: uuid.UUID, received_at, messages: Sequence[tuple], events: Sequence[tuple],
-                 wait_for_flush: bool = True) -> int:
+                 wait_for_flush: bool = True, into_rollups: bool = True) -> int:
     """Store a batch on PostgreSQL; returns how many events were new (the accepted ones).
 
     `wait_for_flush=False` lets this transaction's commit return before its WAL reaches the disk
@@ -294,15 +302,19 @@ def ingest_batch(*, project_id: uuid.UUID, received_at, messages: Sequence[tuple
     recipient, render id or None), one per client message id; existing ones are left as they are.
     `events`: (client event id, type, client message id, occurred_at, url, user agent), ids unique
     within the batch. The caller holds the project's shared rollup lock in the same transaction.
+    `into_rollups=False` stores the events only: the caller has marked their days for a recount
+    (`mark_days_pending`) and recounts them later (`recount_days`).
     """
+    columns = [*map(list, zip(*events, strict=True))]
     with _binary_cursor() as cursor:
         if not wait_for_flush:
             cursor.execute("SET LOCAL synchronous_commit = off")
         cursor.execute(_MESSAGES_SQL.format(messages=_table(Message)),
                        [project_id, received_at, *map(list, zip(*messages, strict=True))])
-        cursor.execute(_events_statement(),
-                       [project_id, received_at, *map(list, zip(*events, strict=True)), project_id, project_id,
-                        project_id])
+        if not into_rollups:
+            cursor.execute(_events_only_statement(), [project_id, received_at, *columns, project_id])
+            return cursor.fetchone()[0]
+        cursor.execute(_events_statement(), [project_id, received_at, *columns, project_id, project_id, project_id])
         accepted, _rollup_rows = cursor.fetchone()
     return accepted
 
@@ -374,3 +386,120 @@ def recount_day(*, project_id: uuid.UUID, day: date, start, end) -> dict[tuple[s
         )
         return {(grain, channel_key, domain): dict(zip(ROLLUP_COUNT_COLUMNS, values, strict=True))
                 for grain, channel_key, domain, *values in cursor.fetchall()}
+
+
+# Deferred rollups (PostgreSQL bulk loads) ----------------------------------------------------
+#
+# A backfill that defers its rollups marks each UTC day before storing events of it (a committed
+# mark per day and run), stores events only, and at the end recounts the marked days set-based
+# under the exclusive rollup lock, deleting its marks in the same transaction. While it runs it
+# holds a session advisory lock on its run id, so another backfill can tell a crashed run's marks
+# (lock free) from a live run's and adopt them.
+
+RUN_LOCK_NAMESPACE = 0x52554E53  # "RUNS"
+
+
+def _run_lock_id(run: uuid.UUID) -> int:
+    return int.from_bytes(run.bytes[-4:], "big", signed=True)
+
+
+def hold_run_lock(run: uuid.UUID) -> None:
+    """Take the run's session lock on this thread's connection (released when it closes or by `release_run_lock`)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_lock(%s, %s)", [RUN_LOCK_NAMESPACE, _run_lock_id(run)])
+
+
+def release_run_lock(run: uuid.UUID) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [RUN_LOCK_NAMESPACE, _run_lock_id(run)])
+
+
+def mark_days_pending(*, project_id: uuid.UUID, run: uuid.UUID, days: Iterable[date]) -> None:
+    """Commit a recount mark for each day (before any event of it is stored), outside any other transaction."""
+    ordered = sorted(set(days))
+    if not ordered:
+        return
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {_table(PendingRecount)} (project_id, day, run, created_at) "
+            f"SELECT %s, day, %s, now() FROM unnest(%s::date[]) AS d(day) ORDER BY day "
+            f"ON CONFLICT (project_id, day, run) DO NOTHING",
+            [project_id, run, ordered],
+        )
+
+
+def abandoned_runs(*, project_id: uuid.UUID, own: uuid.UUID) -> list[uuid.UUID]:
+    """Runs other than `own` with recount marks in the project whose backfill is no longer running."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT DISTINCT run FROM {_table(PendingRecount)} WHERE project_id = %s AND run <> %s",
+                       [project_id, own])
+        runs = [row[0] for row in cursor.fetchall()]
+        dead = []
+        for run in runs:
+            cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [RUN_LOCK_NAMESPACE, _run_lock_id(run)])
+            if cursor.fetchone()[0]:
+                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [RUN_LOCK_NAMESPACE, _run_lock_id(run)])
+                dead.append(run)
+    return dead
+
+
+def pending_days(*, project_id: uuid.UUID, runs: Sequence[uuid.UUID]) -> set[date]:
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT DISTINCT day FROM {_table(PendingRecount)} WHERE project_id = %s AND run = ANY(%s)",
+                       [project_id, list(runs)])
+        return {_as_date(row[0]) for row in cursor.fetchall()}
+
+
+def recount_days(*, project_id: uuid.UUID, days: Sequence[date], runs: Sequence[uuid.UUID]) -> int:
+    """Rewrite the first touches and rollup rows of `days` from raw events, set-based; clear the runs' marks.
+
+    Same rule as `recount_day` (each event feeds its four grain keys; unique opens and clicks are
+    the day's distinct recipients per key). The caller holds the exclusive rollup lock in the same
+    transaction. Returns how many rollup rows the days now have.
+    """
+    days = sorted(set(days))
+    if not days:
+        return 0
+    events, messages, channels = _table(MessageEvent), _table(Message), _table(Channel)
+    touches, rollups = _table(DailyFirstTouch), _table(DailyRollup)
+    start, end = day_bounds(days[0])[0], day_bounds(days[-1])[1]
+    event_day = "(e.occurred_at AT TIME ZONE 'UTC')::date"
+    joined = f"FROM {events} e JOIN {messages} m ON m.id = e.message_id JOIN {channels} c ON c.id = m.channel_id"
+    of_days = (f"WHERE e.project_id = %(p)s AND e.occurred_at >= %(start)s AND e.occurred_at < %(end)s "
+               f"AND {event_day} = ANY(%(days)s)")
+    grains = f"CROSS JOIN LATERAL (VALUES {_grain_values('c.external_id::text', 'm.from_domain')}) " \
+             f"AS g(grain, channel_key, domain)"
+    kinds = ", ".join(f"'{kind}'" for kind in UNIQUE_COLUMN)
+    counts = ", ".join(f"count(*) FILTER (WHERE e.type = '{kind}') AS {column}"
+                       for kind, column in COUNT_COLUMN.items())
+    summed = ", ".join(f"sum(x.{column})" for column in COUNT_COLUMN.values())
+    uniques = ", ".join(f"count(*) FILTER (WHERE kind = '{kind}')" for kind in UNIQUE_COLUMN)
+    zeros = lambda columns: ", ".join("0" for _ in columns)  # noqa: E731
+    totals = ", ".join(f"CAST(sum({column}) AS BIGINT)" for column in ROLLUP_COUNT_COLUMNS)
+    params = {"p": project_id, "start": start, "end": end, "days": days, "runs": list(runs)}
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL work_mem = '64MB'")
+        cursor.execute(f"DELETE FROM {touches} WHERE project_id = %(p)s AND day = ANY(%(days)s)", params)
+        cursor.execute(
+            f"INSERT INTO {touches} (project_id, day, kind, grain, channel_key, domain, recipient) "
+            f"SELECT DISTINCT %(p)s::uuid, {event_day}, e.type, g.grain, g.channel_key, g.domain, m.recipient "
+            f"{joined} {grains} {of_days} AND e.type IN ({kinds})",
+            params,
+        )
+        cursor.execute(f"DELETE FROM {rollups} WHERE project_id = %(p)s AND day = ANY(%(days)s)", params)
+        cursor.execute(
+            f"INSERT INTO {rollups} (project_id, day, grain, channel_key, domain, {', '.join(ROLLUP_COUNT_COLUMNS)}) "
+            f"SELECT %(p)s::uuid, day, grain, channel_key, domain, {totals} FROM ("
+            f"SELECT x.day, g.grain, g.channel_key, g.domain, {summed}, {zeros(UNIQUE_COLUMN)} FROM ("
+            f"SELECT {event_day} AS day, c.external_id::text AS ch, m.from_domain AS dom, {counts} {joined} {of_days} "
+            f"GROUP BY 1, 2, 3) AS x CROSS JOIN LATERAL (VALUES {_grain_values('x.ch', 'x.dom')}) "
+            f"AS g(grain, channel_key, domain) GROUP BY 1, 2, 3, 4 "
+            f"UNION ALL SELECT day, grain, channel_key, domain, {zeros(COUNT_COLUMN)}, {uniques} FROM {touches} "
+            f"WHERE project_id = %(p)s AND day = ANY(%(days)s) GROUP BY 1, 2, 3, 4"
+            f") AS y(day, grain, channel_key, domain, {', '.join(ROLLUP_COUNT_COLUMNS)}) GROUP BY 2, 3, 4, 5",
+            params,
+        )
+        rows = cursor.rowcount
+        cursor.execute(f"DELETE FROM {_table(PendingRecount)} WHERE project_id = %(p)s AND day = ANY(%(days)s) "
+                       f"AND run = ANY(%(runs)s)", params)
+    return rows

@@ -25,7 +25,8 @@ from tests.test_reports_helpers import (
     wire_event,
 )
 
-pytestmark = pytest.mark.django_db
+# Real commits: the backfill stores batches on connections of its own.
+pytestmark = pytest.mark.django_db(transaction=True)
 
 MANAGE_PY = Path(settings.BASE_DIR) / "manage.py"
 

@@ -348,3 +348,28 @@ def test_deleting_a_project_removes_its_channels_messages_and_events(project, cl
 
     assert (Channel.objects.count(), Message.objects.count(), MessageEvent.objects.count()) == (0, 0, 0)
     assert not DailyRollup.objects.exists()
+
+
+EMAIL_CORPUS = [
+    "a@example.org", "A.B+c@Sub.Example.ORG", "user@localhost", "x@[127.0.0.1]", "x@[::1]", "x@[300.1.1.1]",
+    "x@[not-an-ip]", '"quoted user"@example.org', '"bad\nquote"@example.org', "no-at-sign", "@example.org",
+    "user@", "user@@example.org", "us er@example.org", "user@exa mple.org", "user@-example.org",
+    "user@example-.org", "user@example", "user@example.c", "user@bücher.example", "üser@example.org",
+    "user@xn--bcher-kva.example", "a" * 64 + "@example.org", "a@" + "b" * 320 + ".org", "user.@example.org",
+    ".user@example.org", "us..er@example.org", "user@example.org.", "user@EXAMPLE.ORG", "a@b@example.org", "",
+]
+
+
+@pytest.mark.parametrize("address", EMAIL_CORPUS)
+def test_email_validation_answers_as_djangos_email_validator(address):
+    from django.core.exceptions import ValidationError
+    from django.core.validators import EmailValidator
+
+    from reports.validation import is_valid_email
+
+    try:
+        EmailValidator()(address)
+        expected = True
+    except ValidationError:
+        expected = False
+    assert is_valid_email(address) is expected

@@ -4,13 +4,15 @@ import os
 import queue
 import sys
 import threading
+from dataclasses import dataclass
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db import connection
 from tqdm import tqdm
 
 from apikeys.selectors import project_by_id_or_name
 from engagement_platform.jsonio import loads_strict
-from reports.services import ingest_message_events, ingestion_flush
+from reports.services import DeferredRollups, ingest_message_events, ingestion_flush
 from reports.validation import parse_message_event
 
 DEFAULT_BATCH_SIZE = 5000  # events per transaction: larger batches share their rollup rows more
@@ -21,6 +23,18 @@ SUMMARY_LINE_NUMBERS = 50
 # this one, and memory stays a few batches whatever the file size.
 BATCHES_AHEAD = 2
 READER_JOIN_SECONDS = 5
+DEFERRED, PER_BATCH = "deferred", "per-batch"
+DEFAULT_CONNECTIONS = 2
+MAX_CONNECTIONS = 8
+
+
+@dataclass(frozen=True)
+class Plan:
+    project: object
+    batch_size: int
+    verbosity: int
+    connections: int
+    deferred: DeferredRollups | None
 
 
 class Command(BaseCommand):
@@ -33,8 +47,15 @@ class Command(BaseCommand):
         parser.add_argument("file", help="NDJSON file path, or - to read standard input.")
         parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
                             help=f"Events per transaction (1..{MAX_BATCH_SIZE}, default {DEFAULT_BATCH_SIZE}).")
+        parser.add_argument("--rollups", choices=[DEFERRED, PER_BATCH], default=DEFERRED,
+                            help="deferred (default): store the events, then recount the rollups of the days they "
+                                 "touch once at the end (reports of those days catch up then); per-batch: update "
+                                 "the rollups with every batch, as the API does. PostgreSQL; SQLite is per-batch.")
+        parser.add_argument("--connections", type=int, default=DEFAULT_CONNECTIONS,
+                            help=f"Database connections storing batches in parallel (1..{MAX_CONNECTIONS}, default "
+                                 f"{DEFAULT_CONNECTIONS}; PostgreSQL, SQLite uses one).")
 
-    def handle(self, *args, project, file, batch_size, verbosity, **options):
+    def handle(self, *args, project, file, batch_size, verbosity, rollups, connections, **options):
         found = project_by_id_or_name(project)
         if found is None:
             raise CommandError(f"No project with id or name {project!r}.")
@@ -42,44 +63,107 @@ class Command(BaseCommand):
             raise CommandError(f"Project {found.name!r} is deleted.")
         if not 1 <= batch_size <= MAX_BATCH_SIZE:
             raise CommandError(f"--batch-size must be from 1 to {MAX_BATCH_SIZE}.")
+        if not 1 <= connections <= MAX_CONNECTIONS:
+            raise CommandError(f"--connections must be from 1 to {MAX_CONNECTIONS}.")
+        if connection.vendor != "postgresql":  # one writer at a time, and no recount path: batch by batch
+            rollups, connections = PER_BATCH, 1
+        plan = Plan(project=found, batch_size=batch_size, verbosity=verbosity, connections=connections,
+                    deferred=DeferredRollups(found) if rollups == DEFERRED else None)
         if file == "-":
             stream = options.get("stdin") or sys.stdin
             stream = getattr(stream, "buffer", stream)
-            self._run(found, stream, batch_size, verbosity, total_bytes=None)
+            self._run(plan, stream, total_bytes=None)
             return
         try:
             handle = open(file, "rb")
         except OSError as exc:
             raise CommandError(f"Cannot read {file}: {exc.strerror}.") from exc
         with handle:
-            self._run(found, handle, batch_size, verbosity, total_bytes=os.fstat(handle.fileno()).st_size)
+            self._run(plan, handle, total_bytes=os.fstat(handle.fileno()).st_size)
 
-    def _run(self, project, stream, batch_size, verbosity, total_bytes):
-        """Store batches on this thread while a reader thread parses and validates the next ones."""
+    def _run(self, plan: "Plan", stream, total_bytes):
+        """Store batches on `plan.connections` threads while a reader thread parses and validates the next ones."""
         tally = Tally()
-        show_progress = verbosity >= 1 and sys.stderr.isatty()
-        batches: queue.Queue = queue.Queue(maxsize=BATCHES_AHEAD)
+        show_progress = plan.verbosity >= 1 and sys.stderr.isatty()
+        batches: queue.Queue = queue.Queue(maxsize=BATCHES_AHEAD + plan.connections)
         stop = threading.Event()
+        errors: list[BaseException] = []
+        if plan.deferred:
+            plan.deferred.start()
         with tqdm(total=total_bytes, unit="B", unit_scale=True, desc="backfill", disable=not show_progress,
                   file=sys.stderr) as progress:
             reader = threading.Thread(target=self._read, name="backfill-reader", daemon=True,
-                                      args=(stream, batch_size, tally, verbosity, progress, batches, stop))
+                                      args=(stream, plan.batch_size, tally, plan.verbosity, progress, batches, stop))
             reader.start()
             try:
-                while (batch := batches.get()) is not None:
-                    if isinstance(batch, BaseException):
-                        raise batch
-                    # A rerun stores again whatever a crash lost, so batches need not wait for the disk;
-                    # the flush below makes all of them durable before the summary says they are stored.
-                    tally.add(ingest_message_events(project=project, events=batch, wait_for_flush=False))
+                if plan.connections == 1:
+                    self._store(plan, batches, tally, errors, stop)
+                else:
+                    storers = [threading.Thread(target=self._store_on_own_connection, name=f"backfill-store-{n}",
+                                                args=(plan, batches, tally, errors, stop))
+                               for n in range(plan.connections)]
+                    for storer in storers:
+                        storer.start()
+                    for storer in storers:
+                        storer.join()
             finally:
                 stop.set()
-                # Bounded: after a failure here the reader may sit in a blocking read of standard input;
+                # Bounded: after a failure the reader may sit in a blocking read of standard input;
                 # it is a daemon thread and goes with the process.
                 reader.join(timeout=READER_JOIN_SECONDS)
-            ingestion_flush()
-        if verbosity >= 1:
+        if plan.deferred:
+            self._recount(plan, show_progress, failed=bool(errors))
+        if errors:
+            raise errors[0]
+        ingestion_flush()
+        if plan.verbosity >= 1:
             self.stdout.write(tally.summary())
+
+    def _store(self, plan: "Plan", batches: queue.Queue, tally: "Tally", errors: list, stop: threading.Event):
+        """Take batches until the end mark (put back for the other storers) or a failure anywhere."""
+        while not stop.is_set():
+            try:
+                batch = batches.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if batch is None:
+                batches.put(None)
+                return
+            try:
+                if isinstance(batch, BaseException):
+                    raise batch
+                # A rerun stores again whatever a crash lost, so batches need not wait for the disk;
+                # the flush at the end makes all of them durable before the summary says they are stored.
+                if plan.deferred:
+                    result = plan.deferred.store(batch, wait_for_flush=False)
+                else:
+                    result = ingest_message_events(project=plan.project, events=batch, wait_for_flush=False)
+            except BaseException as exc:  # noqa: BLE001 - raised by the command once every storer stopped
+                errors.append(exc)
+                stop.set()
+                return
+            tally.add(result)
+
+    def _store_on_own_connection(self, *args):
+        try:
+            self._store(*args)
+        finally:
+            connection.close()
+
+    def _recount(self, plan: "Plan", show_progress: bool, *, failed: bool):
+        """Recount the deferred days; after a failure, still recount what was stored, if the database lets us."""
+        days, _runs = plan.deferred.days_to_recount()
+        if plan.verbosity >= 2 and days:
+            self.stderr.write(f"recounting the rollups of {_days(len(days))}")
+        try:
+            with tqdm(total=len(days), unit="day", desc="recount", disable=not show_progress,
+                      file=sys.stderr) as progress:
+                plan.deferred.finish(progress=progress.update)
+        except Exception:
+            if not failed:
+                raise
+            self.stderr.write(f"the rollups of {_days(len(days))} were not recounted: running this backfill again "
+                              f"(or rebuild_rollups) recounts them")
 
     def _read(self, stream, batch_size, tally, verbosity, progress, batches: queue.Queue, stop: threading.Event):
         """Reader thread: parse lines into batches; None marks the end, an exception is handed over."""
@@ -132,16 +216,22 @@ class Command(BaseCommand):
         return None
 
 
+def _days(count: int) -> str:
+    return f"{count} day" if count == 1 else f"{count} days"
+
+
 class Tally:
     """Running totals in constant memory (only the first rejected line numbers are kept)."""
 
     def __init__(self):
         self.accepted = self.duplicates = self.rejected = 0
         self.rejected_lines: list[int] = []
+        self._adding = threading.Lock()  # storers add from their own threads
 
     def add(self, result) -> None:
-        self.accepted += result.accepted
-        self.duplicates += result.duplicates
+        with self._adding:
+            self.accepted += result.accepted
+            self.duplicates += result.duplicates
 
     def reject(self, number: int) -> None:
         self.rejected += 1
