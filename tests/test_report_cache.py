@@ -7,7 +7,8 @@ from django.core.management import call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from reports import bodycache, selectors
+from engagement_platform import bodycache
+from reports import selectors
 from reports.models import DailyRollup
 from tests.test_reports_helpers import CHANNEL_B, REPORT_URL, delivered_message, get_report, ingest, wire_event
 from tests.test_secrets import _redis_url

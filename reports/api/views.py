@@ -7,6 +7,7 @@ from rest_framework.response import Response
 
 from apikeys.models import Scope
 from apikeys.scoping import ProjectScopedAPIView
+from engagement_platform.bodycache import asks_for_fresh
 from engagement_platform.openapi import OpenApiResponse, keyed_operation
 from reports.api.filters import parse_report_query
 from reports.api.serializers import (
@@ -37,12 +38,6 @@ REPORT_PARAMETERS = [
                                  "(same window, bucket and filters) may be answered from a kept copy; every "
                                  "ingested event drops the project's kept copies, so the answer is the same."),
 ]
-
-
-def asks_for_fresh(request) -> bool:
-    """`Cache-Control: no-cache` on the request: build the report afresh rather than answer a kept body."""
-    directives = {part.strip().lower() for part in request.headers.get("Cache-Control", "").split(",")}
-    return "no-cache" in directives
 
 
 class MessageEventsView(ProjectScopedAPIView):
