@@ -111,11 +111,15 @@ if _cache_url and _cache_url.startswith(("redis://", "rediss://", "unix://")):
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 RATE_LIMIT_FAIL_OPEN = get_from_env("RATE_LIMIT_FAIL_OPEN", True, cast=bool)
+# Kept response bodies (engagement_platform/bodycache.py) only with a shared cache: a per-process one
+# cannot see other processes' writes, so they are off (0) by default there.
+_BODY_CACHE_SECONDS = 60 if CACHES["default"]["BACKEND"].endswith("RedisCache") else 0
 # Encoded report bodies kept per (project, window, bucket, filters) and dropped by any write to the
-# project's report data (reports/bodycache.py). Only with a shared cache: a per-process one cannot see
-# other processes' writes, so it is off (0) by default there.
-REPORT_CACHE_SECONDS = get_from_env("REPORT_CACHE_SECONDS", 60 if CACHES["default"]["BACKEND"].endswith("RedisCache")
-                                    else 0, cast=int)
+# project's report data (reports/bodycache.py).
+REPORT_CACHE_SECONDS = get_from_env("REPORT_CACHE_SECONDS", _BODY_CACHE_SECONDS, cast=int)
+# Encoded engagement summaries kept per (render, asking project) and dropped by every write that
+# changes the render's summary (renders/summarycache.py).
+SUMMARY_CACHE_SECONDS = get_from_env("SUMMARY_CACHE_SECONDS", _BODY_CACHE_SECONDS, cast=int)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

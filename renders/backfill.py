@@ -2,7 +2,8 @@
 
 Backfilled events are history: they are stored as given (no dedupe window applies), idempotently on
 their `id`. A line without an `id` gets one derived from its content, so loading a file twice adds
-nothing the second time. Counters move only by the rows actually inserted.
+nothing the second time. Counters move only by the rows actually inserted, and only the renders
+that got rows have their kept summaries dropped (once per batch).
 """
 
 import hashlib
@@ -24,6 +25,7 @@ from renders.services import (
     truncate_user_agent,
     valid_ip,
 )
+from renders.summarycache import summaries_changed
 from renders.upserts import add_to_counters
 from reports.validation import parse_rfc3339
 
@@ -146,6 +148,7 @@ def render_events_backfill(*, project, events: list[dict]) -> BackfillResult:
             increments[row.render_id].update(counter_increments(row.event_type, row.share_id))
         for render_id in sorted(increments):  # a fixed order avoids lock-order deadlocks
             add_to_counters(project_id=project.pk, render_id=render_id, increments=dict(increments[render_id]))
+        summaries_changed(render_ids=sorted(increments))  # once the batch commits
     return BackfillResult(accepted=len(inserted), duplicates=valid - len(inserted), rejected=rejected)
 
 

@@ -1,5 +1,6 @@
 """Reads on renders: the engagement summary and the render list."""
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 
@@ -9,6 +10,7 @@ from django.db.models.functions import TruncDate
 
 from engagement_platform.ids import parse_uuid
 from renders.models import LINK_OPENS_COUNTER, EngagementCounter, EngagementEvent, EventType, Render
+from renders.summarycache import cached_summary_body
 
 RECENT_EVENTS_LIMIT = 25
 
@@ -69,6 +71,21 @@ def engagement_summary_in_project(*, project, render_id) -> EngagementSummary | 
         else:
             recent_json = document.encode()
     return _summary_of(stored, [], recent_json) if found else None
+
+
+def engagement_summary_body(*, project, render_id, encode: Callable[[EngagementSummary], bytes],
+                            refresh: bool = False) -> bytes | None:
+    """The encoded summary of the project's render with this id (None: malformed, foreign or unknown id),
+    from the summary cache when it is current (`refresh` builds it afresh)."""
+    uid = parse_uuid(render_id)
+    if uid is None:
+        return None
+
+    def build() -> bytes | None:
+        summary = engagement_summary_in_project(project=project, render_id=uid)
+        return None if summary is None else encode(summary)
+
+    return cached_summary_body(project_id=project.pk, render_id=uid, build=build, refresh=refresh)
 
 
 @cache

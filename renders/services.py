@@ -21,6 +21,7 @@ from renders.models import (
     Share,
 )
 from renders.selectors import render_in_project
+from renders.summarycache import summaries_changed
 from renders.upserts import add_to_counters, claim_dedupe_mark, record_in_one_statement
 
 DEDUPE_WINDOW = timedelta(minutes=5)
@@ -83,7 +84,10 @@ def counter_increments(event_type: str, share_id) -> dict[str, int]:
 def record_event(*, render: Render, event_type: str, actor_kind: str, share: Share | None = None,
                  source_ip: str | None = None, user_agent: str | None = None, metadata=None,
                  at=None) -> RecordResult:
-    """Record one engagement event, deduped for viewed/downloaded/printed, counters kept exact."""
+    """Record one engagement event, deduped for viewed/downloaded/printed, counters kept exact.
+
+    A recorded event drops the render's kept summary once it commits; a deduped one changes nothing.
+    """
     at = at or now()
     share_id = share.pk if share is not None else None
     if connection.vendor == "postgresql":
@@ -112,6 +116,7 @@ def record_event(*, render: Render, event_type: str, actor_kind: str, share: Sha
         )
         add_to_counters(project_id=render.project_id, render_id=render.pk,
                         increments=counter_increments(event_type, share_id))
+    summaries_changed(render_ids=(render.pk,))
     return RecordResult(recorded=True, event=event)
 
 
@@ -165,6 +170,7 @@ def _record_event_postgresql(*, project_id, render_id, event_type, actor_kind, s
         return None
     if not recorded:
         return RecordResult(recorded=False)
+    summaries_changed(render_ids=(render_id,))
     event._state.adding = False
     event._state.db = connection.alias
     return RecordResult(recorded=True, event=event)

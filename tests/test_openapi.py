@@ -87,6 +87,16 @@ def test_the_render_list_documents_its_page_parameters(schema):
     assert parameters["cursor"]["schema"] == {"type": "string"}
 
 
+@pytest.mark.parametrize(("path", "subject"), [("/v1/renders/{render_id}/engagement", "summary"),
+                                                ("/v1/reports/engagement", "report")])
+def test_the_kept_bodies_document_the_no_cache_request_header(schema, path, subject):
+    [header] = [p for p in schema["paths"][path]["get"]["parameters"] if p["in"] == "header"]
+
+    assert (header["name"], header.get("required", False), header["schema"]) == \
+        ("Cache-Control", False, {"type": "string"})
+    assert header["description"].startswith(f"`no-cache` builds the {subject} afresh.")
+
+
 def test_every_operation_requires_the_bearer_key_and_names_the_scope_its_view_enforces(schema):
     scheme = schema["components"]["securitySchemes"]["ApiKey"]
     assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")

@@ -29,6 +29,15 @@ RENDER_PAGE_PARAMETERS = [
 ]
 
 
+SUMMARY_PARAMETERS = [
+    OpenApiParameter("Cache-Control", OpenApiTypes.STR, OpenApiParameter.HEADER, required=False,
+                     description="`no-cache` builds the summary afresh. Without it, a summary asked for again "
+                                 "may be answered from a kept copy; every write that changes the summary (an event "
+                                 "recorded or backfilled, the render's deletion) drops the render's kept "
+                                 "copies, so the answer is the same."),
+]
+
+
 class RenderUploadSerializer(serializers.Serializer):
     file = serializers.FileField(help_text="The PDF (must start with %PDF-).")
     name = serializers.CharField(required=False, max_length=255)

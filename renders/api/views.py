@@ -7,11 +7,13 @@ from rest_framework.response import Response
 
 from apikeys.models import Scope
 from apikeys.scoping import ProjectScopedAPIView
+from engagement_platform.bodycache import asks_for_fresh
 from engagement_platform.errors import InvalidJson, NotFound, PayloadTooLarge, ValidationFailed
 from engagement_platform.jsonio import dumps
 from engagement_platform.openapi import OpenApiResponse, keyed_operation
 from renders.api.schema import (
     RENDER_PAGE_PARAMETERS,
+    SUMMARY_PARAMETERS,
     EngagementSummarySerializer,
     RecordedSerializer,
     RenderOutSerializer,
@@ -28,7 +30,7 @@ from renders.api.serializers import (
     summary_body,
 )
 from renders.models import ActorKind, Render
-from renders.selectors import engagement_summary_in_project, render_in_project, render_page
+from renders.selectors import engagement_summary_body, render_in_project, render_page
 from renders.services import client_ip, render_create, render_event_record
 
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
@@ -99,13 +101,14 @@ class RenderEngagementView(ProjectScopedAPIView):
     required_scopes = {"GET": Scope.RENDERS_READ}
 
     @keyed_operation(scope=Scope.RENDERS_READ, operation_id="getRenderEngagement",
-                     summary="Engagement summary of a render",
+                     summary="Engagement summary of a render", parameters=SUMMARY_PARAMETERS,
                      responses={200: EngagementSummarySerializer}, errors=[404])
     def get(self, request, render_id):
-        summary = engagement_summary_in_project(project=self.project, render_id=render_id)
-        if summary is None:
+        body = engagement_summary_body(project=self.project, render_id=render_id, encode=summary_body,
+                                       refresh=asks_for_fresh(request))
+        if body is None:
             raise NotFound("render")
-        return HttpResponse(summary_body(summary), content_type="application/json")
+        return HttpResponse(body, content_type="application/json")
 
 
 class RenderEventsView(ProjectScopedAPIView):
