@@ -97,7 +97,7 @@ def test_raw_keys_and_share_tokens_never_reach_a_log_line(world, make_client, ma
     settings.DEBUG_PROPAGATE_EXCEPTIONS = False
     exercise_every_route(world, make_client, make_key)
     # An unexpected failure on a keyed request logs a traceback: it must not carry the key either.
-    with mock.patch("renders.api.views.engagement_summary_in_project", side_effect=RuntimeError("boom")):
+    with mock.patch("renders.api.views.engagement_summary_body", side_effect=RuntimeError("boom")):
         failed = make_client(world.a.raw_key).get(f"/v1/renders/{world.a.render.id}/engagement")
     assert failed.status_code == 500
     output = capture_logs.getvalue()
