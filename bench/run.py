@@ -322,16 +322,22 @@ class Bench:
         const_tp, floor, post = tp["constant"], tp["floor"], tp["post"]
         query = (f"/v1/reports/engagement?from={datagen.iso_z(self.report_from)}&to={datagen.iso_z(self.report_to)}"
                  f"&group_by=day") if self.reports_ready else None
+        # Growth is measured on bodies built afresh (Cache-Control: no-cache), which a kept body would hide;
+        # the ratio to the floor on the route as a client asking again gets it (the kept body), with the
+        # afresh figure beside it.
+        fresh = {"BENCH_CACHE_CONTROL": "no-cache"}
         latency_specs = {
             "constant": {"path": "/bench/constant"},
-            "small": {"path": f"/v1/renders/{self.renders['small']}/engagement", "key": self.keys["renders"]},
-            "big": {"path": f"/v1/renders/{self.renders['big']}/engagement", "key": self.keys["renders"]},
+            "small": {"path": f"/v1/renders/{self.renders['small']}/engagement", "key": self.keys["renders"],
+                      "env": fresh},
+            "big": {"path": f"/v1/renders/{self.renders['big']}/engagement", "key": self.keys["renders"],
+                    "env": fresh},
+            "big_kept": {"path": f"/v1/renders/{self.renders['big']}/engagement", "key": self.keys["renders"]},
         }
         if query:
-            latency_specs["rep_small"] = {"path": query, "key": self.keys["report-small"]}
-            latency_specs["rep_big"] = {"path": query, "key": self.keys["report-big"]}
-            latency_specs["rep_big_fresh"] = {"path": query, "key": self.keys["report-big"],
-                                              "env": {"BENCH_CACHE_CONTROL": "no-cache"}}
+            latency_specs["rep_small"] = {"path": query, "key": self.keys["report-small"], "env": fresh}
+            latency_specs["rep_big"] = {"path": query, "key": self.keys["report-big"], "env": fresh}
+            latency_specs["rep_big_kept"] = {"path": query, "key": self.keys["report-big"]}
         lat = self.alternate(latency_specs, metric="p50_ms")
         const_lat = lat["constant"]
         t.info("floor: constant JSON view", f"{const_tp.rps:,.0f} req/s at {conns} conn; p50 {const_lat.p50_ms:.2f} ms "
@@ -345,30 +351,31 @@ class Bench:
                  post.rps / floor.rps, ">=", 0.6,
                  note=f"CPU busy {post.machine_busy:.0%} {self._errors(post)}".strip())
 
-        small, big = lat["small"], lat["big"]
-        t.target(f"GET engagement p50 @{s['render_big']:,} vs @{s['render_small']:,} events",
+        small, big, kept = lat["small"], lat["big"], lat["big_kept"]
+        t.target(f"GET engagement p50 @{s['render_big']:,} vs @{s['render_small']:,} events (built afresh)",
                  f"{big.p50_ms:.2f} ms", f"{small.p50_ms:.2f} ms", big.p50_ms / small.p50_ms, "<=", 1.3,
                  note=self._errors(big, small))
-        t.target("GET engagement p50 vs constant floor", f"{big.p50_ms:.2f} ms", f"floor {const_lat.p50_ms:.2f} ms",
-                 big.p50_ms / const_lat.p50_ms, "<=", 3)
+        t.target("GET engagement p50 vs constant floor", f"{kept.p50_ms:.2f} ms", f"floor {const_lat.p50_ms:.2f} ms",
+                 kept.p50_ms / const_lat.p50_ms, "<=", 3, note=f"asked again: the kept body {self._errors(kept)}"
+                 .strip())
+        t.info("GET engagement p50 built afresh (Cache-Control: no-cache)", f"{big.p50_ms:.2f} ms",
+               f"ratio {big.p50_ms / const_lat.p50_ms:.2f} to the constant floor")
 
         if not self.reports_ready or not self.has_command("rebuild_rollups"):
             for name in ("GET report p50 10M vs 100K", "GET report p50 vs floor + rollup SQL",
                          "POST /v1/messages/events", "backfill_message_events rate", "backfill_message_events RSS"):
                 t.missing(name, "reports app not merged yet")
             return
-        rep_small, rep_big = lat["rep_small"], lat["rep_big"]
+        rep_small, rep_big, rep_kept = lat["rep_small"], lat["rep_big"], lat["rep_big_kept"]
         sql_ms = self.rollup_sql_ms()
-        t.target(f"GET report 365 d p50 @{self.big_events:,} vs @{self.small_events:,} events",
+        t.target(f"GET report 365 d p50 @{self.big_events:,} vs @{self.small_events:,} events (built afresh)",
                  f"{rep_big.p50_ms:.2f} ms", f"{rep_small.p50_ms:.2f} ms", rep_big.p50_ms / rep_small.p50_ms,
                  "<=", 1.3, note=self._errors(rep_big, rep_small))
-        t.target("GET report p50 vs constant floor + rollup SQL", f"{rep_big.p50_ms:.2f} ms",
-                 f"{const_lat.p50_ms:.2f} + {sql_ms:.2f} ms", rep_big.p50_ms / (const_lat.p50_ms + sql_ms), "<=", 2,
-                 note="asked again: the kept body")
-        fresh = lat["rep_big_fresh"]
-        t.info("GET report p50 built afresh (Cache-Control: no-cache)", f"{fresh.p50_ms:.2f} ms",
-               f"ratio {fresh.p50_ms / (const_lat.p50_ms + sql_ms):.2f} to floor + rollup SQL {self._errors(fresh)}"
-               .strip())
+        t.target("GET report p50 vs constant floor + rollup SQL", f"{rep_kept.p50_ms:.2f} ms",
+                 f"{const_lat.p50_ms:.2f} + {sql_ms:.2f} ms", rep_kept.p50_ms / (const_lat.p50_ms + sql_ms), "<=", 2,
+                 note=f"asked again: the kept body {self._errors(rep_kept)}".strip())
+        t.info("GET report p50 built afresh (Cache-Control: no-cache)", f"{rep_big.p50_ms:.2f} ms",
+               f"ratio {rep_big.p50_ms / (const_lat.p50_ms + sql_ms):.2f} to floor + rollup SQL")
 
         ingest = self.wrk("/v1/messages/events", script="messages.lua", key=self.keys["ingest"], connections=8,
                           duration=s["ingest_duration"],
@@ -382,7 +389,8 @@ class Bench:
         b = self.backfill
         rate = b["lines"] / b["seconds"]
         t.target(f"backfill_message_events ({b['lines']:,} lines)", f"{rate:,.0f} events/s",
-                 f"COPY {self.copy['rate']:,.0f} rows/s", rate / self.copy["rate"], ">=", 0.3)
+                 f"COPY {self.copy['rate']:,.0f} rows/s", rate / self.copy["rate"], ">=", 0.3,
+                 note="defaults: 2 connections, rollups recounted at the end (included)")
         t.target("backfill_message_events peak RSS", f"{b['rss'] / 2**20:.0f} MB", "limit", b["rss"] / 2**20, "<=",
                  200, ratio_fmt="{:.0f} MB")
 

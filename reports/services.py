@@ -224,19 +224,48 @@ class DeferredRollups:
         runs = [self.run, *abandoned_runs(project_id=self.project.pk, own=self.run)]
         return sorted(self._marked | pending_days(project_id=self.project.pk, runs=runs)), runs
 
-    def finish(self, progress: Callable[[int], None] | None = None) -> int:
-        """Recount every day to recount; returns how many days were recounted."""
+    def finish(self, progress: Callable[[int], None] | None = None, *, connections: int = 1) -> int:
+        """Recount every day to recount, `connections` chunks of days at a time; returns how many days.
+
+        Each round holds the exclusive rollup lock on this thread's connection while its chunks are
+        recounted and committed on connections of their own, so no ingestion batch of the project
+        commits in between; batches waiting for the lock go ahead between rounds.
+        """
         days, runs = self.days_to_recount()
-        for start in range(0, len(days), self.DAYS_PER_RECOUNT):
-            chunk = days[start:start + self.DAYS_PER_RECOUNT]
+        chunks = [days[start:start + self.DAYS_PER_RECOUNT] for start in range(0, len(days), self.DAYS_PER_RECOUNT)]
+        for first in range(0, len(chunks), connections):
+            round_chunks = chunks[first:first + connections]
             with transaction.atomic():
                 lock_project_rollups(project_id=self.project.pk, exclusive=True)
-                recount_days(project_id=self.project.pk, days=chunk, runs=runs)
+                if len(round_chunks) == 1:
+                    recount_days(project_id=self.project.pk, days=round_chunks[0], runs=runs)
+                else:
+                    self._recount_in_parallel(round_chunks, runs)
             report_data_changed(project_id=self.project.pk)
             if progress:
-                progress(len(chunk))
+                progress(sum(len(chunk) for chunk in round_chunks))
         release_run_lock(self.run)
         return len(days)
+
+    def _recount_in_parallel(self, chunks: list[list[date]], runs: list[uuid.UUID]) -> None:
+        errors: list[BaseException] = []
+
+        def recount(chunk):
+            try:
+                with transaction.atomic():
+                    recount_days(project_id=self.project.pk, days=chunk, runs=runs)
+            except BaseException as exc:  # noqa: BLE001 - raised below, on the calling thread
+                errors.append(exc)
+            finally:
+                connection.close()
+
+        workers = [threading.Thread(target=recount, args=(chunk,), name="recount") for chunk in chunks]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        if errors:
+            raise errors[0]
 
 
 def _ingest_set_based(*, project, events: list[dict], wait_for_flush: bool, into_rollups: bool = True) -> int:

@@ -454,8 +454,9 @@ def recount_days(*, project_id: uuid.UUID, days: Sequence[date], runs: Sequence[
     """Rewrite the first touches and rollup rows of `days` from raw events, set-based; clear the runs' marks.
 
     Same rule as `recount_day` (each event feeds its four grain keys; unique opens and clicks are
-    the day's distinct recipients per key). The caller holds the exclusive rollup lock in the same
-    transaction. Returns how many rollup rows the days now have.
+    the day's distinct recipients per key). The days' events are read once: the first touches are
+    written from them and the rollups summed from them and from the touches just written. The
+    caller holds the exclusive rollup lock in the same transaction. Returns the days' rollup rows.
     """
     days = sorted(set(days))
     if not days:
@@ -463,40 +464,38 @@ def recount_days(*, project_id: uuid.UUID, days: Sequence[date], runs: Sequence[
     events, messages, channels = _table(MessageEvent), _table(Message), _table(Channel)
     touches, rollups = _table(DailyFirstTouch), _table(DailyRollup)
     start, end = day_bounds(days[0])[0], day_bounds(days[-1])[1]
-    event_day = "(e.occurred_at AT TIME ZONE 'UTC')::date"
-    joined = f"FROM {events} e JOIN {messages} m ON m.id = e.message_id JOIN {channels} c ON c.id = m.channel_id"
-    of_days = (f"WHERE e.project_id = %(p)s AND e.occurred_at >= %(start)s AND e.occurred_at < %(end)s "
-               f"AND {event_day} = ANY(%(days)s)")
-    grains = f"CROSS JOIN LATERAL (VALUES {_grain_values('c.external_id::text', 'm.from_domain')}) " \
-             f"AS g(grain, channel_key, domain)"
     kinds = ", ".join(f"'{kind}'" for kind in UNIQUE_COLUMN)
-    counts = ", ".join(f"count(*) FILTER (WHERE e.type = '{kind}') AS {column}"
-                       for kind, column in COUNT_COLUMN.items())
-    summed = ", ".join(f"sum(x.{column})" for column in COUNT_COLUMN.values())
-    uniques = ", ".join(f"count(*) FILTER (WHERE kind = '{kind}')" for kind in UNIQUE_COLUMN)
-    zeros = lambda columns: ", ".join("0" for _ in columns)  # noqa: E731
-    totals = ", ".join(f"CAST(sum({column}) AS BIGINT)" for column in ROLLUP_COUNT_COLUMNS)
+    counts = ", ".join(f"count(*) FILTER (WHERE type = '{kind}') AS {column}" for kind, column in COUNT_COLUMN.items())
+    summed = ", ".join(f"sum(x.{column}) AS {column}" for column in COUNT_COLUMN.values())
+    uniques = ", ".join(f"count(*) FILTER (WHERE kind = '{kind}') AS {column}"
+                        for kind, column in UNIQUE_COLUMN.items())
+    values = ", ".join([*(f"n.{column}" for column in COUNT_COLUMN.values()),
+                        *(f"coalesce(u.{column}, 0)" for column in UNIQUE_COLUMN.values())])
     params = {"p": project_id, "start": start, "end": end, "days": days, "runs": list(runs)}
     with connection.cursor() as cursor:
         cursor.execute("SET LOCAL work_mem = '64MB'")
         cursor.execute(f"DELETE FROM {touches} WHERE project_id = %(p)s AND day = ANY(%(days)s)", params)
-        cursor.execute(
-            f"INSERT INTO {touches} (project_id, day, kind, grain, channel_key, domain, recipient) "
-            f"SELECT DISTINCT %(p)s::uuid, {event_day}, e.type, g.grain, g.channel_key, g.domain, m.recipient "
-            f"{joined} {grains} {of_days} AND e.type IN ({kinds})",
-            params,
-        )
         cursor.execute(f"DELETE FROM {rollups} WHERE project_id = %(p)s AND day = ANY(%(days)s)", params)
         cursor.execute(
+            f"WITH base AS MATERIALIZED ("
+            f"SELECT (e.occurred_at AT TIME ZONE 'UTC')::date AS day, e.type, c.external_id::text AS ch, "
+            f"m.from_domain AS dom, m.recipient FROM {events} e JOIN {messages} m ON m.id = e.message_id "
+            f"JOIN {channels} c ON c.id = m.channel_id WHERE e.project_id = %(p)s AND e.occurred_at >= %(start)s "
+            f"AND e.occurred_at < %(end)s AND (e.occurred_at AT TIME ZONE 'UTC')::date = ANY(%(days)s)), "
+            f"touched AS ("
+            f"INSERT INTO {touches} (project_id, day, kind, grain, channel_key, domain, recipient) "
+            f"SELECT DISTINCT %(p)s::uuid, b.day, b.type, g.grain, g.channel_key, g.domain, b.recipient FROM base b "
+            f"CROSS JOIN LATERAL (VALUES {_grain_values('b.ch', 'b.dom')}) AS g(grain, channel_key, domain) "
+            f"WHERE b.type IN ({kinds}) RETURNING day, kind, grain, channel_key, domain), "
+            f"uniques AS (SELECT day, grain, channel_key, domain, {uniques} FROM touched GROUP BY 1, 2, 3, 4), "
+            f"totals AS (SELECT x.day, g.grain, g.channel_key, g.domain, {summed} FROM ("
+            f"SELECT day, ch, dom, {counts} FROM base GROUP BY 1, 2, 3) AS x "
+            f"CROSS JOIN LATERAL (VALUES {_grain_values('x.ch', 'x.dom')}) AS g(grain, channel_key, domain) "
+            f"GROUP BY 1, 2, 3, 4) "
             f"INSERT INTO {rollups} (project_id, day, grain, channel_key, domain, {', '.join(ROLLUP_COUNT_COLUMNS)}) "
-            f"SELECT %(p)s::uuid, day, grain, channel_key, domain, {totals} FROM ("
-            f"SELECT x.day, g.grain, g.channel_key, g.domain, {summed}, {zeros(UNIQUE_COLUMN)} FROM ("
-            f"SELECT {event_day} AS day, c.external_id::text AS ch, m.from_domain AS dom, {counts} {joined} {of_days} "
-            f"GROUP BY 1, 2, 3) AS x CROSS JOIN LATERAL (VALUES {_grain_values('x.ch', 'x.dom')}) "
-            f"AS g(grain, channel_key, domain) GROUP BY 1, 2, 3, 4 "
-            f"UNION ALL SELECT day, grain, channel_key, domain, {zeros(COUNT_COLUMN)}, {uniques} FROM {touches} "
-            f"WHERE project_id = %(p)s AND day = ANY(%(days)s) GROUP BY 1, 2, 3, 4"
-            f") AS y(day, grain, channel_key, domain, {', '.join(ROLLUP_COUNT_COLUMNS)}) GROUP BY 2, 3, 4, 5",
+            f"SELECT %(p)s::uuid, n.day, n.grain, n.channel_key, n.domain, {values} FROM totals n "
+            f"LEFT JOIN uniques u ON u.day = n.day AND u.grain = n.grain AND u.channel_key = n.channel_key "
+            f"AND u.domain = n.domain",
             params,
         )
         rows = cursor.rowcount

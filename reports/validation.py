@@ -4,6 +4,7 @@
 becomes the internal dict `ingest_message_events` takes, or a field → reason map.
 """
 
+import re
 from datetime import UTC, datetime
 from functools import lru_cache
 
@@ -32,6 +33,8 @@ LATEST_TIMESTAMP = datetime(9999, 1, 1, tzinfo=UTC)
 RFC3339_EXAMPLE = "2026-05-17T09:30:00Z"
 
 _email_validator = EmailValidator()
+# The validator's own pattern, compiled here: its lazily compiled one costs four times the match.
+_EMAIL_USER_REGEX = re.compile(_email_validator.user_regex.pattern, _email_validator.user_regex.flags)
 
 
 def parse_rfc3339(value) -> datetime:
@@ -64,7 +67,7 @@ def is_valid_email(value: str) -> bool:
     if not value or "@" not in value or len(value) > 320:
         return False
     user_part, domain_part = value.rsplit("@", 1)
-    return bool(_email_validator.user_regex.match(user_part)) and _is_valid_email_domain(domain_part)
+    return bool(_EMAIL_USER_REGEX.match(user_part)) and _is_valid_email_domain(domain_part)
 
 
 @lru_cache(maxsize=VALIDATION_CACHE_SIZE)

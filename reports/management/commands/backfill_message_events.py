@@ -41,6 +41,8 @@ class Command(BaseCommand):
     help = ("Backfill message events from an NDJSON file (or - for stdin). Bad lines are reported and "
             "skipped, good lines kept; events already stored count as duplicates, so re-running is safe.")
     stealth_options = ("stdin",)
+    # `manage.py check` covers the project; a load command that may run many times in a row starts faster.
+    requires_system_checks = []
 
     def add_arguments(self, parser):
         parser.add_argument("--project", required=True, help="Project id or name.")
@@ -158,7 +160,7 @@ class Command(BaseCommand):
         try:
             with tqdm(total=len(days), unit="day", desc="recount", disable=not show_progress,
                       file=sys.stderr) as progress:
-                plan.deferred.finish(progress=progress.update)
+                plan.deferred.finish(progress=progress.update, connections=plan.connections)
         except Exception:
             if not failed:
                 raise
