@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -154,6 +155,29 @@ class Gunicorn:
         if not wait_until(self._ready, ready_timeout, 0.2):
             self.stop()
             raise RuntimeError(f"gunicorn did not become ready:\n{self.read_log()[-3000:]}")
+        # One answer means one worker is up; the others may still be loading the platform. With an access
+        # log, wait until each worker has answered, so a test's burst can reach all of them.
+        if self.access_log and not wait_until(self._all_workers_answer, ready_timeout, 0.1):
+            self.stop()
+            raise RuntimeError(f"not every gunicorn worker became ready:\n{self.read_log()[-3000:]}")
+
+    def answering_pids(self) -> set[str]:
+        """The workers (pid=...) that have answered a request, from the access log."""
+        return {line.split()[0] for line in self.read_log().splitlines() if line.startswith("pid=")}
+
+    def _all_workers_answer(self) -> bool:
+        def probe():
+            try:
+                urllib.request.urlopen(self.base_url + "/healthz", timeout=2).close()
+            except OSError:
+                pass
+
+        probes = [threading.Thread(target=probe) for _ in range(self.workers * 2)]
+        for thread in probes:
+            thread.start()
+        for thread in probes:
+            thread.join()
+        return len(self.answering_pids()) >= self.workers
 
     def _ready(self) -> bool:
         if self.process.poll() is not None:

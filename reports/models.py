@@ -94,11 +94,13 @@ class Message(models.Model):
 class MessageEvent(models.Model):
     id = models.UUIDField(primary_key=True, default=new_id, editable=False)
     # No index of its own: the unique (project, client event id) index leads with the project. No
-    # database-level foreign key: the project is the event's message's (whose key is checked), and a
-    # check per stored event costs a tenth of a backfill. Deleting a project still cascades (Django).
+    # database-level foreign keys: the project is the event's message's (whose key is checked), and
+    # the message is the row the inserting statement has just found by its key; a check per stored
+    # event (which also locks the message row) costs a tenth of a backfill. Deleting a project or a
+    # message still cascades (Django).
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+", db_index=False,
                                 db_constraint=False)
-    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="events")
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="events", db_constraint=False)
     client_event_id = models.CharField(max_length=EVENT_ID_MAX_LENGTH, help_text="The client's idempotency key.")
     type = models.CharField(max_length=16, choices=MessageEventType.choices)
     occurred_at = models.DateTimeField()
@@ -158,8 +160,10 @@ class DailyFirstTouch(models.Model):
     to the rollup's unique count, so the count is exact under concurrent batches.
     """
 
-    # No index of its own: the unique key leads with the project. No database-level foreign key on this
-    # derived table (rebuilt from raw events by rebuild_rollups); deleting a project still cascades (Django).
+    # The key is the primary key: no surrogate id (and its index) per row of the largest derived table.
+    pk = models.CompositePrimaryKey("project", "day", "kind", "grain", "channel_key", "domain", "recipient")
+    # No index of its own: the key leads with the project. No database-level foreign key on this derived
+    # table (rebuilt from raw events by rebuild_rollups); deleting a project still cascades (Django).
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+", db_index=False,
                                 db_constraint=False)
     day = models.DateField()
@@ -168,14 +172,6 @@ class DailyFirstTouch(models.Model):
     channel_key = models.CharField(max_length=CHANNEL_KEY_LENGTH, blank=True)
     domain = models.CharField(max_length=DOMAIN_MAX_LENGTH, blank=True)
     recipient = models.CharField(max_length=EMAIL_MAX_LENGTH)
-
-    class Meta:
-        constraints = [
-            models.UniqueConstraint(
-                fields=["project", "day", "kind", "grain", "channel_key", "domain", "recipient"],
-                name="first_touch_unique_per_project_day_key",
-            ),
-        ]
 
 
 class PendingRecount(models.Model):

@@ -51,6 +51,7 @@ from reports.upserts import (
     recount_day,
     recount_days,
     release_run_lock,
+    store_batch_pipelined,
 )
 from reports.validation import email_domain
 
@@ -199,6 +200,7 @@ class DeferredRollups:
         self.project = project
         self.run = uuid.uuid4()
         self._marked: set[date] = set()
+        self._channels: dict[uuid.UUID, uuid.UUID] = {}
         self._marking = threading.Lock()
 
     def start(self) -> None:
@@ -213,11 +215,28 @@ class DeferredRollups:
             if new_days:
                 mark_days_pending(project_id=self.project.pk, run=self.run, days=new_days)
                 self._marked |= new_days
-        accepted = _ingest_set_based(project=self.project, events=events, wait_for_flush=wait_for_flush,
-                                     into_rollups=False)
+        if connection.in_atomic_block:  # inside a caller's transaction: the batch goes in under a savepoint
+            accepted = _ingest_set_based(project=self.project, events=events, wait_for_flush=wait_for_flush,
+                                         into_rollups=False)
+        else:
+            rows, firsts = _event_rows(events)
+            accepted = store_batch_pipelined(project_id=self.project.pk, received_at=now(),
+                                             messages=_message_rows(project=self.project, firsts=firsts,
+                                                                    channels=self._channel_ids(firsts)),
+                                             events=rows, wait_for_flush=wait_for_flush)
         if accepted:
             report_data_changed(project_id=self.project.pk)  # partial days of a report read raw events
         return IngestResult(accepted=accepted, duplicates=len(events) - accepted)
+
+    def _channel_ids(self, firsts: dict[str, dict]) -> dict[uuid.UUID, uuid.UUID]:
+        """Channel row ids by client channel id, kept for the run: a channel is looked up (or created) once."""
+        wanted = {_as_uuid(event["channel_id"]) for event in firsts.values()}
+        with self._marking:
+            missing = wanted - self._channels.keys()
+            if missing:
+                self._channels.update({external_id: channel.pk for external_id, channel in
+                                       _channels_by_external_id(project=self.project, external_ids=missing).items()})
+            return {external_id: self._channels[external_id] for external_id in wanted}
 
     def days_to_recount(self) -> tuple[list[date], list[uuid.UUID]]:
         """This run's marked days and those of runs that died, and the runs whose marks they clear."""
@@ -270,6 +289,20 @@ class DeferredRollups:
 
 def _ingest_set_based(*, project, events: list[dict], wait_for_flush: bool, into_rollups: bool = True) -> int:
     """PostgreSQL: one pass over the batch in Python to make column arrays, then two set-based statements."""
+    rows, firsts = _event_rows(events)
+    received_at = now()
+    with transaction.atomic():
+        lock_project_rollups(project_id=project.pk, exclusive=False)
+        external_ids = {_as_uuid(event["channel_id"]) for event in firsts.values()}
+        channels = {external_id: channel.pk for external_id, channel in
+                    _channels_by_external_id(project=project, external_ids=external_ids).items()}
+        messages = _message_rows(project=project, firsts=firsts, channels=channels)
+        return ingest_batch(project_id=project.pk, received_at=received_at, messages=messages, events=rows,
+                            wait_for_flush=wait_for_flush, into_rollups=into_rollups)
+
+
+def _event_rows(events: list[dict]) -> tuple[list[tuple], dict[str, dict]]:
+    """The batch's event rows for `ingest_batch` (the first of each repeated id) and each message's first event."""
     seen: set[str] = set()
     rows: list[tuple] = []
     firsts: dict[str, dict] = {}  # client message id -> the batch's first event of it (the message's attributes)
@@ -284,23 +317,20 @@ def _ingest_set_based(*, project, events: list[dict], wait_for_flush: bool, into
         user_agent = event.get("user_agent")
         rows.append((event_id, event["type"], message_id, event["occurred_at"], event.get("url"),
                      user_agent[:USER_AGENT_MAX_LENGTH] if user_agent else None))
+    return rows, firsts
+
+
+def _message_rows(*, project, firsts: dict[str, dict], channels: dict[uuid.UUID, uuid.UUID]) -> list[tuple]:
+    """The message rows for `ingest_batch`: a render id is kept only when the render is the project's."""
     render_ids = {event.get("render_id") for event in firsts.values()} - {None}
-    received_at = now()
-    with transaction.atomic():
-        lock_project_rollups(project_id=project.pk, exclusive=False)
-        own_renders = set(Render.objects.filter(project=project, pk__in=render_ids).values_list("pk", flat=True)) \
-            if render_ids else set()
-        external_ids = {_as_uuid(event["channel_id"]) for event in firsts.values()}
-        channels = {external_id: channel.pk for external_id, channel in
-                    _channels_by_external_id(project=project, external_ids=external_ids).items()}
-        messages = [
-            (channels[_as_uuid(event["channel_id"])], message_id, event["from_address"],
-             email_domain(event["from_address"]), event["recipient"].strip().lower(),
-             event.get("render_id") if event.get("render_id") in own_renders else None)
-            for message_id, event in firsts.items()
-        ]
-        return ingest_batch(project_id=project.pk, received_at=received_at, messages=messages, events=rows,
-                            wait_for_flush=wait_for_flush, into_rollups=into_rollups)
+    own_renders = set(Render.objects.filter(project=project, pk__in=render_ids).values_list("pk", flat=True)) \
+        if render_ids else set()
+    return [
+        (channels[_as_uuid(event["channel_id"])], message_id, event["from_address"],
+         email_domain(event["from_address"]), event["recipient"].strip().lower(),
+         event.get("render_id") if event.get("render_id") in own_renders else None)
+        for message_id, event in firsts.items()
+    ]
 
 
 def _messages_for(*, project, events: Iterable[dict], channels: dict, at) -> dict[str, MessageFacts]:

@@ -66,6 +66,25 @@ def test_backfill_keeps_good_lines_reports_bad_ones_with_their_numbers(project, 
         bucket("2026-05-01T00:00:00Z", sent=1, delivered=1, opens=1, unique_opens=1)]
 
 
+def test_backfill_refuses_lines_that_are_not_strict_json_and_keeps_the_rest(project, tmp_path):
+    good = json.dumps(wire_event("sent", "2026-05-01T08:00:00Z", event_id="ok-1")).encode()
+    path = tmp_path / "strict.ndjson"
+    path.write_bytes(b"\n".join([
+        good,
+        b'{"id": "nan-1", "type": "sent", "x": NaN}',
+        b"\xef\xbb\xbf" + good.replace(b"ok-1", b"bom-1"),  # a byte-order mark
+        good.replace(b"ok-1", b"bad-\xff-utf8"),
+        good.replace(b"ok-1", b"lone-\\ud800"),  # an unpaired surrogate escape
+        b"[" * 2000 + b"]" * 2000,
+    ]) + b"\n")
+
+    out, err = backfill(str(path), project=project.name)
+
+    assert out == "accepted 1, duplicates 0, rejected 5 (lines 2, 3, 4, 5, 6).\n"
+    assert [line.split(": rejected: ")[1][:14] for line in err.splitlines()] == ["not valid JSON"] * 5
+    assert list(MessageEvent.objects.filter(project=project).values_list("client_event_id", flat=True)) == ["ok-1"]
+
+
 def test_a_second_backfill_of_the_same_file_is_all_duplicates_and_changes_nothing(project, mixed_file):
     backfill(str(mixed_file), project=str(project.id))
     before = rollup_snapshot(project)

@@ -6,10 +6,11 @@ import json
 import threading
 from pathlib import Path
 
+import psycopg
 import pytest
-from django.db import connection
+from django.db import DatabaseError, connection
 
-from reports.models import DailyFirstTouch, DailyRollup, MessageEvent, PendingRecount
+from reports.models import DailyFirstTouch, DailyRollup, Message, MessageEvent, PendingRecount
 from reports.services import DeferredRollups, rollups_rebuild
 from reports.validation import parse_message_event
 from tests.test_reports_commands import backfill, ndjson, write_generated_events
@@ -176,3 +177,58 @@ def test_backfill_refuses_bad_connection_counts(project, events_file, options, m
 
     with pytest.raises(CommandError, match=message):
         backfill(str(events_file), project=project.name, **options)
+
+
+@pytest.fixture
+def poisoned_event_id():
+    """A trigger that makes the insert of any message event with the client id `poison` fail."""
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE FUNCTION test_poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                       "IF NEW.client_event_id = 'poison' THEN RAISE EXCEPTION 'poisoned event'; END IF; "
+                       "RETURN NEW; END $$")
+        cursor.execute(f"CREATE TRIGGER test_poison BEFORE INSERT ON {MessageEvent._meta.db_table} "
+                       f"FOR EACH ROW EXECUTE FUNCTION test_poison()")
+    try:
+        yield "poison"
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP TRIGGER test_poison ON {MessageEvent._meta.db_table}")
+            cursor.execute("DROP FUNCTION test_poison()")
+
+
+def test_a_batch_the_database_refuses_leaves_nothing_and_the_connection_usable(project, poisoned_event_id):
+    run = DeferredRollups(project)
+    run.start()
+    bad = parsed([wire_event("sent", "2026-04-01T09:00:00Z", recipient="bad@example.org"),
+                  wire_event("opened", "2026-04-01T09:05:00Z", recipient="bad@example.org",
+                             event_id=poisoned_event_id)])
+
+    with pytest.raises(DatabaseError, match="poisoned event"):
+        run.store(bad)
+
+    # The batch's transaction was rolled back as a whole (its message too), and the same connection goes on.
+    assert not Message.objects.filter(project=project).exists()
+    assert connection.connection.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    good = parsed([wire_event("opened", "2026-04-01T10:00:00Z", recipient="good@example.org")])
+    assert run.store(good).accepted == 1
+    run.finish()
+    assert DailyRollup.objects.get(project=project, grain="all").unique_opens == 1
+    assert rollups_rebuild(project=project).rows_changed == 0
+
+
+def test_every_event_of_a_message_is_stored_by_one_connection(project, events_file, monkeypatch):
+    """Storers never insert the same new message at once (one would wait for the other's commit)."""
+    stored_by: dict[str, set[str]] = {}
+    original = DeferredRollups.store
+
+    def recording_store(self, events, **kwargs):
+        for event in events:
+            stored_by.setdefault(event["message_id"], set()).add(threading.current_thread().name)
+        return original(self, events, **kwargs)
+
+    monkeypatch.setattr(DeferredRollups, "store", recording_store)
+    backfill(str(events_file), project=project.name, batch_size=100, connections=3)
+
+    assert len({name for names in stored_by.values() for name in names}) == 3
+    assert all(len(names) == 1 for names in stored_by.values())
+    assert MessageEvent.objects.filter(project=project).count() == 6000

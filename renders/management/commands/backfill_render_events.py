@@ -7,7 +7,7 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from apikeys.selectors import project_by_id_or_name
-from engagement_platform.jsonio import loads_strict
+from engagement_platform.jsonio import loads_line
 from renders.backfill import parse_render_event, render_events_backfill
 from reports.management.commands.backfill_message_events import Tally
 
@@ -73,7 +73,7 @@ class Command(BaseCommand):
         if not line.strip():
             return None
         try:
-            raw = loads_strict(line)
+            raw = loads_line(line)
         except ValueError as exc:
             return self._reject(number, f"not valid JSON ({exc})", tally, verbosity)
         event, errors = parse_render_event(raw)

@@ -1,5 +1,6 @@
 """Load message events from NDJSON (one section-4 event per line), in batches, idempotently."""
 
+import gc
 import os
 import queue
 import sys
@@ -11,7 +12,7 @@ from django.db import connection
 from tqdm import tqdm
 
 from apikeys.selectors import project_by_id_or_name
-from engagement_platform.jsonio import loads_strict
+from engagement_platform.jsonio import loads_line
 from reports.services import DeferredRollups, ingest_message_events, ingestion_flush
 from reports.validation import parse_message_event
 
@@ -19,8 +20,8 @@ DEFAULT_BATCH_SIZE = 5000  # events per transaction: larger batches share their 
 MAX_BATCH_SIZE = 10_000
 # The summary names at most this many rejected line numbers; each rejection is also reported as it happens.
 SUMMARY_LINE_NUMBERS = 50
-# Parsed batches waiting for the database: reading and validating the next batch overlaps storing
-# this one, and memory stays a few batches whatever the file size.
+# Parsed batches waiting for each storing connection: reading and validating the next batch overlaps
+# storing this one, and memory stays a few batches whatever the file size.
 BATCHES_AHEAD = 2
 READER_JOIN_SECONDS = 5
 DEFERRED, PER_BATCH = "deferred", "per-batch"
@@ -69,6 +70,9 @@ class Command(BaseCommand):
             raise CommandError(f"--connections must be from 1 to {MAX_CONNECTIONS}.")
         if connection.vendor != "postgresql":  # one writer at a time, and no recount path: batch by batch
             rollups, connections = PER_BATCH, 1
+        # Everything loaded so far lives as long as the process: the collector need not scan it again while
+        # the batches' many short-lived objects come and go.
+        gc.freeze()
         plan = Plan(project=found, batch_size=batch_size, verbosity=verbosity, connections=connections,
                     deferred=DeferredRollups(found) if rollups == DEFERRED else None)
         if file == "-":
@@ -84,10 +88,15 @@ class Command(BaseCommand):
             self._run(plan, handle, total_bytes=os.fstat(handle.fileno()).st_size)
 
     def _run(self, plan: "Plan", stream, total_bytes):
-        """Store batches on `plan.connections` threads while a reader thread parses and validates the next ones."""
+        """Store batches on `plan.connections` threads while a reader thread parses and validates the next ones.
+
+        Each storer has its own queue, and every event of a message goes to the same one (by the message
+        id): two storers never insert the same new message at once, which would make one wait for the
+        other's commit.
+        """
         tally = Tally()
         show_progress = plan.verbosity >= 1 and sys.stderr.isatty()
-        batches: queue.Queue = queue.Queue(maxsize=BATCHES_AHEAD + plan.connections)
+        lanes = [queue.Queue(maxsize=BATCHES_AHEAD) for _ in range(plan.connections)]
         stop = threading.Event()
         errors: list[BaseException] = []
         if plan.deferred:
@@ -95,15 +104,15 @@ class Command(BaseCommand):
         with tqdm(total=total_bytes, unit="B", unit_scale=True, desc="backfill", disable=not show_progress,
                   file=sys.stderr) as progress:
             reader = threading.Thread(target=self._read, name="backfill-reader", daemon=True,
-                                      args=(stream, plan.batch_size, tally, plan.verbosity, progress, batches, stop))
+                                      args=(stream, plan.batch_size, tally, plan.verbosity, progress, lanes, stop))
             reader.start()
             try:
                 if plan.connections == 1:
-                    self._store(plan, batches, tally, errors, stop)
+                    self._store(plan, lanes[0], tally, errors, stop)
                 else:
                     storers = [threading.Thread(target=self._store_on_own_connection, name=f"backfill-store-{n}",
-                                                args=(plan, batches, tally, errors, stop))
-                               for n in range(plan.connections)]
+                                                args=(plan, lane, tally, errors, stop))
+                               for n, lane in enumerate(lanes)]
                     for storer in storers:
                         storer.start()
                     for storer in storers:
@@ -122,18 +131,18 @@ class Command(BaseCommand):
             self.stdout.write(tally.summary())
 
     def _store(self, plan: "Plan", batches: queue.Queue, tally: "Tally", errors: list, stop: threading.Event):
-        """Take batches until the end mark (put back for the other storers) or a failure anywhere."""
+        """Take this storer's batches until the end mark or a failure anywhere."""
         while not stop.is_set():
             try:
                 batch = batches.get(timeout=0.1)
             except queue.Empty:
                 continue
             if batch is None:
-                batches.put(None)
+                return
+            if isinstance(batch, BaseException):  # reading failed: this lane's batches read before it are stored
+                errors.append(batch)
                 return
             try:
-                if isinstance(batch, BaseException):
-                    raise batch
                 # A rerun stores again whatever a crash lost, so batches need not wait for the disk;
                 # the flush at the end makes all of them durable before the summary says they are stored.
                 if plan.deferred:
@@ -167,34 +176,41 @@ class Command(BaseCommand):
             self.stderr.write(f"the rollups of {_days(len(days))} were not recounted: running this backfill again "
                               f"(or rebuild_rollups) recounts them")
 
-    def _read(self, stream, batch_size, tally, verbosity, progress, batches: queue.Queue, stop: threading.Event):
-        """Reader thread: parse lines into batches; None marks the end, an exception is handed over."""
+    def _read(self, stream, batch_size, tally, verbosity, progress, lanes: list[queue.Queue], stop: threading.Event):
+        """Reader thread: parse lines into one batch per lane (by message id); None ends each lane, and a
+        reading error is handed to each lane after its batches."""
 
-        def hand_over(item) -> bool:
+        def hand_over(lane: queue.Queue, item) -> bool:
             while not stop.is_set():
                 try:
-                    batches.put(item, timeout=0.1)
+                    lane.put(item, timeout=0.1)
                     return True
                 except queue.Full:
                     continue
             return False
 
         try:
-            batch = []
+            batches: list[list] = [[] for _ in lanes]
             for number, line in enumerate(stream, start=1):
                 progress.update(len(line))
                 event = self._parse_line(number, line, tally, verbosity)
-                if event is not None:
-                    batch.append(event)
+                if event is None:
+                    continue
+                lane = hash(event["message_id"]) % len(lanes)
+                batch = batches[lane]
+                batch.append(event)
                 if len(batch) >= batch_size:
-                    if not hand_over(batch):
+                    if not hand_over(lanes[lane], batch):
                         return
-                    batch = []
-            if batch and not hand_over(batch):
-                return
-            hand_over(None)
-        except BaseException as exc:  # noqa: BLE001 - handed to the storing thread, which raises it
-            hand_over(exc)
+                    batches[lane] = []
+            for lane, batch in zip(lanes, batches, strict=True):
+                if batch and not hand_over(lane, batch):
+                    return
+            for lane in lanes:
+                hand_over(lane, None)
+        except BaseException as exc:  # noqa: BLE001 - handed to every storer, after the batches read before it
+            for lane in lanes:
+                hand_over(lane, exc)
 
     def _parse_line(self, number: int, line, tally: "Tally", verbosity: int) -> dict | None:
         if isinstance(line, str):
@@ -202,7 +218,7 @@ class Command(BaseCommand):
         if not line.strip():
             return None
         try:
-            raw = loads_strict(line)
+            raw = loads_line(line)
         except ValueError as exc:
             return self._reject(number, f"not valid JSON ({exc})", tally, verbosity)
         event, errors = parse_message_event(raw)
