@@ -193,11 +193,25 @@ def add_to_rollups(*, project_id: uuid.UUID, increments: dict[tuple, dict[str, i
 # take row locks in one global order and cannot deadlock. The statements are separate because
 # the second must see messages that a concurrent batch committed while the first waited on them.
 
-# UUIDv7 made by PostgreSQL (as `engagement_platform.ids.new_id` makes them): the millisecond
-# clock in the first 48 bits, then a random v4 UUID's bits with the version nibble set to 7.
-UUID7_SQL = ("encode(set_bit(set_bit(overlay(uuid_send(gen_random_uuid()) placing "
-             "substring(int8send(floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint) FROM 3) "
-             "FROM 1 FOR 6), 52, 1), 53, 1), 'hex')::uuid")
+# UUIDv7 made by PostgreSQL (RFC 9562, as `engagement_platform.ids.new_id` makes them), one per row
+# of a statement: the millisecond clock in the first 48 bits, the version 7, then 54 random bits drawn
+# once per statement (from one v4 UUID, whose variant bits are kept) and the row's position as a
+# 20-bit counter (RFC 9562 section 6.2, method 1). Per row this costs a few string operations
+# instead of a random UUID, an overlay and two bit sets (about a fifth of an event insert).
+MAX_ROWS_PER_STATEMENT = (1 << 20) - 1
+_UUID7_PREFIX_SQL = ("(SELECT lpad(to_hex(floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint), 12, '0') "
+                     "|| '7' || substr(r, 14, 3) || substr(r, 17, 11) FROM replace(gen_random_uuid()::text, '-', '') "
+                     "AS r)")
+
+
+def uuid7_sql(position: str) -> str:
+    """A UUIDv7 for the row at `position` (1 .. MAX_ROWS_PER_STATEMENT) of the statement."""
+    return f"({_UUID7_PREFIX_SQL} || lpad(to_hex({position}), 5, '0'))::uuid"
+
+
+def _check_statement_rows(count: int) -> None:
+    if count > MAX_ROWS_PER_STATEMENT:
+        raise ValueError(f"at most {MAX_ROWS_PER_STATEMENT} rows per statement, not {count}")
 
 
 @contextmanager
@@ -217,9 +231,10 @@ def _binary_cursor():
 _MESSAGES_SQL = (
     f"INSERT INTO {{messages}} (id, project_id, channel_id, client_message_id, from_address, from_domain, "
     f"recipient, render_id, created_at) "
-    f"SELECT {UUID7_SQL}, %b, m.channel_id, m.client_message_id, m.from_address, m.from_domain, m.recipient, "
-    f"m.render_id, %b FROM unnest(%b::uuid[], %b::text[], %b::text[], %b::text[], %b::text[], %b::uuid[]) "
-    f"AS m(channel_id, client_message_id, from_address, from_domain, recipient, render_id) "
+    f"SELECT {uuid7_sql('m.position')}, %b, m.channel_id, m.client_message_id, m.from_address, m.from_domain, "
+    f"m.recipient, m.render_id, %b "
+    f"FROM unnest(%b::uuid[], %b::text[], %b::text[], %b::text[], %b::text[], %b::uuid[]) WITH ORDINALITY "
+    f"AS m(channel_id, client_message_id, from_address, from_domain, recipient, render_id, position) "
     f'ORDER BY m.client_message_id COLLATE "C" ON CONFLICT (project_id, client_message_id) DO NOTHING'
 )
 
@@ -249,9 +264,10 @@ def _events_statement() -> str:
         f"WITH inserted AS ("
         f"INSERT INTO {events} (id, project_id, message_id, client_event_id, type, occurred_at, url, user_agent, "
         f"received_at) "
-        f"SELECT {UUID7_SQL}, %b, m.id, b.client_event_id, b.type, b.occurred_at, b.url, b.user_agent, %b "
-        f"FROM unnest(%b::text[], %b::text[], %b::text[], %b::timestamptz[], %b::text[], %b::text[]) "
-        f"AS b(client_event_id, type, client_message_id, occurred_at, url, user_agent) "
+        f"SELECT {uuid7_sql('b.position')}, %b, m.id, b.client_event_id, b.type, b.occurred_at, b.url, "
+        f"b.user_agent, %b "
+        f"FROM unnest(%b::text[], %b::text[], %b::text[], %b::timestamptz[], %b::text[], %b::text[]) WITH ORDINALITY "
+        f"AS b(client_event_id, type, client_message_id, occurred_at, url, user_agent, position) "
         f"CROSS JOIN LATERAL (SELECT id FROM {messages} WHERE project_id = %b "
         f"AND client_message_id = b.client_message_id LIMIT 1) AS m "
         f"ORDER BY b.client_event_id{bytewise} ON CONFLICT (project_id, client_event_id) DO NOTHING "
@@ -305,6 +321,7 @@ def ingest_batch(*, project_id: uuid.UUID, received_at, messages: Sequence[tuple
     `into_rollups=False` stores the events only: the caller has marked their days for a recount
     (`mark_days_pending`) and recounts them later (`recount_days`).
     """
+    _check_statement_rows(len(events))
     columns = [*map(list, zip(*events, strict=True))]
     with _binary_cursor() as cursor:
         if not wait_for_flush:
@@ -328,6 +345,7 @@ def store_batch_pipelined(*, project_id: uuid.UUID, received_at, messages: Seque
     project's shared rollup lock, both inserts and COMMIT go out together in psycopg's pipeline mode. On an
     error the transaction is rolled back before the error is raised. Returns how many events were new.
     """
+    _check_statement_rows(len(events))
     columns = [*map(list, zip(*events, strict=True))]
     lock_id = int.from_bytes(project_id.bytes[-4:], "big", signed=True)
     connection.ensure_connection()

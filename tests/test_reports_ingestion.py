@@ -1,8 +1,10 @@
 """Section 4: POST /v1/messages/events and the ingestion service behind it."""
 
 import uuid
+from datetime import UTC, datetime
 
 import pytest
+from django.db import connection
 
 from reports.models import Channel, DailyRollup, Message, MessageEvent
 from reports.services import channel_get_or_create, default_channel_for, ingest_message_events
@@ -373,3 +375,21 @@ def test_email_validation_answers_as_djangos_email_validator(address):
     except ValidationError:
         expected = False
     assert is_valid_email(address) is expected
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the ids are made in SQL on PostgreSQL only")
+def test_stored_messages_and_events_get_distinct_time_ordered_uuid7_ids(project):
+    """The inserting statements make the ids: version 7, the statement's millisecond, distinct."""
+
+    before = datetime.now(UTC).timestamp()
+    for first in (0, 300):
+        ingest(project, [wire_event("sent", "2026-05-01T08:00:00Z", recipient=f"r{i}@example.org")
+                         for i in range(first, first + 300)])
+    after = datetime.now(UTC).timestamp()
+
+    for model in (Message, MessageEvent):
+        ids = list(model.objects.filter(project=project).values_list("id", flat=True))
+        assert len(ids) == len(set(ids)) == 600
+        assert {(value.version, value.variant) for value in ids} == {(7, uuid.RFC_4122)}
+        milliseconds = {value.int >> 80 for value in ids}
+        assert all(int(before * 1000) - 1 <= ms <= int(after * 1000) + 1 for ms in milliseconds), milliseconds
