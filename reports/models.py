@@ -174,6 +174,26 @@ class DailyFirstTouch(models.Model):
     recipient = models.CharField(max_length=EMAIL_MAX_LENGTH)
 
 
+class FirstTouchesPending(models.Model):
+    """A UTC day whose first touches are not written yet: a bulk load recounted its rollups without them.
+
+    The day's rollups are exact (a recount counts distinct recipients from raw events); the first
+    touches are needed only to count the day's later events incrementally. So a deferred backfill
+    skips them (about one row per stored event), and the first ingestion batch that brings an event
+    of the day writes them from raw events under the exclusive rollup lock (or rebuild_rollups does).
+    """
+
+    pk = models.CompositePrimaryKey("project", "day")
+    # No database-level foreign key on this derived table; deleting a project still cascades (Django).
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+", db_index=False,
+                                db_constraint=False)
+    day = models.DateField()
+    created_at = models.DateTimeField(default=now, editable=False)
+
+    def __str__(self):
+        return f"{self.day} (first touches not written yet)"
+
+
 class PendingRecount(models.Model):
     """A UTC day whose rollups and first touches a bulk load still has to recount from raw events.
 

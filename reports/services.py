@@ -39,6 +39,7 @@ from reports.models import (
 from reports.upserts import (
     abandoned_runs,
     add_to_rollups,
+    first_touches_pending,
     flush_commits,
     hold_run_lock,
     ingest_batch,
@@ -52,6 +53,7 @@ from reports.upserts import (
     recount_days,
     release_run_lock,
     store_batch_pipelined,
+    write_pending_first_touches,
 )
 from reports.validation import email_domain
 
@@ -287,18 +289,50 @@ class DeferredRollups:
             raise errors[0]
 
 
+class _FirstTouchesNeeded(Exception):
+    def __init__(self, days: list[date]):
+        super().__init__(days)
+        self.days = days
+
+
 def _ingest_set_based(*, project, events: list[dict], wait_for_flush: bool, into_rollups: bool = True) -> int:
-    """PostgreSQL: one pass over the batch in Python to make column arrays, then two set-based statements."""
+    """PostgreSQL: one pass over the batch in Python to make column arrays, then two set-based statements.
+
+    Counting into the rollups needs the first touches of the batch's days: days a deferred backfill
+    left without them (`FirstTouchesPending`) get them written first, and the batch starts again.
+    """
     rows, firsts = _event_rows(events)
+    days = {utc_day(row[3]) for row in rows} if into_rollups else set()
+    while True:
+        try:
+            return _ingest_set_based_once(project=project, rows=rows, firsts=firsts, days=days,
+                                          wait_for_flush=wait_for_flush, into_rollups=into_rollups)
+        except _FirstTouchesNeeded as needed:
+            first_touches_write(project=project, days=needed.days)
+
+
+def _ingest_set_based_once(*, project, rows, firsts, days, wait_for_flush: bool, into_rollups: bool) -> int:
     received_at = now()
     with transaction.atomic():
         lock_project_rollups(project_id=project.pk, exclusive=False)
+        # Checked under the shared lock: no recount can take a day's first touches away until this commits.
+        pending = first_touches_pending(project_id=project.pk, days=days) if days else []
+        if pending:
+            raise _FirstTouchesNeeded(pending)  # leaves the transaction (or savepoint) and its lock
         external_ids = {_as_uuid(event["channel_id"]) for event in firsts.values()}
         channels = {external_id: channel.pk for external_id, channel in
                     _channels_by_external_id(project=project, external_ids=external_ids).items()}
         messages = _message_rows(project=project, firsts=firsts, channels=channels)
         return ingest_batch(project_id=project.pk, received_at=received_at, messages=messages, events=rows,
                             wait_for_flush=wait_for_flush, into_rollups=into_rollups)
+
+
+def first_touches_write(*, project, days: Iterable[date]) -> None:
+    """Write the first touches of days a deferred backfill left without them (PostgreSQL)."""
+    with transaction.atomic():
+        lock_project_rollups(project_id=project.pk, exclusive=True)
+        write_pending_first_touches(project_id=project.pk, days=first_touches_pending(project_id=project.pk,
+                                                                                      days=days))
 
 
 def _event_rows(events: list[dict]) -> tuple[list[tuple], dict[str, dict]]:

@@ -17,7 +17,15 @@ import psycopg
 from django.db import connection, transaction
 
 from reports.grains import COUNT_COLUMN, ROLLUP_COUNT_COLUMNS, UNIQUE_COLUMN, day_bounds, grain_keys_for
-from reports.models import Channel, DailyFirstTouch, DailyRollup, Message, MessageEvent, PendingRecount
+from reports.models import (
+    Channel,
+    DailyFirstTouch,
+    DailyRollup,
+    FirstTouchesPending,
+    Message,
+    MessageEvent,
+    PendingRecount,
+)
 
 # Bind parameters per statement: under SQLite's limit (32766) and PostgreSQL's (65535).
 MAX_PARAMS_PER_STATEMENT = 8000
@@ -425,6 +433,9 @@ def recount_day(*, project_id: uuid.UUID, day: date, start, end) -> dict[tuple[s
             f"ON CONFLICT (project_id, day, kind, grain, channel_key, domain, recipient) DO NOTHING",
             [project_id, start, end, project_id, day, project_id, day],
         )
+        # The day's first touches are now all written.
+        cursor.execute(f"DELETE FROM {_table(FirstTouchesPending)} WHERE project_id = %s AND day = %s",
+                       [project_id, day])
         cursor.execute(
             f"SELECT grain, channel_key, domain, {sums} FROM ("
             f"SELECT g.grain, g.channel_key, g.domain, {counts}, {zeros(UNIQUE_COLUMN)} AS u {expanded} "
@@ -500,46 +511,52 @@ def pending_days(*, project_id: uuid.UUID, runs: Sequence[uuid.UUID]) -> set[dat
         return {_as_date(row[0]) for row in cursor.fetchall()}
 
 
+def _days_events_sql(days_param: str = "days") -> str:
+    """The events of the UTC days `%(days)s` with their message's channel key, domain and recipient."""
+    events, messages, channels = _table(MessageEvent), _table(Message), _table(Channel)
+    return (
+        f"SELECT (e.occurred_at AT TIME ZONE 'UTC')::date AS day, e.type, c.external_id::text AS ch, "
+        f"m.from_domain AS dom, m.recipient FROM {events} e JOIN {messages} m ON m.id = e.message_id "
+        f"JOIN {channels} c ON c.id = m.channel_id WHERE e.project_id = %(p)s AND e.occurred_at >= %(start)s "
+        f"AND e.occurred_at < %(end)s AND (e.occurred_at AT TIME ZONE 'UTC')::date = ANY(%({days_param})s)"
+    )
+
+
+def _days_params(project_id: uuid.UUID, days: Sequence[date], **more) -> dict:
+    return {"p": project_id, "start": day_bounds(days[0])[0], "end": day_bounds(days[-1])[1], "days": list(days),
+            **more}
+
+
 def recount_days(*, project_id: uuid.UUID, days: Sequence[date], runs: Sequence[uuid.UUID]) -> int:
-    """Rewrite the first touches and rollup rows of `days` from raw events, set-based; clear the runs' marks.
+    """Rewrite the rollup rows of `days` from raw events, set-based; clear the runs' recount marks.
 
     Same rule as `recount_day` (each event feeds its four grain keys; unique opens and clicks are
-    the day's distinct recipients per key). The days' events are read once: the first touches are
-    written from them and the rollups summed from them and from the touches just written. The
-    caller holds the exclusive rollup lock in the same transaction. Returns the days' rollup rows.
+    the day's distinct recipients per key), counted from the days' events in one statement. The days'
+    first touches are not written: they are deleted and the days marked (`FirstTouchesPending`), and
+    the first ingestion batch with an event of such a day writes them (`write_pending_first_touches`).
+    The caller holds the exclusive rollup lock in the same transaction. Returns the days' rollup rows.
     """
     days = sorted(set(days))
     if not days:
         return 0
-    events, messages, channels = _table(MessageEvent), _table(Message), _table(Channel)
-    touches, rollups = _table(DailyFirstTouch), _table(DailyRollup)
-    start, end = day_bounds(days[0])[0], day_bounds(days[-1])[1]
-    kinds = ", ".join(f"'{kind}'" for kind in UNIQUE_COLUMN)
+    touches, rollups, pending = _table(DailyFirstTouch), _table(DailyRollup), _table(FirstTouchesPending)
     counts = ", ".join(f"count(*) FILTER (WHERE type = '{kind}') AS {column}" for kind, column in COUNT_COLUMN.items())
     summed = ", ".join(f"sum(x.{column}) AS {column}" for column in COUNT_COLUMN.values())
-    uniques = ", ".join(f"count(*) FILTER (WHERE kind = '{kind}') AS {column}"
+    uniques = ", ".join(f"count(DISTINCT b.recipient) FILTER (WHERE b.type = '{kind}') AS {column}"
                         for kind, column in UNIQUE_COLUMN.items())
+    kinds = ", ".join(f"'{kind}'" for kind in UNIQUE_COLUMN)
     values = ", ".join([*(f"n.{column}" for column in COUNT_COLUMN.values()),
                         *(f"coalesce(u.{column}, 0)" for column in UNIQUE_COLUMN.values())])
-    bytewise = ' COLLATE "C"'  # the ledger's key columns compare bytewise (migration 0005): sorted the same way
-    params = {"p": project_id, "start": start, "end": end, "days": days, "runs": list(runs)}
+    params = _days_params(project_id, days, runs=list(runs))
     with connection.cursor() as cursor:
         cursor.execute("SET LOCAL work_mem = '64MB'")
         cursor.execute(f"DELETE FROM {touches} WHERE project_id = %(p)s AND day = ANY(%(days)s)", params)
         cursor.execute(f"DELETE FROM {rollups} WHERE project_id = %(p)s AND day = ANY(%(days)s)", params)
         cursor.execute(
-            f"WITH base AS MATERIALIZED ("
-            f"SELECT (e.occurred_at AT TIME ZONE 'UTC')::date AS day, e.type, c.external_id::text AS ch, "
-            f"m.from_domain AS dom, m.recipient FROM {events} e JOIN {messages} m ON m.id = e.message_id "
-            f"JOIN {channels} c ON c.id = m.channel_id WHERE e.project_id = %(p)s AND e.occurred_at >= %(start)s "
-            f"AND e.occurred_at < %(end)s AND (e.occurred_at AT TIME ZONE 'UTC')::date = ANY(%(days)s)), "
-            f"touched AS ("
-            f"INSERT INTO {touches} (project_id, day, kind, grain, channel_key, domain, recipient) "
-            f"SELECT DISTINCT %(p)s::uuid, b.day, b.type{bytewise}, g.grain{bytewise}, g.channel_key{bytewise}, "
-            f"g.domain{bytewise}, b.recipient{bytewise} FROM base b "
+            f"WITH base AS MATERIALIZED ({_days_events_sql()}), "
+            f"uniques AS (SELECT b.day, g.grain, g.channel_key, g.domain, {uniques} FROM base b "
             f"CROSS JOIN LATERAL (VALUES {_grain_values('b.ch', 'b.dom')}) AS g(grain, channel_key, domain) "
-            f"WHERE b.type IN ({kinds}) RETURNING day, kind, grain, channel_key, domain), "
-            f"uniques AS (SELECT day, grain, channel_key, domain, {uniques} FROM touched GROUP BY 1, 2, 3, 4), "
+            f"WHERE b.type IN ({kinds}) GROUP BY 1, 2, 3, 4), "
             f"totals AS (SELECT x.day, g.grain, g.channel_key, g.domain, {summed} FROM ("
             f"SELECT day, ch, dom, {counts} FROM base GROUP BY 1, 2, 3) AS x "
             f"CROSS JOIN LATERAL (VALUES {_grain_values('x.ch', 'x.dom')}) AS g(grain, channel_key, domain) "
@@ -551,6 +568,43 @@ def recount_days(*, project_id: uuid.UUID, days: Sequence[date], runs: Sequence[
             params,
         )
         rows = cursor.rowcount
+        cursor.execute(f"INSERT INTO {pending} (project_id, day, created_at) SELECT %(p)s, day, now() "
+                       f"FROM unnest(%(days)s::date[]) AS d(day) ON CONFLICT (project_id, day) DO NOTHING", params)
         cursor.execute(f"DELETE FROM {_table(PendingRecount)} WHERE project_id = %(p)s AND day = ANY(%(days)s) "
                        f"AND run = ANY(%(runs)s)", params)
     return rows
+
+
+def first_touches_pending(*, project_id: uuid.UUID, days: Iterable[date]) -> list[date]:
+    """Which of `days` have no first touches written yet (PostgreSQL; see `recount_days`)."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT day FROM {_table(FirstTouchesPending)} WHERE project_id = %s AND day = ANY(%s) "
+                       f"ORDER BY day", [project_id, sorted(set(days))])
+        return [_as_date(row[0]) for row in cursor.fetchall()]
+
+
+def write_pending_first_touches(*, project_id: uuid.UUID, days: Sequence[date]) -> None:
+    """Write the first touches of `days` from their raw events and clear their marks.
+
+    The caller holds the exclusive rollup lock in the same transaction, so the touches written are
+    exactly the ones the days' rollups counted.
+    """
+    days = sorted(set(days))
+    if not days:
+        return
+    touches, pending = _table(DailyFirstTouch), _table(FirstTouchesPending)
+    kinds = ", ".join(f"'{kind}'" for kind in UNIQUE_COLUMN)
+    bytewise = ' COLLATE "C"'  # the ledger's key columns compare bytewise (migration 0005): sorted the same way
+    params = _days_params(project_id, days)
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL work_mem = '64MB'")
+        cursor.execute(
+            f"INSERT INTO {touches} (project_id, day, kind, grain, channel_key, domain, recipient) "
+            f"SELECT DISTINCT %(p)s::uuid, b.day, b.type{bytewise}, g.grain{bytewise}, g.channel_key{bytewise}, "
+            f"g.domain{bytewise}, b.recipient{bytewise} FROM ({_days_events_sql()}) AS b "
+            f"CROSS JOIN LATERAL (VALUES {_grain_values('b.ch', 'b.dom')}) AS g(grain, channel_key, domain) "
+            f"WHERE b.type IN ({kinds}) "
+            f"ON CONFLICT (project_id, day, kind, grain, channel_key, domain, recipient) DO NOTHING",
+            params,
+        )
+        cursor.execute(f"DELETE FROM {pending} WHERE project_id = %(p)s AND day = ANY(%(days)s)", params)

@@ -10,7 +10,14 @@ import psycopg
 import pytest
 from django.db import DatabaseError, connection
 
-from reports.models import DailyFirstTouch, DailyRollup, Message, MessageEvent, PendingRecount
+from reports.models import (
+    DailyFirstTouch,
+    DailyRollup,
+    FirstTouchesPending,
+    Message,
+    MessageEvent,
+    PendingRecount,
+)
 from reports.services import DeferredRollups, rollups_rebuild
 from reports.validation import parse_message_event
 from tests.test_reports_commands import backfill, ndjson, write_generated_events
@@ -51,8 +58,30 @@ def test_deferred_and_per_batch_backfills_give_the_same_rollups_and_first_touche
     backfill(str(events_file), project=per_batch.name, batch_size=500, rollups="per-batch", connections=1)
 
     assert rollup_snapshot(deferred) == rollup_snapshot(per_batch) != {}
-    assert touches(deferred) == touches(per_batch)
     assert not PendingRecount.objects.filter(project=deferred).exists()
+    # The deferred run counted its unique opens and clicks from raw events and left the first touches
+    # unwritten; its days are marked, so the first live batch of a day writes them before counting.
+    days = set(DailyRollup.objects.filter(project=deferred).values_list("day", flat=True))
+    assert touches(deferred) == set()
+    assert set(FirstTouchesPending.objects.filter(project=deferred).values_list("day", flat=True)) == days
+
+    # Live events on every day: recipients the backfill already counted (not unique again) and new ones.
+    live = [wire_event(kind, f"{day}T23:00:00Z", recipient=recipient, channel=channel, sender=sender)
+            for day in sorted(days)[::3]
+            for kind in ("opened", "clicked")
+            for recipient, channel, sender in (
+                ("reader0@example.org", "0193c2c3-0000-7000-8000-000000000000", "alerts@other.example"),
+                ("reader5@example.org", "0193c2c3-0000-7000-8000-000000000002", "news@acme.example"),
+                (f"new-{day}@example.org", "0193c2c3-0000-7000-8000-000000000001", "news@acme.example"))]
+    for project in (deferred, per_batch):
+        ingest(project, live)
+
+    assert rollup_snapshot(deferred) == rollup_snapshot(per_batch)
+    assert touches(deferred) == {touch for touch in touches(per_batch) if touch[0] in set(sorted(days)[::3])}
+    assert set(FirstTouchesPending.objects.filter(project=deferred).values_list("day", flat=True)) == \
+        days - set(sorted(days)[::3])
+    assert rollups_rebuild(project=deferred).rows_changed == 0
+    assert not FirstTouchesPending.objects.filter(project=deferred).exists()  # a rebuild writes them all
 
 
 def test_one_or_several_connections_store_the_same(make_project, events_file):
@@ -232,3 +261,34 @@ def test_every_event_of_a_message_is_stored_by_one_connection(project, events_fi
     assert len({name for names in stored_by.values() for name in names}) == 3
     assert all(len(names) == 1 for names in stored_by.values())
     assert MessageEvent.objects.filter(project=project).count() == 6000
+
+
+def test_concurrent_live_batches_on_days_without_first_touches_count_each_recipient_once(project, events_file):
+    backfill(str(events_file), project=project.name)
+    assert FirstTouchesPending.objects.filter(project=project).exists()
+    # Four writers at once, each with the same openers on the same days: every batch finds the days'
+    # first touches missing, one writes them, and no recipient is counted twice.
+    batches = [[wire_event("opened", f"2026-04-{day:02d}T23:{writer:02d}:00Z", recipient=f"reader{i}@example.org",
+                           channel="0193c2c3-0000-7000-8000-000000000000", sender="alerts@other.example")
+                for day in (1, 2, 3) for i in range(0, 40, 3)]
+               for writer in range(4)]
+    barrier, errors = threading.Barrier(len(batches)), []
+
+    def write(batch):
+        try:
+            barrier.wait(30)
+            ingest(project, batch)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    writers = [threading.Thread(target=write, args=(batch,)) for batch in batches]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join()
+
+    assert errors == []
+    assert MessageEvent.objects.filter(project=project).count() == 6000 + sum(map(len, batches))
+    assert rollups_rebuild(project=project).rows_changed == 0  # equal to a recount from raw events
