@@ -54,6 +54,11 @@ bench: $(VENV)/.installed
 bench-quick: $(VENV)/.installed
 	$(BIN)/python bench/run.py --quick
 
+## The full benchmark with every one of the 10,000,000 report lines loaded by backfill_message_events.
+.PHONY: bench-backfill-all
+bench-backfill-all: $(VENV)/.installed
+	$(BIN)/python bench/run.py --backfill-all
+
 ## Reliability (docs/reliability.md): each run starts its own throwaway PostgreSQL, Redis and gunicorn.
 ## loadtest: 60 s of 32 clients with accounting, the same with PostgreSQL stopped for 10 s, Redis down.
 .PHONY: loadtest fuzz fuzz-ci

@@ -19,12 +19,21 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, *, env: dict, workers: int, threads: int, log_path: str):
+    """gunicorn with `workers` x `threads` (gthread).
+
+    `max_connections`: the most connections a load run opens at once. Each worker then takes at most its
+    share of them (`--worker-connections`): wrk keeps its connections open for the whole run, and the
+    workers race to accept them, so without a bound one worker could serve most of a run on one core
+    while the other sat idle, and a figure would measure that race rather than the route.
+    """
+
+    def __init__(self, *, env: dict, workers: int, threads: int, log_path: str, max_connections: int):
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.env = env
         self.workers = workers
         self.threads = threads
+        self.worker_connections = -(-max_connections // workers)
         self.log_path = log_path
         self.proc = None
 
@@ -32,7 +41,7 @@ class Server:
         cmd = [
             os.path.join(BIN, "gunicorn"), "engagement_platform.wsgi:application",
             "--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers), "--threads", str(self.threads),
-            "--timeout", "120", "--backlog", "2048",
+            "--timeout", "120", "--backlog", "2048", "--worker-connections", str(self.worker_connections),
         ]
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,

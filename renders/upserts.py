@@ -6,10 +6,11 @@ The two upserts are the same SQL on PostgreSQL and on SQLite (3.35+): an
 recording (claim, event, counters) is one statement: `record_in_one_statement`.
 """
 
+import json
 import random
 from functools import cache
 
-from django.db import connection
+from django.db import connection, models
 
 from renders.models import COUNTER_SHARDS, DedupeMark, EngagementCounter, EngagementEvent, Render
 
@@ -70,20 +71,32 @@ def record_in_one_statement(*, event, dedupe_key: str | None, window, increments
     has not looked it up) and writes nothing when it is not there; it then returns None.
     """
     ops = connection.ops
-    marks, events, counters = (model._meta.db_table for model in (DedupeMark, EngagementEvent, EngagementCounter))
-    fields, columns, placeholders = _event_insert_parts()
-    event_params = [f.get_db_prep_save(getattr(event, f.attname), connection) for f in fields]
     rows = sorted(increments.items())  # a fixed order avoids lock-order deadlocks
     shard = random.randrange(COUNTER_SHARDS)  # spreads concurrent events of one render over rows
-    counter_values = ", ".join(["(%s::uuid, %s::uuid, %s::varchar, %s::smallint, %s::bigint)"] * len(rows))
     counter_params = [p for key, amount in rows for p in (event.project_id, event.render_id, key, shard, amount)]
-    target, target_gate, target_params = "", "", []
+    target_params = [event.render_id, event.project_id] if check_render else []
+    claim_params = [] if dedupe_key is None else [
+        event.project_id, dedupe_key, ops.adapt_datetimefield_value(event.created_at),
+        ops.adapt_datetimefield_value(event.created_at - window)]
+    sql = _record_statement(check_render=check_render, deduped=dedupe_key is not None, counter_rows=len(rows))
+    with connection.cursor() as cursor:
+        cursor.execute(sql, target_params + claim_params + _event_params(event) + counter_params)
+        inserted, found = cursor.fetchone()
+    return inserted == 1 if found else None
+
+
+@cache
+def _record_statement(*, check_render: bool, deduped: bool, counter_rows: int) -> str:
+    """The SQL of `record_in_one_statement` for one shape of call (built once per process)."""
+    marks, events, counters = (model._meta.db_table for model in (DedupeMark, EngagementEvent, EngagementCounter))
+    _converters, columns, placeholders = _event_insert_parts()
+    counter_values = ", ".join(["(%s::uuid, %s::uuid, %s::varchar, %s::smallint, %s::bigint)"] * counter_rows)
+    target, target_gate = "", ""
     if check_render:
         target = f"target AS (SELECT 1 FROM {Render._meta.db_table} WHERE id = %s AND project_id = %s), "
-        target_gate, target_params = " WHERE EXISTS (SELECT 1 FROM target)", [event.render_id, event.project_id]
-    if dedupe_key is None:
-        claim, gate, claim_params = "", target_gate, []
-    else:
+        target_gate = " WHERE EXISTS (SELECT 1 FROM target)"
+    claim, gate = "", target_gate
+    if deduped:
         claim = (
             f"claim AS (INSERT INTO {marks} (project_id, dedupe_key, last_recorded_at) "
             f"SELECT %s::uuid, %s::varchar, %s::timestamptz{target_gate} "
@@ -91,9 +104,7 @@ def record_in_one_statement(*, event, dedupe_key: str | None, window, increments
             f"WHERE {marks}.last_recorded_at <= %s RETURNING 1), "
         )
         gate = " WHERE EXISTS (SELECT 1 FROM claim)"
-        at = ops.adapt_datetimefield_value(event.created_at)
-        claim_params = [event.project_id, dedupe_key, at, ops.adapt_datetimefield_value(event.created_at - window)]
-    sql = (
+    return (
         f"WITH {target}{claim}"
         f"inserted AS (INSERT INTO {events} ({columns}) SELECT {placeholders}{gate} RETURNING 1), "
         f"counted AS (INSERT INTO {counters} (project_id, render_id, key, shard, count) "
@@ -101,16 +112,35 @@ def record_in_one_statement(*, event, dedupe_key: str | None, window, increments
         f"ON CONFLICT (project_id, render_id, key, shard) DO UPDATE SET count = {counters}.count + excluded.count) "
         f"SELECT (SELECT count(*) FROM inserted), {'(SELECT count(*) FROM target)' if check_render else '1'}"
     )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, target_params + claim_params + event_params + counter_params)
-        inserted, found = cursor.fetchone()
-    return inserted == 1 if found else None
+
+
+def _event_params(event) -> list:
+    """The event's column values, in `_event_insert_parts` order, as the typed placeholders take them."""
+    converters, _columns, _placeholders = _event_insert_parts()
+    return [convert(getattr(event, attname)) for attname, convert in converters]
 
 
 @cache
-def _event_insert_parts() -> tuple[list, str, str]:
-    """The event table's fields, column list and typed placeholders (built once per process)."""
+def _event_insert_parts() -> tuple[tuple, str, str]:
+    """The event table's (attname, value converter) pairs, column list and typed placeholders (built once).
+
+    Every placeholder carries its column type, so plain Python values serve: a JSON value goes as its
+    text (SQL NULL for None, as the model field stores it), an empty address as NULL; the other
+    columns (UUIDs, text, aware datetimes) as they are.
+    """
     fields = list(EngagementEvent._meta.concrete_fields)
     columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
     placeholders = ", ".join(f"%s::{f.db_type(connection)}" for f in fields)
-    return fields, columns, placeholders
+    return tuple((f.attname, _converter(f)) for f in fields), columns, placeholders
+
+
+def _converter(field):
+    if isinstance(field, models.JSONField):
+        return lambda value: None if value is None else json.dumps(value, cls=field.encoder, ensure_ascii=False)
+    if isinstance(field, models.GenericIPAddressField):
+        return lambda value: value or None
+    return _same
+
+
+def _same(value):
+    return value
