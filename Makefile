@@ -18,8 +18,13 @@ $(VENV)/.installed-dev: requirements.txt requirements-dev.txt $(VENV)/.installed
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $@
 
+## With DEBUG off the platform refuses to start without SECRET_KEY. Recipes that run it with DEBUG off take the
+## environment's SECRET_KEY, else a random one made for that run (production sets its own: sessions and admin
+## logins do not survive a restart with a made-up key).
+WITH_SECRET_KEY = SECRET_KEY="$${SECRET_KEY:-$$($(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(50))')}"
+
 migrate: $(VENV)/.installed
-	$(BIN)/python manage.py migrate --noinput -v 0
+	$(WITH_SECRET_KEY) $(BIN)/python manage.py migrate --noinput -v 0
 
 ## Local server with demo data on http://127.0.0.1:8000 (SQLite unless DATABASE_URL is set).
 ## Mail is written as files under var/mail unless EMAIL_BACKEND is set.
@@ -38,8 +43,8 @@ lint: $(VENV)/.installed-dev
 
 ## Production-style serving: gunicorn, DEBUG off, static files through whitenoise.
 serve: migrate
-	$(BIN)/python manage.py collectstatic --noinput -v 0
-	DEBUG=0 $(BIN)/gunicorn engagement_platform.wsgi:application --bind $(HOST):$(PORT) \
+	$(WITH_SECRET_KEY) $(BIN)/python manage.py collectstatic --noinput -v 0
+	$(WITH_SECRET_KEY) DEBUG=0 $(BIN)/gunicorn engagement_platform.wsgi:application --bind $(HOST):$(PORT) \
 		--workers $${WEB_WORKERS:-2} --threads $${WEB_THREADS:-4} --timeout 30
 
 clean:

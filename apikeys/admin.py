@@ -1,10 +1,19 @@
 from django import forms
 from django.contrib import admin, messages
-from django.utils.safestring import mark_safe
+from django.template.response import TemplateResponse
 
+from apikeys.keycache import keys_changed
 from apikeys.models import ALL_SCOPES, ApiKey, Project, Scope
-from apikeys.services import apikey_issue, apikey_revoke, project_soft_delete
-from reports.charts import project_traffic_chart
+from apikeys.services import (
+    APIKEY_EDITABLE_FIELDS,
+    PROJECT_EDITABLE_FIELDS,
+    apikey_issue,
+    apikey_revoke,
+    apikey_update,
+    project_create,
+    project_soft_delete,
+    project_update,
+)
 
 
 @admin.register(Project)
@@ -12,16 +21,26 @@ class ProjectAdmin(admin.ModelAdmin):
     list_display = ["name", "id", "retention_days", "rate_limit_per_minute", "created_at", "deleted_at"]
     list_filter = [("deleted_at", admin.EmptyFieldListFilter)]
     search_fields = ["name", "id"]
-    readonly_fields = ["id", "created_at", "deleted_at", "traffic_chart"]
+    readonly_fields = ["id", "created_at", "deleted_at"]
     actions = ["soft_delete"]
 
-    def get_fields(self, request, obj=None):
-        fields = [f for f in super().get_fields(request, obj) if f != "traffic_chart"]
-        return fields + ["traffic_chart"] if obj is not None else fields
+    def save_model(self, request, obj, form, change):
+        """Through the services: a plan change applies from the next request in every worker."""
+        if not change:
+            created = project_create(name=obj.name, retention_days=obj.retention_days,
+                                     rate_limit_per_minute=obj.rate_limit_per_minute)
+            obj.pk = created.pk
+            obj.refresh_from_db()
+            return
+        project_update(project=obj, **{field: getattr(obj, field) for field in PROJECT_EDITABLE_FIELDS})
 
-    @admin.display(description="Message traffic")
-    def traffic_chart(self, obj):
-        return mark_safe(project_traffic_chart(project=obj))  # built from numbers and escaped text only
+    def delete_model(self, request, obj):
+        super().delete_model(request, obj)
+        keys_changed()
+
+    def delete_queryset(self, request, queryset):
+        super().delete_queryset(request, queryset)
+        keys_changed()
 
     @admin.action(description="Soft-delete selected projects (keys answer 403)")
     def soft_delete(self, request, queryset):
@@ -51,6 +70,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
     list_select_related = ["project"]
     actions = ["revoke"]
     exclude = ["key_hash"]
+    created_template = "admin/apikeys/apikey/created.html"
 
     def get_form(self, request, obj=None, **kwargs):
         if obj is None:
@@ -69,14 +89,38 @@ class ApiKeyAdmin(admin.ModelAdmin):
         return ["id", "prefix", "project", "scopes", "created_at", "revoked_at", "last_used_at"]
 
     def save_model(self, request, obj, form, change):
+        """Through the services: an issued key's raw value stays on the object for `response_add` only."""
         if change:
-            return super().save_model(request, obj, form, change)
+            apikey_update(key=obj, **{field: getattr(obj, field) for field in APIKEY_EDITABLE_FIELDS})
+            return
         issued = apikey_issue(project=form.cleaned_data["project"], name=form.cleaned_data["name"],
                               scopes=form.cleaned_data["scopes"],
                               expires_in_days=form.cleaned_data.get("expires_in_days"))
         obj.pk = issued.key.pk
         obj.refresh_from_db()
-        self.message_user(request, f"New API key (shown only this once): {issued.raw_key}", messages.WARNING)
+        obj.issued_raw_key = issued.raw_key
+
+    def response_add(self, request, obj, post_url_continue=None):
+        """The raw key is shown once, on this page itself: never in a message (a cookie) or a log."""
+        raw_key = getattr(obj, "issued_raw_key", None)
+        if raw_key is None:
+            return super().response_add(request, obj, post_url_continue)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "API key created",
+            "key": obj,
+            "raw_key": raw_key,
+        }
+        return TemplateResponse(request, self.created_template, context)
+
+    def delete_model(self, request, obj):
+        super().delete_model(request, obj)
+        keys_changed()
+
+    def delete_queryset(self, request, queryset):
+        super().delete_queryset(request, queryset)
+        keys_changed()
 
     @admin.action(description="Revoke selected keys")
     def revoke(self, request, queryset):

@@ -4,8 +4,6 @@ import secrets
 from datetime import timedelta
 
 from django.db import models
-from django.db.models.signals import post_delete, post_save
-from django.dispatch import receiver
 
 from engagement_platform.clock import now
 from engagement_platform.ids import new_id
@@ -92,18 +90,3 @@ class ApiKey(models.Model):
 
     def has_scope(self, scope: str) -> bool:
         return scope in self.scopes
-
-
-@receiver(post_save, sender=Project, dispatch_uid="apikeys.project_saved")
-@receiver(post_save, sender=ApiKey, dispatch_uid="apikeys.key_saved")
-@receiver(post_delete, sender=Project, dispatch_uid="apikeys.project_deleted")
-@receiver(post_delete, sender=ApiKey, dispatch_uid="apikeys.key_deleted")
-def _authentication_inputs_changed(sender, instance, created=False, **kwargs):
-    """A saved or deleted key or project (the admin's forms, the services, a shell) may change an
-    authentication outcome: every worker re-reads its cached keys (apikeys.keycache). A new row
-    changes none, since only keys found in the database are cached."""
-    if created:
-        return
-    from apikeys.keycache import keys_changed
-
-    keys_changed()

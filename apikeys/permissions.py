@@ -3,7 +3,6 @@
 from django.core.exceptions import ImproperlyConfigured
 from rest_framework.permissions import BasePermission
 
-from apikeys.authentication import reverify
 from engagement_platform.errors import InsufficientScope, Unauthorized
 
 
@@ -22,25 +21,20 @@ def required_scope_for(view, method: str) -> str:
     return scope
 
 
-def check_scope(request, view) -> None:
-    """403 unless the request's key holds the scope the view declares for this method."""
-    if request.method not in view.allowed_methods:
-        return  # the view answers 405 itself
-    scope = required_scope_for(view, request.method)
-    if not request.auth.has_scope(scope):
-        raise InsufficientScope(scope)
+def required_scope_of_request(view, method: str) -> str | None:
+    """The scope a request needs; None for a method the view does not allow (it answers 405 itself)."""
+    if method not in view.allowed_methods:
+        return None
+    return str(required_scope_for(view, method))
 
 
 class HasRequiredScope(BasePermission):
+    """Raises the scope refusal that the request's key resolution found (`apikeys.resolution`)."""
+
     def has_permission(self, request, view):
-        if request.auth is None:
+        resolution = getattr(request, "resolution", None)
+        if request.auth is None or resolution is None:
             raise Unauthorized()
-        try:
-            check_scope(request, view)
-        except InsufficientScope:
-            if not getattr(request, "verified_key", None) or request.verified_key.fresh:
-                raise
-            # The key came from the worker's cache: refuse only what the database confirms.
-            reverify(request)
-            check_scope(request, view)
+        if resolution.missing_scope is not None:
+            raise InsufficientScope(resolution.missing_scope)
         return True

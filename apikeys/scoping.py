@@ -5,6 +5,7 @@ from rest_framework.views import APIView
 
 from engagement_platform.errors import NotFound
 from engagement_platform.ids import parse_uuid
+from engagement_platform.ratelimit import WindowDecision
 
 
 class FirstRendererNegotiation(DefaultContentNegotiation):
@@ -12,6 +13,12 @@ class FirstRendererNegotiation(DefaultContentNegotiation):
 
     def select_renderer(self, request, renderers, format_suffix=None):
         return renderers[0], renderers[0].media_type
+
+
+def rate_limit_headers(rate: WindowDecision) -> dict[str, str]:
+    """Contract section 0: the project's limit, what is left in the current window, when it ends."""
+    return {"X-RateLimit-Limit": str(rate.limit), "X-RateLimit-Remaining": str(rate.remaining),
+            "X-RateLimit-Reset": str(rate.reset)}
 
 
 class ProjectScopedAPIView(APIView):
@@ -29,6 +36,14 @@ class ProjectScopedAPIView(APIView):
         super().__init_subclass__(**kwargs)
         if "get_queryset" in cls.__dict__:
             raise TypeError(f"{cls.__name__} must not override get_queryset; use scoped().")
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        response = super().finalize_response(request, response, *args, **kwargs)
+        resolution = getattr(request, "resolution", None)
+        if resolution is not None and resolution.rate is not None:  # the key authenticated
+            for name, value in rate_limit_headers(resolution.rate).items():
+                response[name] = value
+        return response
 
     @property
     def project(self):

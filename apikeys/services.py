@@ -24,11 +24,31 @@ def project_create(*, name: str, retention_days: int = 90, rate_limit_per_minute
     return project
 
 
+PROJECT_EDITABLE_FIELDS = ("name", "retention_days", "rate_limit_per_minute")
+APIKEY_EDITABLE_FIELDS = ("name", "scopes", "expires_at")
+
+
+def project_update(*, project: Project, **changes) -> Project:
+    """Change a project's name or plan; a plan change applies from the next request in every worker."""
+    unknown = set(changes) - set(PROJECT_EDITABLE_FIELDS)
+    if unknown:
+        raise TypeError(f"project_update cannot change {', '.join(sorted(unknown))}")
+    with transaction.atomic():
+        for field, value in changes.items():
+            setattr(project, field, value)
+        project.full_clean()
+        project.save()
+        keys_changed()
+    return project
+
+
 def project_soft_delete(*, project: Project) -> Project:
-    """Keys of the project answer 403 from the next request on, in every worker (the save's signal)."""
+    """Keys of the project answer 403 from the next request on, in every worker."""
     if project.deleted_at is None:
-        project.deleted_at = now()
-        project.save(update_fields=["deleted_at"])
+        with transaction.atomic():
+            project.deleted_at = now()
+            project.save(update_fields=["deleted_at"])
+            keys_changed()
     return project
 
 
@@ -54,9 +74,24 @@ def apikey_issue(*, project: Project, name: str = "", scopes=None, expires_in_da
     return IssuedKey(key=key, raw_key=raw_key)
 
 
+def apikey_update(*, key: ApiKey, **changes) -> ApiKey:
+    """Change a key's name, scopes or expiry; applies from the next request in every worker."""
+    unknown = set(changes) - set(APIKEY_EDITABLE_FIELDS)
+    if unknown:
+        raise TypeError(f"apikey_update cannot change {', '.join(sorted(unknown))}")
+    if "scopes" in changes:
+        changes["scopes"] = validate_scopes(changes["scopes"])
+    with transaction.atomic():
+        for field, value in changes.items():
+            setattr(key, field, value)
+        key.save()
+        keys_changed()
+    return key
+
+
 def apikey_revoke(*, key: ApiKey) -> ApiKey:
     with transaction.atomic():
         ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=now())
-        keys_changed()  # an update() sends no signal: every worker drops the key now and after the commit
+        keys_changed()  # every worker drops the key now and after the commit
     key.refresh_from_db(fields=["revoked_at"])
     return key

@@ -163,7 +163,8 @@ class Bench:
         log(f"database {self.db_name}, temp dir {self.tmp}")
         pg.create_database(self.db_name)
         self.db_created = True
-        os.environ.update({k: self.env[k] for k in ("DJANGO_SETTINGS_MODULE", "DATABASE_URL", "CACHE_URL")})
+        os.environ.update({k: self.env[k] for k in ("DJANGO_SETTINGS_MODULE", "DATABASE_URL", "CACHE_URL",
+                                                     "SECRET_KEY")})
         import django
 
         django.setup()

@@ -8,6 +8,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import transaction
+from django.db.models import Min
 from django.urls import reverse
 
 from apikeys.models import ALL_SCOPES, Scope
@@ -26,12 +27,12 @@ DEMO_KEY_SCOPES = {
     "read-only": [Scope.RENDERS_READ.value, Scope.REPORTS_VIEW.value],
     "ingest": [Scope.MESSAGES_WRITE.value],
 }
-DEMO_RENDERS = [
-    ("Quote Q-1042.pdf", ["Quote for 40 hours of consulting.", "Valid for 30 days."]),
-    ("Master services agreement.pdf", ["Between Acme Corp and Globex.", "Term: 12 months."]),
-    ("Invoice INV-7781.pdf", ["Amount due: 4,200.00 EUR.", "Due within 14 days."]),
+DEMO_RENDERS = [  # (name, page lines, uploaded this many days ago: before any of its partner events)
+    ("Quote Q-1042.pdf", ["Quote for 40 hours of consulting.", "Valid for 30 days."], 10),
+    ("Master services agreement.pdf", ["Between Acme Corp and Globex.", "Term: 12 months."], 7),
+    ("Invoice INV-7781.pdf", ["Amount due: 4,200.00 EUR.", "Due within 14 days."], 3),
 ]
-PARTNER_ACTIVITY = [  # (render index, event type, days ago, source ip)
+PARTNER_ACTIVITY = [  # (render index, event type, days ago, source ip); later than the render's upload
     (0, EventType.VIEWED, 9, "198.51.100.10"),
     (0, EventType.DOWNLOADED, 9, "198.51.100.10"),
     (0, EventType.VIEWED, 4, "198.51.100.22"),
@@ -42,14 +43,34 @@ PARTNER_ACTIVITY = [  # (render index, event type, days ago, source ip)
 
 
 def ensure_renders(*, project) -> list[Render]:
+    """The demo renders, uploaded once through the render service, then dated back to their upload day
+    (the demo's history starts before its partner events)."""
     existing = list(Render.objects.filter(project=project).order_by("created_at"))
     if existing:
         return existing
-    created = []
-    for name, lines in DEMO_RENDERS:
+    created, at = [], now()
+    for name, lines, days_ago in DEMO_RENDERS:
         pdf = simple_pdf(name.removesuffix(".pdf"), lines)
-        created.append(render_create(project=project, uploaded_file=SimpleUploadedFile(name, pdf), name=name))
+        render = render_create(project=project, uploaded_file=SimpleUploadedFile(name, pdf), name=name)
+        render.created_at = at - timedelta(days=days_ago)
+        Render.objects.filter(pk=render.pk).update(created_at=render.created_at)
+        created.append(render)
     return created
+
+
+def ensure_consistent_timeline(*, project) -> int:
+    """Date back any demo render whose events or shares predate it (a demo seeded by an older version
+    recorded partner events days before its renders' upload): its `createdAt` becomes the earliest of them.
+    Returns the number of renders changed; 0 on a demo seeded by this version."""
+    renders = Render.objects.filter(project=project).annotate(
+        first_event=Min("events__created_at"), first_share=Min("shares__created_at"))
+    changed = 0
+    for render in renders:
+        earliest = min((at for at in (render.first_event, render.first_share) if at is not None), default=None)
+        if earliest is not None and earliest < render.created_at:
+            Render.objects.filter(pk=render.pk).update(created_at=earliest)
+            changed += 1
+    return changed
 
 
 def ensure_activity(*, project, renders) -> str:

@@ -1,9 +1,11 @@
 """Encoded response bodies kept in the shared cache, dropped by every write to the data they were built from.
 
-A kept body belongs to a *scope* (a string naming the data it depends on: one project's report data,
-one render's engagement) and is kept under a key made of the scope and the body's other *inputs*
-(the query, the asking project), together with the scope's **version**: an opaque value in the shared
-cache that every write to the scope's data replaces after it commits (`data_changed`).
+`KeptBodies` is one kind of kept body: its *scope* name (`"reports"`: one project's report data,
+`"summary"`: one render's engagement) and the setting naming its lifetime in seconds. A kept body
+belongs to one scope (the name and the id of what it depends on: a project, a render) and is kept
+under a key made of the scope and the body's other *inputs* (the query, the asking project), together
+with the scope's **version**: an opaque value in the shared cache that every write to the scope's data
+replaces after it commits (`KeptBodies.changed`, called by the services that write).
 
 A request reads the version and the body in one round trip (MGET) and answers the body only when it
 was stored under the current version. Otherwise it builds the body and stores it under the version it
@@ -13,9 +15,9 @@ expired, evicted or flushed) gets one after building, only if no write set one m
 body built as nothing (`None`: the thing asked for is not there) is not kept.
 
 Versions expire after a day (or the bodies' lifetime when longer): losing a version only makes the
-next request build afresh, since a new version never equals an old one. Bodies expire after
-`seconds`, which also bounds how long a replacement lost to a cache outage can go unseen. Off
-(`seconds` <= 0) the body is always built; the settings turn it off unless the cache is shared by every
+next request build afresh, since a new version never equals an old one. Bodies expire after the
+lifetime, which also bounds how long a replacement lost to a cache outage can go unseen. Off (a
+lifetime <= 0) the body is always built; the settings turn it off unless the cache is shared by every
 worker (Redis), as a per-process cache cannot see another process's writes. When the cache is
 unreachable, bodies are built from the database as if nothing were kept.
 """
@@ -23,8 +25,10 @@ unreachable, bodies are built from the database as if nothing were kept.
 import hashlib
 import logging
 import secrets
+import uuid
 from collections.abc import Callable, Collection
 
+from django.conf import settings
 from django.core.cache import caches
 from django.db import connection, transaction
 
@@ -56,40 +60,59 @@ def _version_seconds(seconds: int) -> int:
     return max(VERSION_SECONDS, seconds)
 
 
-def cached_body(*, scope: str, inputs: tuple, build: Callable[[], bytes | None], seconds: int,
-                refresh: bool = False) -> bytes | None:
-    """The body of `scope` for `inputs` from the cache when it is current, else `build()` (then kept
-    `seconds` for the next request unless it is None). `refresh` builds afresh (and keeps the result)."""
-    if seconds <= 0:
-        return build()
-    store = _store()
-    version_key, body_key = store.key(_version_key(scope)), store.key(_body_key(scope, inputs))
-    try:
-        version, kept = store.read(version_key, None if refresh else body_key)
-    except Exception as exc:  # unreachable: build from the database
-        logger.warning("body cache unavailable: %s", type(exc).__name__)
-        return build()
-    if kept is not None and version is not None and kept[0] == version:
-        return kept[1]
-    body = build()
-    if body is None:
-        return None
-    if version is None:  # start one, unless a write did while the body was built
-        version = _new_version()
-        if not _quietly(lambda: store.start_version(version_key, version, _version_seconds(seconds))):
-            return body
-    _quietly(lambda: store.keep(body_key, version, body, seconds))
-    return body
+class KeptBodies:
+    """The kept bodies of one scope name, each dropped by the writes to the data of its id.
 
+    `seconds_setting` names the setting holding their lifetime in seconds (read at each call, so a
+    changed setting applies at once; absent means off).
+    """
 
-def data_changed(*, scopes: Collection[str], seconds: int) -> None:
-    """Drop the kept bodies of `scopes` once the current transaction commits (at once outside one)."""
-    if seconds <= 0 or not scopes:
-        return
-    if connection.in_atomic_block:
-        transaction.on_commit(lambda: _replace_versions(scopes, seconds))
-    else:
-        _replace_versions(scopes, seconds)
+    def __init__(self, *, scope: str, seconds_setting: str):
+        self.scope_name, self.seconds_setting = scope, seconds_setting
+
+    def seconds(self) -> int:
+        return getattr(settings, self.seconds_setting, 0)
+
+    def scope(self, owner_id: uuid.UUID) -> str:
+        return f"{self.scope_name}:{owner_id.hex}"
+
+    def cached(self, owner_id: uuid.UUID, *, inputs: tuple, build: Callable[[], bytes | None],
+               refresh: bool = False) -> bytes | None:
+        """The body of `owner_id`'s scope for `inputs` from the cache when it is current, else `build()`
+        (then kept for the next request unless it is None). `refresh` builds afresh (and keeps the result)."""
+        seconds = self.seconds()
+        if seconds <= 0:
+            return build()
+        scope = self.scope(owner_id)
+        store = _store()
+        version_key, body_key = store.key(_version_key(scope)), store.key(_body_key(scope, inputs))
+        try:
+            version, kept = store.read(version_key, None if refresh else body_key)
+        except Exception as exc:  # unreachable: build from the database
+            logger.warning("body cache unavailable: %s", type(exc).__name__)
+            return build()
+        if kept is not None and version is not None and kept[0] == version:
+            return kept[1]
+        body = build()
+        if body is None:
+            return None
+        if version is None:  # start one, unless a write did while the body was built
+            version = _new_version()
+            if not _quietly(lambda: store.start_version(version_key, version, _version_seconds(seconds))):
+                return body
+        _quietly(lambda: store.keep(body_key, version, body, seconds))
+        return body
+
+    def changed(self, *owner_ids: uuid.UUID) -> None:
+        """Drop the kept bodies of these ids' scopes once the current transaction commits (at once outside one)."""
+        seconds = self.seconds()
+        if seconds <= 0 or not owner_ids:
+            return
+        scopes = [self.scope(owner_id) for owner_id in owner_ids]
+        if connection.in_atomic_block:
+            transaction.on_commit(lambda: _replace_versions(scopes, seconds))
+        else:
+            _replace_versions(scopes, seconds)
 
 
 def _replace_versions(scopes: Collection[str], seconds: int) -> None:

@@ -6,16 +6,19 @@ The render side (`/v1/renders/...`, keys) answers with the envelope
 """
 
 import logging
+import sys
 
 from django.conf import settings
+from django.core.exceptions import BadRequest, RequestDataTooBig, SuspiciousOperation
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.db import DatabaseError, InterfaceError, OperationalError
 from django.http import Http404, HttpResponse
+from django.http.multipartparser import MultiPartParserError
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
 
 from engagement_platform.jsonio import dumps
+from engagement_platform.logging import loggable_path
 
 logger = logging.getLogger("engagement_platform.errors")
 
@@ -153,6 +156,13 @@ class PayloadTooLarge(ApiError):
                          "The request body is too large.")
 
 
+class LengthRequired(ApiError):
+    """A body whose length the server cannot know (chunked, and the server does not delimit it)."""
+
+    status, code, title = 411, "length_required", "Length required"
+    default_message = "Send the request body with a Content-Length header (this server cannot read a chunked body)."
+
+
 class RateLimited(ApiError):
     status, code, title = 429, "rate_limited", "Rate limit exceeded"
 
@@ -187,6 +197,10 @@ class InternalError(ApiError):
     pass
 
 
+def is_api_path(path: str) -> bool:
+    return path == "/v1" or path.startswith("/v1/")
+
+
 def is_problem_surface(path: str) -> bool:
     return path.startswith(PROBLEM_SURFACE_PREFIXES)
 
@@ -218,6 +232,8 @@ def to_api_error(exc: BaseException, view=None) -> ApiError:
         return PayloadTooLarge()
     if isinstance(exc, SuspiciousOperation):  # too many form fields or files, a disallowed host...
         return ValidationFailed(form_errors=["The request is malformed or has too many fields or files."])
+    if isinstance(exc, (BadRequest, MultiPartParserError)):
+        return ValidationFailed(form_errors=["The request is malformed."])
     if isinstance(exc, (OperationalError, InterfaceError)):
         logger.warning("database unavailable: %s", type(exc).__name__)
         return ServiceUnavailable()
@@ -277,17 +293,23 @@ def error_body(error: ApiError, *, path: str, request_id: str) -> tuple[int, dic
 
 
 def log_unexpected(exc: BaseException, request_id: str, path: str) -> None:
-    logger.error("unhandled exception", exc_info=exc, extra={"request_id": request_id, "path": path})
+    """The one log line of a server fault: its traceback, the request id and the path (tokens masked)."""
+    logger.error("unhandled exception", exc_info=exc, extra={"request_id": request_id, "path": loggable_path(path)})
+
+
+def api_error_for(exc: BaseException, request, view=None) -> ApiError:
+    """The platform's error for `exc`; an unexpected exception (anything that becomes a 500) is logged here."""
+    error = to_api_error(exc, view)
+    if isinstance(error, InternalError) and error is not exc:
+        log_unexpected(exc, getattr(request, "request_id", ""), request.path)
+    return error
 
 
 def exception_handler(exc, context):
     """DRF's exception hook: every exception a view raises ends here."""
     request = context["request"]
-    view = context.get("view")
-    error = to_api_error(exc, view)
+    error = api_error_for(exc, request, context.get("view"))
     request_id = getattr(request, "request_id", "")
-    if isinstance(error, InternalError) and error is not exc:
-        log_unexpected(exc, request_id, request.path)
     status, body, content_type = error_body(error, path=request.path, request_id=request_id)
     return Response(body, status=status, headers=error.headers(), content_type=content_type)
 
@@ -302,9 +324,14 @@ def api_error_response(request, error: ApiError) -> HttpResponse:
     return response
 
 
+def unknown_api_path(request, *args, **kwargs):
+    """The last `/v1` route: any path no API route matched (a trailing slash included) is the surface's 404."""
+    raise NotFound()
+
+
 def handler400(request, exception=None):
     """Requests Django refuses before any view (a malformed Host header...) still answer in the API's shape."""
-    if request.path.startswith("/v1/"):
+    if is_api_path(request.path):
         return api_error_response(request, ValidationFailed(form_errors=["The request is malformed."]))
     from django.views.defaults import bad_request
 
@@ -312,7 +339,7 @@ def handler400(request, exception=None):
 
 
 def handler404(request, exception=None):
-    if request.path.startswith("/v1/"):
+    if is_api_path(request.path):
         return api_error_response(request, NotFound())
     from django.views.defaults import page_not_found
 
@@ -320,7 +347,11 @@ def handler404(request, exception=None):
 
 
 def handler500(request):
-    if request.path.startswith("/v1/"):
+    """Django's last resort for an exception no view handled (one raised by a middleware, say): log it, once."""
+    exc = sys.exc_info()[1]
+    if exc is not None:
+        log_unexpected(exc, getattr(request, "request_id", ""), request.path)
+    if is_api_path(request.path):
         return api_error_response(request, InternalError())
     from django.views.defaults import server_error
 

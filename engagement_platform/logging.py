@@ -2,9 +2,17 @@
 
 import json
 import logging
+import re
 from datetime import UTC, datetime
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+# Public credentials in paths (share, pixel and click tokens) never reach a log line.
+_TOKEN_PATH = re.compile(r"^/(s|t|c)/[^/]+")
+
+
+def loggable_path(path: str) -> str:
+    """`path` as it may be logged: the token of a public route replaced by `[token]`."""
+    return _TOKEN_PATH.sub(lambda m: f"/{m.group(1)}/[token]", path)
 
 
 class JsonFormatter(logging.Formatter):

@@ -85,8 +85,10 @@ def error_responses(statuses, *, problem: bool) -> dict:
 
 
 def keyed_operation(*, operation_id: str, scope: str, summary: str, responses: dict, errors=(),
-                    problem: bool = False, request=None, parameters=None, description: str = "", tags=None):
-    """extend_schema for a keyed route: its scope, its own responses, and every error in its surface's shape."""
+                    problem: bool = False, request=None, parameters=None, description: str = ""):
+    """extend_schema for a keyed route: its scope, its own responses, and every error in its surface's shape.
+
+    Its tag (the resource it belongs to) comes from its path, in `document_operations`."""
     all_responses = dict(responses)
     all_responses.update(error_responses(sorted(set(KEYED_ERRORS) | set(errors)), problem=problem))
     kwargs = {}
@@ -99,9 +101,31 @@ def keyed_operation(*, operation_id: str, scope: str, summary: str, responses: d
         responses=all_responses,
         parameters=parameters,
         extensions={"x-required-scope": scope},
-        tags=tags,
         **kwargs,
     )
+
+
+# Tags: one per resource, in this order. A path is tagged by the last of its literal segments that
+# names a resource of its own (`/v1/renders/{id}/shares` is `shares`), else by its first segment
+# after `/v1/` (`/v1/renders/{id}/engagement` is `renders`).
+RESOURCE_TAGS = {
+    "renders": "Uploaded PDFs: upload, list, read, download, delete; their engagement summary and "
+               "partner-side events.",
+    "shares": "Public links to a render (`/s/<token>`): mint, list, revoke.",
+    "emails": "Email a render: a tracked link and an open pixel, counted on both surfaces.",
+    "reports": "The engagement report: a time series of message events (RFC 9457 errors).",
+    "messages": "Ingest message events from your own mail pipeline (RFC 9457 errors).",
+}
+API_PREFIX = "/v1/"
+
+
+def resource_tag(path: str) -> str:
+    literals = [segment for segment in path.removeprefix(API_PREFIX).split("/")
+                if segment and not segment.startswith("{")]
+    for segment in reversed(literals[1:]):
+        if segment in RESOURCE_TAGS:
+            return segment
+    return literals[0] if literals else "api"
 
 
 RESPONSE_HEADERS = {
@@ -109,22 +133,61 @@ RESPONSE_HEADERS = {
                                     "128 characters) or a generated one. Error bodies repeat it.",
                      "required": True, "schema": {"type": "string", "maxLength": 128}},
 }
+RATE_LIMIT_HEADERS = {
+    "X-RateLimit-Limit": {"description": "The project's requests per minute.",
+                          "schema": {"type": "integer", "minimum": 0}},
+    "X-RateLimit-Remaining": {"description": "Requests left in the current one-minute window (a request "
+                                             "refused before it is counted does not count).",
+                              "schema": {"type": "integer", "minimum": 0}},
+    "X-RateLimit-Reset": {"description": "Unix seconds at which the current window ends.",
+                          "schema": {"type": "integer", "minimum": 0}},
+}
+# Answered before the key authenticated (401), or when what counts requests is out of reach (5xx):
+# those responses may lack the rate-limit headers; every other response of a keyed operation has them.
+RATE_LIMIT_UNCOUNTED = ("401",)
+RATE_LIMIT_OPTIONAL_PREFIX = "5"
 RETRY_HEADERS = {
     "Retry-After": {"description": "Seconds to wait before retrying.", "required": True,
                     "schema": {"type": "integer", "minimum": 0}},
 }
 RETRY_STATUSES = ("429", "503")
+ATTACHMENT_HEADERS = {
+    "Content-Disposition": {"description": "`attachment` with the file name.", "required": True,
+                            "schema": {"type": "string"}},
+}
+BINARY_MEDIA_TYPES = ("application/pdf",)
 
 
-def document_response_headers(result, generator, request, public):
-    """Schema post-processing: `X-Request-Id` on every response, `Retry-After` on 429 and 503."""
-    for path_item in result.get("paths", {}).values():
+def is_keyed(operation: dict) -> bool:
+    return any("ApiKey" in requirement for requirement in operation.get("security", []))
+
+
+def document_operations(result, generator, request, public):
+    """Schema post-processing: each operation tagged by its resource; `X-Request-Id` on every response,
+    the rate-limit headers on every response of a keyed operation, `Retry-After` on 429 and 503,
+    `Content-Disposition` on file downloads."""
+    used_tags = set()
+    for path, path_item in result.get("paths", {}).items():
         for operation in path_item.values():
-            for status, response in operation.get("responses", {}).items():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            tag = resource_tag(path)
+            operation["tags"] = [tag]
+            used_tags.add(tag)
+            for status, response in operation["responses"].items():
                 headers = response.setdefault("headers", {})
                 headers.update(RESPONSE_HEADERS)
+                if is_keyed(operation) and status not in RATE_LIMIT_UNCOUNTED:
+                    required = not status.startswith(RATE_LIMIT_OPTIONAL_PREFIX)
+                    headers.update({name: {**header, "required": required}
+                                    for name, header in RATE_LIMIT_HEADERS.items()})
                 if status in RETRY_STATUSES:
                     headers.update(RETRY_HEADERS)
+                if any(media in BINARY_MEDIA_TYPES for media in response.get("content", {})):
+                    headers.update(ATTACHMENT_HEADERS)
+    ordered = [name for name in RESOURCE_TAGS if name in used_tags] + sorted(used_tags - set(RESOURCE_TAGS))
+    result["tags"] = [{"name": name, **({"description": RESOURCE_TAGS[name]} if name in RESOURCE_TAGS else {})}
+                      for name in ordered]
     return result
 
 

@@ -4,13 +4,23 @@ import os
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
+from engagement_platform.clientip import parse_trusted_proxies
 from engagement_platform.env import get_from_env
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 DEBUG = get_from_env("DEBUG", False, cast=bool)
-SECRET_KEY = get_from_env("SECRET_KEY", "insecure-local-development-key-change-me-in-production")
+# The development key is for DEBUG only (its `django-insecure-` prefix makes `check --deploy` flag it,
+# security.W009); with DEBUG off the platform refuses to start without a SECRET_KEY of its own.
+DEVELOPMENT_SECRET_KEY = "django-insecure-local-development-key-for-debug-only-never-in-production"
+SECRET_KEY = get_from_env("SECRET_KEY", DEVELOPMENT_SECRET_KEY if DEBUG else None)
+if not DEBUG and (not SECRET_KEY or not SECRET_KEY.strip() or SECRET_KEY == DEVELOPMENT_SECRET_KEY):
+    raise ImproperlyConfigured(
+        "SECRET_KEY must be set in the environment when DEBUG is off (a long random value, e.g. "
+        "`python -c 'import secrets; print(secrets.token_urlsafe(50))'`); the development key is for DEBUG=1 only."
+    )
 ALLOWED_HOSTS = get_from_env("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "testserver"], cast=list)
 CSRF_TRUSTED_ORIGINS = get_from_env("CSRF_TRUSTED_ORIGINS", [], cast=list)
 
@@ -33,6 +43,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "engagement_platform.middleware.RequestIdMiddleware",
+    # Before anything reads a body (CSRF reads forms): a chunked body is read to its end or refused with 411.
+    "engagement_platform.middleware.ChunkedBodyMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -111,14 +123,20 @@ if _cache_url and _cache_url.startswith(("redis://", "rediss://", "unix://")):
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 RATE_LIMIT_FAIL_OPEN = get_from_env("RATE_LIMIT_FAIL_OPEN", True, cast=bool)
+# Public share routes (page, file, download, print, pixel, tracked link): one budget per share and client IP
+# per minute, counted in the shared cache like the API's limit.
+PUBLIC_RATE_LIMIT_PER_MINUTE = get_from_env("PUBLIC_RATE_LIMIT_PER_MINUTE", 120, cast=int)
+# Whose X-Forwarded-For / X-Real-IP is believed (engagement_platform/clientip.py): `*` every peer, or
+# comma-separated addresses / CIDR ranges of the load balancers. Parsed here, once.
+TRUSTED_PROXIES = parse_trusted_proxies(get_from_env("TRUSTED_PROXIES", "*"))
 # Kept response bodies (engagement_platform/bodycache.py) only with a shared cache: a per-process one
 # cannot see other processes' writes, so they are off (0) by default there.
 _BODY_CACHE_SECONDS = 60 if CACHES["default"]["BACKEND"].endswith("RedisCache") else 0
 # Encoded report bodies kept per (project, window, bucket, filters) and dropped by any write to the
-# project's report data (reports/bodycache.py).
+# project's report data (`report_bodies` in reports/selectors.py).
 REPORT_CACHE_SECONDS = get_from_env("REPORT_CACHE_SECONDS", _BODY_CACHE_SECONDS, cast=int)
 # Encoded engagement summaries kept per (render, asking project) and dropped by every write that
-# changes the render's summary (renders/summarycache.py).
+# changes the render's summary (`summaries` in renders/selectors.py).
 SUMMARY_CACHE_SECONDS = get_from_env("SUMMARY_CACHE_SECONDS", _BODY_CACHE_SECONDS, cast=int)
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -193,7 +211,7 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
-                             "engagement_platform.openapi.document_response_headers"],
+                             "engagement_platform.openapi.document_operations"],
 }
 
 LOG_LEVEL = get_from_env("LOG_LEVEL", "INFO")
@@ -205,6 +223,9 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {
         "engagement_platform": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+        # Django's own request logger names raw paths (share tokens) and would log each server fault a
+        # second time: the platform logs every fault itself, once, with the request id and a masked path
+        # (engagement_platform.errors.log_unexpected).
         "django.request": {"handlers": [], "level": "CRITICAL", "propagate": False},
         "django.server": {"handlers": [], "level": "CRITICAL", "propagate": False},
     },

@@ -26,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 
 import requests
 
-from reliability.servers import Gunicorn, ThrowawayPostgres, ThrowawayRedis, base_env, manage
+from reliability.servers import RUN_SECRET_KEY, Gunicorn, ThrowawayPostgres, ThrowawayRedis, base_env, manage
 
 PDF = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
 CHANNELS = [str(uuid.UUID(int=(0x0196A000 << 96) | (0x7000 << 64) | (0x8 << 60) | i)) for i in range(1, 4)]
@@ -147,6 +147,7 @@ class Client(threading.Thread):
 def django_setup(database_url: str):
     os.environ["DATABASE_URL"] = database_url
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "engagement_platform.settings")
+    os.environ.setdefault("SECRET_KEY", RUN_SECRET_KEY)  # DEBUG is off here too
     import django
 
     django.setup()

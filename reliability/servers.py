@@ -6,6 +6,7 @@ nothing touches a shared instance (the PostgreSQL on 5432, the Redis on 6379).
 
 import glob
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -19,6 +20,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
+# Servers and commands run with DEBUG off, which needs a SECRET_KEY: the environment's, else one for this run.
+RUN_SECRET_KEY = os.environ.get("SECRET_KEY") or secrets.token_urlsafe(50)
 
 
 def free_port() -> int:
@@ -208,7 +211,7 @@ class Gunicorn:
 
 def base_env(**overrides) -> dict:
     env = {key: value for key, value in os.environ.items() if key not in ("DATABASE_URL", "CACHE_URL", "REDIS_URL")}
-    env.update({"DEBUG": "0", "DJANGO_SETTINGS_MODULE": "engagement_platform.settings",
+    env.update({"DEBUG": "0", "SECRET_KEY": RUN_SECRET_KEY, "DJANGO_SETTINGS_MODULE": "engagement_platform.settings",
                 "ALLOWED_HOSTS": "127.0.0.1,localhost", "LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1"})
     env.update({key: str(value) for key, value in overrides.items()})
     return env

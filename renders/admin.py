@@ -1,12 +1,18 @@
 from datetime import timedelta
 
 from django.contrib import admin
+from django.contrib.admin.utils import quote, unquote
+from django.core.exceptions import PermissionDenied
+from django.http import FileResponse, Http404
+from django.urls import path, reverse
+from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
 from engagement_platform.clock import now
 from engagement_platform.svgchart import Series, line_chart
 from renders.models import EngagementCounter, EngagementEvent, EventType, Render, RenderEmail, Share
 from renders.selectors import engagement_by_day, engagement_summary
+from renders.services import render_delete, renders_delete
 
 CHART_DAYS = 30
 
@@ -40,15 +46,42 @@ class RenderAdmin(admin.ModelAdmin):
     list_filter = ["project"]
     search_fields = ["name", "id"]
     list_select_related = ["project"]
-    readonly_fields = ["id", "project", "status", "file", "size_bytes", "created_at", "engagement_counts",
+    readonly_fields = ["id", "project", "status", "pdf_link", "size_bytes", "created_at", "engagement_counts",
                        "engagement_chart"]
-    fields = ["id", "project", "name", "status", "file", "size_bytes", "created_at", "engagement_counts",
+    fields = ["id", "project", "name", "status", "pdf_link", "size_bytes", "created_at", "engagement_counts",
               "engagement_chart"]
     inlines = [ShareInline]
     date_hierarchy = "created_at"
 
     def has_add_permission(self, request):
         return False  # renders are uploaded through the API
+
+    def get_urls(self):
+        pdf = path("<path:object_id>/pdf/", self.admin_site.admin_view(self.pdf_view), name="renders_render_pdf")
+        return [pdf, *super().get_urls()]
+
+    def pdf_view(self, request, object_id):
+        """The render's PDF, streamed inline to staff who may view the render (the file's storage URL
+        is not served by the application)."""
+        render = self.get_object(request, unquote(object_id))
+        if render is None:
+            raise Http404("No render with that id.")
+        if not self.has_view_permission(request, render):
+            raise PermissionDenied
+        return FileResponse(render.file.open("rb"), content_type="application/pdf",
+                            filename=f"{render.name or render.id}".removesuffix(".pdf") + ".pdf")
+
+    @admin.display(description="File")
+    def pdf_link(self, obj):
+        if obj is None or obj.pk is None:
+            return "-"
+        return format_html('<a href="{}">Open the PDF</a>', reverse("admin:renders_render_pdf", args=[quote(obj.pk)]))
+
+    def delete_model(self, request, obj):
+        render_delete(render=obj)
+
+    def delete_queryset(self, request, queryset):
+        renders_delete(renders=queryset)
 
     @admin.display(description="Engagement")
     def engagement_counts(self, obj):

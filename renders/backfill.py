@@ -17,6 +17,7 @@ from django.db import connection, transaction
 from engagement_platform.clock import now
 from engagement_platform.ids import parse_uuid
 from renders.models import ActorKind, EngagementEvent, EventType, Render, Share
+from renders.selectors import summaries
 from renders.services import (
     METADATA_MAX_BYTES,
     contains_nul,
@@ -25,7 +26,6 @@ from renders.services import (
     truncate_user_agent,
     valid_ip,
 )
-from renders.summarycache import summaries_changed
 from renders.upserts import add_to_counters
 from reports.validation import parse_rfc3339
 
@@ -148,7 +148,7 @@ def render_events_backfill(*, project, events: list[dict]) -> BackfillResult:
             increments[row.render_id].update(counter_increments(row.event_type, row.share_id))
         for render_id in sorted(increments):  # a fixed order avoids lock-order deadlocks
             add_to_counters(project_id=project.pk, render_id=render_id, increments=dict(increments[render_id]))
-        summaries_changed(render_ids=sorted(increments))  # once the batch commits
+        summaries.changed(*sorted(increments))  # once the batch commits
     return BackfillResult(accepted=len(inserted), duplicates=valid - len(inserted), rejected=rejected)
 
 

@@ -22,6 +22,7 @@ from renders.models import ActorKind, EventType, Render, RenderEmail
 from renders.services import record_event, truncate_user_agent
 from renders.shares import looks_like_token, share_mint
 from reports.services import channel_get_or_create, default_channel_for, ingest_message_events
+from reports.validation import stored_address_problem
 
 logger = logging.getLogger("engagement_platform.emails")
 
@@ -44,6 +45,58 @@ def email_links(*, token: str, base_url: str) -> EmailLinks:
 
 SHARED_WITH_YOU = " was shared with you"
 HEADER_BREAKING_CATEGORIES = {"Cc", "Zl", "Zp", "Zs"}  # controls (CR, LF, NUL...), line/paragraph separators, spaces
+# What a caller's text may not hold in a header: any control character (CR, LF, but also VT, FF, the
+# file/group/record separators, NEL, DEL...) and the line and paragraph separators. Mail parsers split
+# header lines on several of them, so one could add a header or cut one short.
+LINE_BREAKING_CATEGORIES = {"Cc", "Zl", "Zp"}
+SUBJECT_MAX_LENGTH = 200
+DNS_NAME_MAX_LENGTH = 253
+
+
+def breaks_a_header_line(value: str) -> bool:
+    return any(unicodedata.category(ch) in LINE_BREAKING_CATEGORIES for ch in value)
+
+
+def subject_problem(subject: str) -> str | None:
+    """Why a caller's `subject` cannot be the Subject header, or None."""
+    if len(subject) > SUBJECT_MAX_LENGTH:
+        return f"Must be at most {SUBJECT_MAX_LENGTH} characters."
+    if breaks_a_header_line(subject):
+        return "Must be one line of text: no control characters or line or paragraph separators."
+    return None
+
+
+def address_problem(address: str, *, recipient: bool) -> str | None:
+    """Why a syntactically valid `address` cannot be a sender or recipient of a render email, or None.
+
+    It must fit where it is stored (lower-cased on the report side), hold nothing that breaks a header
+    line, and be routable: an ASCII local part and a domain with a dot that is not an IP literal nor
+    `localhost`, and that a mail server can look up (IDNA-encodable, at most 253 characters encoded).
+    """
+    if "@" not in address:  # not an address at all: the syntax check says so
+        return None
+    problem = stored_address_problem(address, stored_lowercased=recipient)
+    if problem is not None:
+        return problem
+    if breaks_a_header_line(address):
+        return "Must not contain control characters or line or paragraph separators."
+    local, _, domain = address.rpartition("@")
+    if not local.isascii():
+        return "The part before @ must be ASCII."
+    name = domain.lower().rstrip(".")
+    if domain.startswith("["):
+        return "Must name a domain, not an IP address."
+    if "." not in name:
+        return "The domain must have a dot (e.g. example.com)."
+    if name == "localhost" or name.endswith(".localhost"):
+        return "Must not be a localhost address."
+    try:
+        encoded = name.encode("idna")
+    except UnicodeError:
+        return "The domain is not a valid internet domain name."
+    if len(encoded) > DNS_NAME_MAX_LENGTH:
+        return f"The domain is too long: at most {DNS_NAME_MAX_LENGTH} characters once encoded for DNS."
+    return None
 
 
 def default_subject(render: Render) -> str:
@@ -73,7 +126,6 @@ def message_event(email: RenderEmail, *, event_type: str, event_id: str, at, url
         "occurred_at": at,
         "url": url,
         "user_agent": truncate_user_agent(user_agent),
-        "render_id": email.render_id,
     }
 
 

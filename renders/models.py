@@ -1,13 +1,10 @@
 import secrets
 
 from django.db import models
-from django.db.models.signals import post_delete
-from django.dispatch import receiver
 
 from apikeys.models import Project
 from engagement_platform.clock import now
 from engagement_platform.ids import new_id
-from renders.summarycache import summaries_changed
 
 SHARE_TOKEN_BYTES = 24  # 192 bits, 32 URL-safe characters
 
@@ -170,15 +167,3 @@ class DedupeMark(models.Model):
             models.UniqueConstraint(fields=["project", "dedupe_key"], name="dedupe_unique_per_project_key"),
         ]
 
-
-@receiver(post_delete, sender=Render, dispatch_uid="renders.render_deleted")
-def _render_deleted(sender, instance, **kwargs):
-    """A deleted render (the admin, a project's deletion, a shell) answers 404 at once: its kept
-    summaries are dropped when the deletion commits (renders.summarycache)."""
-    summaries_changed(render_ids=(instance.pk,))
-
-
-@receiver(post_delete, sender=Share, dispatch_uid="renders.share_deleted")
-def _share_deleted(sender, instance, **kwargs):
-    """A deleted share leaves its events without a `shareId`: the render's kept summaries are dropped."""
-    summaries_changed(render_ids=(instance.render_id,))

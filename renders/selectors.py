@@ -1,4 +1,4 @@
-"""Reads on renders: the engagement summary and the render list."""
+"""Reads on renders: the engagement summary, the render list and a render's shares."""
 
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -8,11 +8,18 @@ from django.db import connection
 from django.db.models import Count, Q, Sum
 from django.db.models.functions import TruncDate
 
+from engagement_platform.bodycache import KeptBodies
 from engagement_platform.ids import parse_uuid
-from renders.models import LINK_OPENS_COUNTER, EngagementCounter, EngagementEvent, EventType, Render
-from renders.summarycache import cached_summary_body
+from renders.models import LINK_OPENS_COUNTER, EngagementCounter, EngagementEvent, EventType, Render, Share
 
 RECENT_EVENTS_LIMIT = 25
+# Encoded engagement summaries kept per render (a summary is a pure function of its events and counters),
+# under the id of the project that asked: one project's key never reads another project's body, and a body
+# is kept only once the lookup in the asking project found the render (a 404 is never kept). Dropped by
+# every write that changes what a summary says once it commits (`summaries.changed(render_id)`): an event
+# recorded by any path (nothing for a deduped one), a backfill batch (once per render it added events to),
+# the render's deletion. Off (`SUMMARY_CACHE_SECONDS` = 0) unless the cache is shared by every worker (Redis).
+summaries = KeptBodies(scope="summary", seconds_setting="SUMMARY_CACHE_SECONDS")
 
 
 @dataclass(frozen=True)
@@ -85,7 +92,7 @@ def engagement_summary_body(*, project, render_id, encode: Callable[[EngagementS
         summary = engagement_summary_in_project(project=project, render_id=uid)
         return None if summary is None else encode(summary)
 
-    return cached_summary_body(project_id=project.pk, render_id=uid, build=build, refresh=refresh)
+    return summaries.cached(uid, inputs=(project.pk.hex,), build=build, refresh=refresh)
 
 
 @cache
@@ -164,14 +171,25 @@ def _summary_rows_in_one_statement(render: Render) -> tuple[dict[str, int], list
     return stored, recent
 
 
-def render_page(*, project, limit: int, after: tuple | None):
-    """One page of the project's renders, newest first, keyset-paginated on (created_at, id)."""
-    queryset = Render.objects.filter(project=project).order_by("-created_at", "-id")
+def keyset_page(queryset, *, limit: int, after: tuple | None) -> tuple[list, bool]:
+    """One page of `queryset`, newest first, keyset-paginated on (created_at, id): the rows and
+    whether more follow. Every cursor-paginated list reads through this."""
+    queryset = queryset.order_by("-created_at", "-id")
     if after is not None:
-        created_at, render_id = after
-        queryset = queryset.filter(Q(created_at__lt=created_at) | Q(created_at=created_at, id__lt=render_id))
+        created_at, item_id = after
+        queryset = queryset.filter(Q(created_at__lt=created_at) | Q(created_at=created_at, id__lt=item_id))
     rows = list(queryset[: limit + 1])
     return rows[:limit], len(rows) > limit
+
+
+def render_page(*, project, limit: int, after: tuple | None) -> tuple[list[Render], bool]:
+    """One page of the project's renders, newest first."""
+    return keyset_page(Render.objects.filter(project=project), limit=limit, after=after)
+
+
+def share_page(*, render: Render, limit: int, after: tuple | None) -> tuple[list[Share], bool]:
+    """One page of a render's shares, newest first, through the (render, created_at) index."""
+    return keyset_page(Share.objects.filter(render=render), limit=limit, after=after)
 
 
 def engagement_by_day(*, render: Render, since, until) -> dict:

@@ -1,6 +1,5 @@
 """Writes on renders and their engagement events."""
 
-import ipaddress
 import json
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -9,6 +8,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.db import connection, transaction
 
+from engagement_platform.clientip import client_ip, valid_ip  # noqa: F401 (the one source-IP rule)
 from engagement_platform.clock import now
 from engagement_platform.errors import PayloadTooLarge, ValidationFailed
 from engagement_platform.ids import parse_uuid
@@ -20,8 +20,7 @@ from renders.models import (
     Render,
     Share,
 )
-from renders.selectors import render_in_project
-from renders.summarycache import summaries_changed
+from renders.selectors import render_in_project, summaries
 from renders.upserts import add_to_counters, claim_dedupe_mark, record_in_one_statement
 
 DEDUPE_WINDOW = timedelta(minutes=5)
@@ -48,6 +47,32 @@ def render_create(*, project, uploaded_file, name: str | None = None) -> Render:
     render.file.save(f"{render.id}.pdf", uploaded_file, save=False)
     render.save()
     return render
+
+
+def render_delete(*, render: Render) -> None:
+    """Delete a render (see `renders_delete`)."""
+    renders_delete(renders=Render.objects.filter(pk=render.pk))
+
+
+def renders_delete(*, renders) -> int:
+    """Delete these renders with their shares (whose links then answer 404), emails, events and counters, and
+    their files once the deletion commits; their kept summaries are dropped then, so they answer 404 at once.
+    Report-side messages of their emails stay (they belong to the report). Returns how many were deleted."""
+    with transaction.atomic():
+        found = list(renders.values_list("pk", "file"))
+        if not found:
+            return 0
+        Render.objects.filter(pk__in=[pk for pk, _ in found]).delete()
+        summaries.changed(*(pk for pk, _ in found))
+        storage = Render._meta.get_field("file").storage
+        names = [name for _, name in found if name]
+        transaction.on_commit(lambda: _delete_files(storage, names))
+    return len(found)
+
+
+def _delete_files(storage, names: list[str]) -> None:
+    for name in names:
+        storage.delete(name)  # a file already gone is no error
 
 
 def metadata_size_bytes(metadata) -> int:
@@ -116,7 +141,7 @@ def record_event(*, render: Render, event_type: str, actor_kind: str, share: Sha
         )
         add_to_counters(project_id=render.project_id, render_id=render.pk,
                         increments=counter_increments(event_type, share_id))
-    summaries_changed(render_ids=(render.pk,))
+    summaries.changed(render.pk)
     return RecordResult(recorded=True, event=event)
 
 
@@ -170,7 +195,7 @@ def _record_event_postgresql(*, project_id, render_id, event_type, actor_kind, s
         return None
     if not recorded:
         return RecordResult(recorded=False)
-    summaries_changed(render_ids=(render_id,))
+    summaries.changed(render_id)
     event._state.adding = False
     event._state.db = connection.alias
     return RecordResult(recorded=True, event=event)
@@ -181,27 +206,3 @@ def truncate_user_agent(user_agent: str | None) -> str | None:
     if not user_agent:
         return None
     return user_agent[:USER_AGENT_MAX_LENGTH]
-
-
-def valid_ip(value: str | None) -> str | None:
-    if not value:
-        return None
-    try:
-        address = ipaddress.ip_address(value.strip())
-    except ValueError:
-        return None
-    if getattr(address, "scope_id", None):  # `fe80::1%eth0`: a zone names the sender's interface, not a client
-        return None
-    return str(address)
-
-
-def client_ip(meta) -> str | None:
-    """First hop of X-Forwarded-For, else X-Real-IP, else the peer; invalid values are skipped."""
-    forwarded = meta.get("HTTP_X_FORWARDED_FOR", "")
-    candidates = [forwarded.split(",")[0]] if forwarded else []
-    candidates += [meta.get("HTTP_X_REAL_IP"), meta.get("REMOTE_ADDR")]
-    for candidate in candidates:
-        ip = valid_ip(candidate)
-        if ip is not None:
-            return ip
-    return None

@@ -61,10 +61,6 @@ def share_revoke(*, share: Share, source_ip: str | None = None, user_agent: str 
     return locked
 
 
-def share_list(*, render: Render) -> list[Share]:
-    return list(Share.objects.filter(render=render).order_by("-created_at", "-id"))
-
-
 def looks_like_token(token) -> bool:
     return isinstance(token, str) and _TOKEN_SHAPE.match(token) is not None
 

@@ -1,5 +1,9 @@
 from django.contrib import admin
+from django.utils.safestring import mark_safe
 
+from apikeys.admin import ProjectAdmin
+from apikeys.models import Project
+from reports.charts import project_traffic_chart
 from reports.models import Channel, DailyRollup, Message, MessageEvent
 
 
@@ -34,10 +38,10 @@ class ChannelAdmin(admin.ModelAdmin):
 
 @admin.register(Message)
 class MessageAdmin(ReadOnlyAdmin):
-    list_display = ["client_message_id", "recipient", "from_address", "channel", "render", "project", "created_at"]
+    list_display = ["client_message_id", "recipient", "from_address", "channel", "project", "created_at"]
     list_filter = ["project", "from_domain"]
     search_fields = ["client_message_id", "recipient", "from_address"]
-    list_select_related = ["project", "channel", "render"]
+    list_select_related = ["project", "channel"]
     date_hierarchy = "created_at"
 
 
@@ -66,3 +70,20 @@ class DailyRollupAdmin(ReadOnlyAdmin):
     list_filter = ["grain", "project"]
     list_select_related = ["project"]
     date_hierarchy = "day"
+
+
+# The project's page shows its message traffic: a report, so it is added here, on the reports side.
+admin.site.unregister(Project)
+
+
+@admin.register(Project)
+class ProjectWithTrafficAdmin(ProjectAdmin):
+    readonly_fields = [*ProjectAdmin.readonly_fields, "traffic_chart"]
+
+    def get_fields(self, request, obj=None):
+        fields = [f for f in super().get_fields(request, obj) if f != "traffic_chart"]
+        return fields + ["traffic_chart"] if obj is not None else fields
+
+    @admin.display(description="Message traffic")
+    def traffic_chart(self, obj):
+        return mark_safe(project_traffic_chart(project=obj))  # built from numbers and escaped text only

@@ -77,8 +77,6 @@ class Message(models.Model):
     from_address = models.CharField(max_length=EMAIL_MAX_LENGTH)
     from_domain = models.CharField(max_length=DOMAIN_MAX_LENGTH, help_text="Lowercased domain of the sender.")
     recipient = models.CharField(max_length=EMAIL_MAX_LENGTH, help_text="Lowercased recipient address.")
-    render = models.ForeignKey("renders.Render", on_delete=models.SET_NULL, null=True, blank=True,
-                               related_name="messages")
     created_at = models.DateTimeField(default=now, editable=False)
 
     class Meta:

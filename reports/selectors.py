@@ -11,14 +11,20 @@ from datetime import date, datetime, timedelta
 
 from django.db import connection, models
 
+from engagement_platform.bodycache import KeptBodies
 from engagement_platform.clock import iso_seconds, now
 from engagement_platform.errors import RetentionExceeded, ValidationFailed
 from engagement_platform.jsonio import dumps
-from reports.bodycache import cached_body, report_inputs
 from reports.grains import COUNT_COLUMN, UNIQUE_COLUMN, day_start, grain_key_for_filters, utc_day
 from reports.models import Channel, DailyRollup, Message, MessageEvent
 
 DEFAULT_WINDOW = timedelta(days=30)
+# Encoded report bodies kept per project, under the resolved window, the bucket size and the filters (a
+# report is a pure function of those and the project's rollups and raw events), dropped by every write to
+# the project's report data once it commits (`report_bodies.changed(project_id)`: ingestion batches that
+# accepted events, rollup rebuilds). Off (`REPORT_CACHE_SECONDS` = 0) unless the cache is shared by every
+# worker (Redis).
+report_bodies = KeptBodies(scope="reports", seconds_setting="REPORT_CACHE_SECONDS")
 # A bucket's counts in the order of `Bucket`'s fields and of the statement's columns.
 BUCKET_COLUMNS = ("sent", "delivered", "opens", "clicks", "unique_opens", "unique_clicks")
 
@@ -144,12 +150,18 @@ def engagement_report_json(*, project, window: Window, group_by: str, filters: R
 def engagement_report_body(*, project, window: Window, group_by: str, filters: ReportFilters,
                            refresh: bool = False) -> bytes:
     """The report's encoded body, from the report cache when it is current (`refresh` builds it afresh)."""
-    return cached_body(
-        project_id=project.pk,
-        inputs=report_inputs(window=window, group_by=group_by, filters=filters),
+    return report_bodies.cached(
+        project.pk,
+        inputs=_report_inputs(window=window, group_by=group_by, filters=filters),
         build=lambda: engagement_report_json(project=project, window=window, group_by=group_by, filters=filters),
         refresh=refresh,
     )
+
+
+def _report_inputs(*, window: Window, group_by: str, filters: ReportFilters) -> tuple:
+    """Everything besides the project's data that a report body depends on."""
+    channel = filters.channel_id.hex if filters.channel_id else ""
+    return (window.start.isoformat(), window.end.isoformat(), str(group_by), channel, filters.domain or "")
 
 
 def bucket_json(bucket: Bucket) -> dict:

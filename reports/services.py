@@ -14,8 +14,6 @@ from django.db.models.functions import TruncDate
 
 from engagement_platform.clock import now
 from engagement_platform.ids import new_id
-from renders.models import Render
-from reports.bodycache import report_data_changed
 from reports.grains import (
     COUNT_COLUMN,
     ROLLUP_COUNT_COLUMNS,
@@ -36,6 +34,7 @@ from reports.models import (
     Message,
     MessageEvent,
 )
+from reports.selectors import report_bodies
 from reports.upserts import (
     abandoned_runs,
     add_to_rollups,
@@ -134,7 +133,7 @@ def ingest_message_events(*, project, events: list[dict], wait_for_flush: bool =
     """Store validated message events idempotently and count them into the daily rollups.
 
     Each event is a dict with `id`, `type`, `message_id`, `channel_id` (UUID), `from_address`,
-    `recipient`, `occurred_at` (aware), `url`, `user_agent` and optionally `render_id`.
+    `recipient`, `occurred_at` (aware), `url` and `user_agent`.
     Channels and messages are created on first use. An event whose `id` the project already
     has (or that repeats one earlier in the batch) is a duplicate and changes no figure.
     Everything happens in one transaction, exact under concurrent batches.
@@ -148,7 +147,7 @@ def ingest_message_events(*, project, events: list[dict], wait_for_flush: bool =
     if connection.vendor == "postgresql":
         accepted = _ingest_set_based(project=project, events=events, wait_for_flush=wait_for_flush)
         if accepted:
-            report_data_changed(project_id=project.pk)
+            report_bodies.changed(project.pk)
         return IngestResult(accepted=accepted, duplicates=len(events) - accepted)
     batch: dict[str, dict] = {}
     for event in events:
@@ -174,7 +173,7 @@ def ingest_message_events(*, project, events: list[dict], wait_for_flush: bool =
         ])
         if accepted_ids:
             _count_into_rollups(project=project, events=[batch[i] for i in accepted_ids], messages=messages)
-            report_data_changed(project_id=project.pk)
+            report_bodies.changed(project.pk)
     return IngestResult(accepted=len(accepted_ids), duplicates=len(events) - len(accepted_ids))
 
 
@@ -227,7 +226,7 @@ class DeferredRollups:
                                                                     channels=self._channel_ids(firsts)),
                                              events=rows, wait_for_flush=wait_for_flush)
         if accepted:
-            report_data_changed(project_id=self.project.pk)  # partial days of a report read raw events
+            report_bodies.changed(self.project.pk)  # partial days of a report read raw events
         return IngestResult(accepted=accepted, duplicates=len(events) - accepted)
 
     def _channel_ids(self, firsts: dict[str, dict]) -> dict[uuid.UUID, uuid.UUID]:
@@ -262,7 +261,7 @@ class DeferredRollups:
                     recount_days(project_id=self.project.pk, days=round_chunks[0], runs=runs)
                 else:
                     self._recount_in_parallel(round_chunks, runs)
-            report_data_changed(project_id=self.project.pk)
+            report_bodies.changed(self.project.pk)
             if progress:
                 progress(sum(len(chunk) for chunk in round_chunks))
         release_run_lock(self.run)
@@ -355,14 +354,10 @@ def _event_rows(events: list[dict]) -> tuple[list[tuple], dict[str, dict]]:
 
 
 def _message_rows(*, project, firsts: dict[str, dict], channels: dict[uuid.UUID, uuid.UUID]) -> list[tuple]:
-    """The message rows for `ingest_batch`: a render id is kept only when the render is the project's."""
-    render_ids = {event.get("render_id") for event in firsts.values()} - {None}
-    own_renders = set(Render.objects.filter(project=project, pk__in=render_ids).values_list("pk", flat=True)) \
-        if render_ids else set()
+    """The message rows for `ingest_batch`, one per client message id, from its first event of the batch."""
     return [
         (channels[_as_uuid(event["channel_id"])], message_id, event["from_address"],
-         email_domain(event["from_address"]), event["recipient"].strip().lower(),
-         event.get("render_id") if event.get("render_id") in own_renders else None)
+         email_domain(event["from_address"]), event["recipient"].strip().lower())
         for message_id, event in firsts.items()
     ]
 
@@ -372,9 +367,6 @@ def _messages_for(*, project, events: Iterable[dict], channels: dict, at) -> dic
     first: dict[str, dict] = {}
     for event in events:
         first.setdefault(event["message_id"], event)
-    render_ids = {event.get("render_id") for event in first.values()} - {None}
-    own_renders = set(Render.objects.filter(project=project, pk__in=render_ids).values_list("pk", flat=True)) \
-        if render_ids else set()
     insert_messages(project_id=project.pk, rows=[
         {
             "id": new_id(),
@@ -383,7 +375,6 @@ def _messages_for(*, project, events: Iterable[dict], channels: dict, at) -> dic
             "from_address": event["from_address"],
             "from_domain": email_domain(event["from_address"]),
             "recipient": event["recipient"].strip().lower(),
-            "render_id": event.get("render_id") if event.get("render_id") in own_renders else None,
             "created_at": at,
         }
         for message_id, event in first.items()
@@ -431,7 +422,7 @@ def rollups_rebuild(*, project, first_day: date | None = None, end_day: date | N
             lock_project_rollups(project_id=project.pk, exclusive=True)
             day_changed = _rebuild_day(project=project, day=day)
             if day_changed:
-                report_data_changed(project_id=project.pk)
+                report_bodies.changed(project.pk)
             changed += day_changed
     return RebuildResult(days=len(days), rows_changed=changed)
 

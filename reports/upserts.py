@@ -116,15 +116,13 @@ def insert_messages(*, project_id: uuid.UUID, rows: Iterable[dict]) -> None:
     p = _Params()
     values = [
         (p.uuid(row["id"]), p.uuid(project_id), p.uuid(row["channel_id"]), row["client_message_id"],
-         row["from_address"], row["from_domain"], row["recipient"], p.uuid(row["render_id"]),
-         p.datetime(row["created_at"]))
+         row["from_address"], row["from_domain"], row["recipient"], p.datetime(row["created_at"]))
         for row in ordered
     ]
     _insert(
         _table(Message),
         (("id", "uuid"), ("project_id", "uuid"), ("channel_id", "uuid"), ("client_message_id", "text"),
-         ("from_address", "text"), ("from_domain", "text"), ("recipient", "text"), ("render_id", "uuid"),
-         ("created_at", "timestamptz")),
+         ("from_address", "text"), ("from_domain", "text"), ("recipient", "text"), ("created_at", "timestamptz")),
         values,
         "ON CONFLICT (project_id, client_message_id) DO NOTHING",
     )
@@ -238,11 +236,11 @@ def _binary_cursor():
 # this one is the cheapest to sort and equals Python's code-point order used by the other writers.
 _MESSAGES_SQL = (
     f"INSERT INTO {{messages}} (id, project_id, channel_id, client_message_id, from_address, from_domain, "
-    f"recipient, render_id, created_at) "
+    f"recipient, created_at) "
     f"SELECT {uuid7_sql('m.position')}, %b, m.channel_id, m.client_message_id, m.from_address, m.from_domain, "
-    f"m.recipient, m.render_id, %b "
-    f"FROM unnest(%b::uuid[], %b::text[], %b::text[], %b::text[], %b::text[], %b::uuid[]) WITH ORDINALITY "
-    f"AS m(channel_id, client_message_id, from_address, from_domain, recipient, render_id, position) "
+    f"m.recipient, %b "
+    f"FROM unnest(%b::uuid[], %b::text[], %b::text[], %b::text[], %b::text[]) WITH ORDINALITY "
+    f"AS m(channel_id, client_message_id, from_address, from_domain, recipient, position) "
     f'ORDER BY m.client_message_id COLLATE "C" ON CONFLICT (project_id, client_message_id) DO NOTHING'
 )
 
@@ -323,7 +321,7 @@ def ingest_batch(*, project_id: uuid.UUID, received_at, messages: Sequence[tuple
     (bulk loads; see `flush_commits`).
 
     `messages`: (channel row id, client message id, from address, from domain, lowercased
-    recipient, render id or None), one per client message id; existing ones are left as they are.
+    recipient), one per client message id; existing ones are left as they are.
     `events`: (client event id, type, client message id, occurred_at, url, user agent), ids unique
     within the batch. The caller holds the project's shared rollup lock in the same transaction.
     `into_rollups=False` stores the events only: the caller has marked their days for a recount

@@ -12,6 +12,7 @@ from django.core.validators import EmailValidator
 
 from engagement_platform.ids import parse_uuid
 from reports.models import (
+    DOMAIN_MAX_LENGTH,
     EMAIL_MAX_LENGTH,
     EVENT_ID_MAX_LENGTH,
     MESSAGE_ID_MAX_LENGTH,
@@ -91,6 +92,20 @@ def email_domain(address: str) -> str:
     return address.rsplit("@", 1)[1].lower()
 
 
+def stored_address_problem(address: str, *, stored_lowercased: bool) -> str | None:
+    """Why a valid `address` would not fit where it is stored, or None.
+
+    A message keeps its recipient lower-cased (`stored_lowercased`), its sender as sent, and the sender's
+    domain lower-cased. Lower-casing can lengthen a string ("İ" becomes two code points): the lengths
+    are checked on the stored forms.
+    """
+    if len(address.strip().lower() if stored_lowercased else address) > EMAIL_MAX_LENGTH:
+        return f"Too long: at most {EMAIL_MAX_LENGTH} characters once lower-cased."
+    if len(email_domain(address)) > DOMAIN_MAX_LENGTH:
+        return f"The domain is too long: at most {DOMAIN_MAX_LENGTH} characters once lower-cased."
+    return None
+
+
 _channel_uuid = lru_cache(maxsize=VALIDATION_CACHE_SIZE)(parse_uuid)
 
 
@@ -115,6 +130,11 @@ def _email(raw: dict, name: str, errors: dict) -> str | None:
     if value is not None and not (_is_valid_sender(value) if name == "from" else is_valid_email(value)):
         errors[name] = "Must be an email address."
         return None
+    if value is not None and not value.isascii():  # only then can lower-casing lengthen it
+        problem = stored_address_problem(value, stored_lowercased=name == "recipient")
+        if problem is not None:
+            errors[name] = problem
+            return None
     return value
 
 

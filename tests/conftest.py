@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 
 import pytest
 import time_machine
-from django.core.cache import cache
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection, connections
 from rest_framework.test import APIClient
@@ -15,6 +14,7 @@ from rest_framework.test import APIClient
 from apikeys.models import ALL_SCOPES
 from apikeys.services import apikey_issue, project_create
 from renders.services import render_create
+from tests.rediscache import clear_test_cache, delete_own_keys, redis_cache_settings, redis_url_or_skip
 
 PDF_BYTES = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
 
@@ -33,9 +33,9 @@ def _isolated_media(settings):
 
 @pytest.fixture(autouse=True)
 def _fresh_cache():
-    cache.clear()
+    clear_test_cache()  # never a FLUSHDB of a Redis server: only a test cache's own keys
     yield
-    cache.clear()
+    clear_test_cache()
 
 
 _names = iter(range(1, 10**9))
@@ -145,3 +145,15 @@ def assert_envelope(response, status: int, code: str, message: str | None = None
     assert response.json() == {"error": expected}
     assert isinstance(error["message"], str) and error["message"]
     return error
+
+
+@pytest.fixture
+def shared_cache(settings):
+    """The default cache on Redis (a shared keys epoch, kept keys), under a key prefix of this test's own."""
+    from apikeys.keycache import local_keys
+
+    own = settings.CACHES = redis_cache_settings(redis_url_or_skip())
+    local_keys.clear()
+    yield own
+    local_keys.clear()
+    delete_own_keys(own)

@@ -82,6 +82,11 @@ def test_operator_sees_the_project_and_render_charts(chromium, shared):  # noqa:
     expect(chart).to_contain_text("downloaded (9)")
     chart.scroll_into_view_if_needed()
     page.screenshot(path=str(ARTIFACTS / "admin-render-chart.png"))
+    file_link = page.locator(".field-pdf_link a")
+    expect(file_link).to_have_text("Open the PDF")
+    pdf = page.request.get(shared["base"] + file_link.get_attribute("href"))  # the operator's session
+    assert (pdf.status, pdf.headers["content-type"]) == (200, "application/pdf")
+    assert pdf.body().startswith(b"%PDF-")
 
     assert (ARTIFACTS / "admin-project-chart.png").stat().st_size > 10_000
     assert failed == [] and console_errors == []  # the admin's styles and scripts all loaded

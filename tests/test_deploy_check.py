@@ -23,7 +23,9 @@ PRODUCTION_ENVIRONMENT = {
 
 def deploy_check(**overrides) -> subprocess.CompletedProcess:
     env = {key: value for key, value in os.environ.items() if key not in ("CACHE_URL", "REDIS_URL")}
-    env.update(PRODUCTION_ENVIRONMENT, SECRET_KEY=secrets.token_urlsafe(50), **overrides)
+    env.update(PRODUCTION_ENVIRONMENT, SECRET_KEY=secrets.token_urlsafe(50))
+    env.update(overrides)
+    env = {key: value for key, value in env.items() if value is not None}  # an override of None unsets it
     return subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
 
@@ -40,3 +42,18 @@ def test_check_deploy_warns_when_the_rate_limit_cache_is_per_process():
 
     assert result.returncode != 0
     assert "apikeys.W001" in result.stderr + result.stdout
+
+
+def test_check_deploy_fails_with_the_development_key():
+    # The development key only exists with DEBUG on (with DEBUG off the settings refuse to start without a key).
+    result = deploy_check(DEBUG="1", SECRET_KEY=None)
+
+    assert result.returncode != 0
+    assert "security.W009" in result.stderr + result.stdout
+
+
+def test_check_deploy_fails_with_a_short_key():
+    result = deploy_check(SECRET_KEY="short-and-guessable")
+
+    assert result.returncode != 0
+    assert "security.W009" in result.stderr + result.stdout

@@ -1,15 +1,20 @@
 """CONTRACT 2.5: emailing a render, its open pixel and tracked link, in both APIs. HTTP only; mail in locmem."""
 
+import email.policy
 import re
 import smtplib
 import uuid
+from datetime import timedelta
+from email.parser import BytesParser
 from urllib.parse import urlsplit
 
 import pytest
 from django.core import mail
 from django.core.mail.backends.base import BaseEmailBackend
 
+from engagement_platform.clock import now as clock_now
 from renders.emails import TRANSPARENT_GIF
+from renders.models import Share
 from tests.sharing import engagement, mint, token_of
 
 DAY = {"from": "2026-05-03T00:00:00Z", "to": "2026-05-04T00:00:00Z", "group_by": "day"}
@@ -160,16 +165,43 @@ def test_unknown_or_non_email_tokens_record_no_open_and_no_click(api, client, re
     assert client.get("/s/" + "A" * 32).status_code == 404
 
 
-def test_a_click_on_a_revoked_link_is_counted_but_the_page_is_gone(api, client, render, clock):
+def end_share(api, render, share_id, how, clock):
+    """Revoke the email's share, or let it expire."""
+    if how == "revoked":
+        assert api.delete(f"/v1/renders/{render.id}/shares/{share_id}").status_code == 200
+    else:
+        Share.objects.filter(pk=share_id).update(expires_at=clock_now() + timedelta(minutes=1))
+        clock.shift(120)
+
+
+@pytest.mark.parametrize("how", ["revoked", "expired"])
+def test_the_pixel_of_a_revoked_or_expired_share_answers_the_gif_and_records_no_open(api, client, render, clock,
+                                                                                      how):
+    sent = send(api, render).json()
+    pixel = path_of(urls_in(mail.outbox[0])["pixel"])
+    end_share(api, render, sent["shareId"], how, clock)
+
+    response = client.get(pixel)
+
+    assert (response.status_code, response["Content-Type"], response.content) == (200, "image/gif", TRANSPARENT_GIF)
+    assert response["Cache-Control"] == "no-store"
+    assert engagement(api, render)["counts"]["email_opened"] == 0
+    assert figures(report(api))["opens"] == 0 and figures(report(api))["unique_opens"] == 0
+
+
+@pytest.mark.parametrize("how", ["revoked", "expired"])
+def test_the_link_of_a_revoked_or_expired_share_is_the_410_page_and_records_no_click(api, client, render, clock,
+                                                                                     how):
     sent = send(api, render).json()
     link = path_of(urls_in(mail.outbox[0])["link"])
-    api.delete(f"/v1/renders/{render.id}/shares/{sent['shareId']}")
+    end_share(api, render, sent["shareId"], how, clock)
 
     click = client.get(link)
 
-    assert click.status_code == 302
-    assert client.get(click["Location"]).status_code == 410
-    assert figures(report(api))["clicks"] == 1
+    assert click.status_code == 410
+    assert "text/html" in click["Content-Type"]
+    assert b"no longer available" in click.content
+    assert figures(report(api))["clicks"] == 0 and figures(report(api))["unique_clicks"] == 0
     assert engagement(api, render)["counts"]["viewed"] == 0
 
 
@@ -272,7 +304,13 @@ def test_a_backend_that_sends_nothing_is_a_failure_too(api, render, settings, cl
     ({"to": ["alice@example.com"]}, "to"),
     ({"to": "alice@example.com", "cc": "bob@example.com"}, "cc"),
     ({"to": "alice@example.com", "subject": "Hi\r\nBcc: eve@example.com"}, "subject"),
-    ({"to": "alice@example.com", "subject": "x" * 256}, "subject"),
+    ({"to": "alice@example.com", "subject": "x" * 201}, "subject"),
+    ({"to": "alice@example.com", "subject": "Invoice\u000bReply-To : x@evil.test"}, "subject"),
+    ({"to": "alice@example.com", "subject": "Line\u2028break"}, "subject"),
+    ({"to": "a@[127.0.0.1]"}, "to"),
+    ({"to": "a@localhost"}, "to"),
+    ({"to": "alice@example.com", "from": "a@[127.0.0.1]"}, "from"),
+    ({"to": "alice@example.com", "from": "a@localhost"}, "from"),
     ({"to": "alice@example.com", "message": 42}, "message"),
     ({"to": "alice@example.com", "from": "nobody"}, "from"),
     ({"to": "alice@example.com", "channel": "not-a-uuid"}, "channel"),
@@ -321,3 +359,191 @@ def test_operators_see_emails_read_only_in_the_admin(api, render, admin_client):
     assert listing.status_code == 200
     assert b"alice@example.com" in listing.content
     assert admin_client.get("/admin/renders/renderemail/add/").status_code == 403
+
+
+# -- nothing a caller sends adds or splits a header ---------------------------------------------------------
+
+# Every control character (category Cc) and the line and paragraph separators (Zl, Zp), which mail parsers
+# split header lines on: each is refused anywhere in a subject.
+LINE_BREAKERS = ["\r", "\n", "\r\n", "\t", "\x00", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x1f", "\x7f", "\x85",
+                 "\u2028", "\u2029", "\x1b"]
+
+
+@pytest.mark.parametrize("breaker", LINE_BREAKERS, ids=[f"U+{ord(c[0]):04X}" for c in LINE_BREAKERS])
+def test_a_subject_holding_a_control_character_or_line_separator_is_refused(api, render, breaker):
+    response = send(api, render, subject=f"Invoice{breaker}Reply-To : x@evil.test")
+
+    assert response.status_code == 400, response.content
+    error = response.json()["error"]
+    assert error["code"] == "invalid_request"
+    assert list(error["issues"]["fieldErrors"]) == ["subject"]
+    assert mail.outbox == []
+    assert engagement(api, render)["total"] == 0
+
+
+def test_a_subject_of_200_characters_is_sent_and_201_is_refused(api, render):
+    assert send(api, render, subject="x" * 201).status_code == 400
+    assert mail.outbox == []
+
+    assert send(api, render, subject="x" * 200).status_code == 201
+    assert mail.outbox[0].subject == "x" * 200
+
+
+UNROUTABLE = [
+    "a@[127.0.0.1]",
+    "a@[IPv6:::1]",
+    "a@localhost",
+    "a@LOCALHOST",
+    "a@mail.localhost",
+    "a@intranet",
+    '"x\x0bBcc: eve@evil.test"@example.com',
+    '"x\x0cy"@example.com',
+    "İ@example.com",
+    "a@" + "\u00e9" * 64 + ".com",
+]
+
+
+@pytest.mark.parametrize("field", ["to", "from"])
+@pytest.mark.parametrize("address", UNROUTABLE)
+def test_an_address_a_mail_server_cannot_route_is_refused(api, render, field, address):
+    body = {"to": "alice@example.com", field: address}
+
+    response = send(api, render, **body)
+
+    assert response.status_code == 400, response.content
+    assert response.json()["error"]["code"] == "invalid_request"
+    assert list(response.json()["error"]["issues"]["fieldErrors"]) == [field]
+    assert mail.outbox == []
+    assert engagement(api, render)["total"] == 0
+
+
+# Lower-cased, "İ" is two code points: these fit the columns as sent and overflow them as stored.
+LONG_WHEN_LOWERED = [
+    "a@" + "İ" * 63 + "." + "İ" * 63 + ".com",
+    "a@" + ".".join(["İ" * 10] * 12) + ".com",
+]
+
+
+@pytest.mark.parametrize("field", ["to", "from"])
+@pytest.mark.parametrize("address", LONG_WHEN_LOWERED, ids=["two-long-labels", "twelve-short-labels"])
+def test_an_address_longer_than_its_column_once_lower_cased_is_refused_and_nothing_stored(api, render, clock,
+                                                                                          field, address):
+    assert len(address) <= 254 < len(address.lower())
+
+    response = send(api, render, **{"to": "alice@example.com", field: address})
+
+    assert response.status_code == 400, response.content
+    assert list(response.json()["error"]["issues"]["fieldErrors"]) == [field]
+    assert "lower-cased" in response.json()["error"]["issues"]["fieldErrors"][field][0]
+    assert mail.outbox == []
+    assert engagement(api, render)["total"] == 0
+    assert api.get(f"/v1/renders/{render.id}/shares").json()["data"] == []
+    assert report(api) == []
+
+
+def test_an_international_domain_is_sent(api, render):
+    response = send(api, render, to="anna@münchen.example", **{"from": "büro@straße.example".replace("ü", "u")})
+
+    assert response.status_code == 201, response.content
+    assert mail.outbox[0].message()["To"] == "anna@xn--mnchen-3ya.example"
+
+
+PLATFORM_HEADERS = {"Content-Type", "MIME-Version", "Subject", "From", "To", "Date", "Message-ID"}
+ACCEPTED_HOSTILE_SUBJECTS = [
+    "Invoice Reply-To : x@evil.test",
+    "Bcc: eve@evil.test",
+    "Hi: there: Cc: eve@evil.test",
+    "=?utf-8?b?QmNjOiBldmVAZXZpbC50ZXN0?=",
+    "Ünïcödé 😀 " * 10,
+    "word " * 40,
+    "x" * 200,
+    "\u202eevil",
+    "a\u00a0b\u3000c",
+]
+REFUSED_HOSTILE_SUBJECTS = [f"Invoice{c}Reply-To : x@evil.test" for c in LINE_BREAKERS]
+HOSTILE_ADDRESSES = UNROUTABLE + LONG_WHEN_LOWERED + [
+    "alice@example.com\r\nBcc: eve@evil.test",
+    "alice@example.com\nBcc: eve@evil.test",
+    "alice@example.com, eve@evil.test",
+    "alice@example.com\x0bBcc: eve@evil.test",
+    "Eve <eve@evil.test>",
+    "alice@example.com\x85",
+    "alice@example.com\u2028Bcc: eve@evil.test",
+]
+
+
+def sent_headers(message) -> list[tuple[str, str]]:
+    """The message as the mail server gets it, parsed by a strict parser: its headers, in order."""
+    parsed = BytesParser(policy=email.policy.strict).parsebytes(message.message().as_bytes())
+    assert not parsed.defects
+    return [(name, str(value)) for name, value in parsed.items()]
+
+
+def assert_platform_headers_only(message, *, subject=None, to="alice@example.com"):
+    headers = sent_headers(message)
+    names = [name for name, _ in headers]
+    assert sorted(names) == sorted(PLATFORM_HEADERS), names  # each exactly once, nothing added
+    values = dict(headers)
+    assert values["To"] == to
+    if subject is not None:  # folding may move words to continuation lines: compare the words
+        assert values["Subject"].split() == subject.split()
+
+
+@pytest.mark.parametrize("subject", ACCEPTED_HOSTILE_SUBJECTS + REFUSED_HOSTILE_SUBJECTS)
+def test_no_subject_adds_or_splits_a_header(api, render, subject):
+    response = send(api, render, subject=subject)
+
+    if response.status_code == 400:
+        assert subject in REFUSED_HOSTILE_SUBJECTS
+        assert mail.outbox == []
+        return
+    assert response.status_code == 201, response.content
+    [message] = mail.outbox
+    assert_platform_headers_only(message, subject=None if subject.startswith("=?") else subject)
+
+
+@pytest.mark.parametrize("field", ["to", "from"])
+@pytest.mark.parametrize("address", HOSTILE_ADDRESSES)
+def test_no_address_adds_or_splits_a_header(api, render, field, address):
+    response = send(api, render, **{"to": "alice@example.com", field: address})
+
+    if response.status_code == 400:
+        assert mail.outbox == []
+        return
+    assert response.status_code == 201, response.content
+    [message] = mail.outbox
+    assert_platform_headers_only(message, to=message.to[0])
+    assert "evil.test" not in dict(sent_headers(message)).get("Bcc", "")
+
+
+def test_a_message_with_line_breaks_and_header_lookalikes_stays_in_the_body(api, render):
+    note = "Hi Alice,\r\nBcc: eve@evil.test\r\n\r\nReply-To: x@evil.test\nSubject: changed"
+
+    response = send(api, render, subject="Your quote", message=note)
+
+    assert response.status_code == 201, response.content
+    [message] = mail.outbox
+    assert_platform_headers_only(message, subject="Your quote")
+    parsed = BytesParser(policy=email.policy.strict).parsebytes(message.message().as_bytes())
+    text = parsed.get_body(preferencelist=("plain",)).get_content()
+    assert "Bcc: eve@evil.test" in text and "Reply-To: x@evil.test" in text and "Subject: changed" in text
+
+
+def test_the_pixel_and_the_tracked_link_spend_their_shares_public_budget(api, client, render, clock, settings):
+    settings.PUBLIC_RATE_LIMIT_PER_MINUTE = 3
+    send(api, render)
+    urls = {name: path_of(url) for name, url in urls_in(mail.outbox[0]).items()}
+    page = "/s/" + urls["link"].removeprefix("/c/")
+    assert client.get(urls["pixel"]).status_code == 200
+    assert client.get(urls["link"]).status_code == 302
+    assert client.get(page).status_code == 200
+
+    pixel = client.get(urls["pixel"])
+    click = client.get(urls["link"])
+
+    # past the budget the pixel still answers its GIF (a mail client would show a broken image), recording nothing
+    assert (pixel.status_code, pixel.content) == (200, TRANSPARENT_GIF)
+    assert click.status_code == 429 and 1 <= int(click["Retry-After"]) <= 60
+    assert b"Too many requests" in click.content
+    assert engagement(api, render)["counts"]["email_opened"] == 1
+    assert figures(report(api))["opens"] == 1 and figures(report(api))["clicks"] == 1

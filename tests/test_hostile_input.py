@@ -390,3 +390,46 @@ def test_email_from_the_longest_valid_domain_is_sent_not_a_500(world, make_clien
         f"/v1/renders/{world.a.render.id}/emails",
         {"to": "0@0.com", "subject": "0", "message": "", "from": f"0@{domain}"}, format="json")
     assert response.status_code == 201, response.content
+
+
+# "İ" lower-cases to two code points: these addresses fit their columns as sent and overflow them as stored.
+LONG_WHEN_LOWERED = ["a@" + "İ" * 63 + "." + "İ" * 63 + ".com", "a@" + ".".join(["İ" * 10] * 12) + ".com"]
+HEADER_SPLITTING_SUBJECTS = ["Invoice\u000bReply-To : x@evil.test", "a\u000cb", "a\u001cb", "a\u001db", "a\u001eb",
+                             "a\u0085b", "a\u007fb", "a\u2028b", "a\u2029b", "x" * 201]
+UNROUTABLE_ADDRESSES = ["a@[127.0.0.1]", "a@localhost", "a@intranet", '"a\u000bb"@example.com']
+
+
+@pytest.mark.parametrize("field", ["to", "from"])
+@pytest.mark.parametrize("address", LONG_WHEN_LOWERED + UNROUTABLE_ADDRESSES)
+def test_emails_to_or_from_hostile_addresses_are_400_and_store_nothing(world, make_client, field, address):
+    path = f"/v1/renders/{world.a.render.id}/emails"
+    response = make_client(world.a.raw_key).post(path, {"to": "alice@example.com", field: address}, format="json")
+
+    assert_contract_shape(response, path)
+    assert response.status_code == 400
+    assert list(response.json()["error"]["issues"]["fieldErrors"]) == [field]
+    assert not Share.objects.filter(render=world.a.render, recipient__isnull=False).exclude(recipient="").exists()
+
+
+@pytest.mark.parametrize("subject", HEADER_SPLITTING_SUBJECTS)
+def test_emails_with_header_splitting_subjects_are_400(world, make_client, subject):
+    path = f"/v1/renders/{world.a.render.id}/emails"
+    response = make_client(world.a.raw_key).post(path, {"to": "alice@example.com", "subject": subject},
+                                                 format="json")
+
+    assert_contract_shape(response, path)
+    assert response.status_code == 400
+    assert list(response.json()["error"]["issues"]["fieldErrors"]) == ["subject"]
+
+
+@pytest.mark.parametrize("field", ["recipient", "from"])
+@pytest.mark.parametrize("address", LONG_WHEN_LOWERED)
+def test_message_events_with_addresses_too_long_once_lower_cased_are_422(world, make_client, field, address):
+    event = {"id": "evt-1", "type": "opened", "messageId": "m-1", "channel": "0193c2c3-0000-7000-8000-000000000001",
+             "from": "news@acme.example", "recipient": "alice@example.com", "occurredAt": "2026-05-01T09:00:00Z",
+             field: address}
+    response = make_client(world.a.raw_key).post("/v1/messages/events", {"events": [event]}, format="json")
+
+    assert_contract_shape(response, "/v1/messages/events")
+    assert response.status_code == 422
+    assert [error["field"] for error in response.json()["errors"]] == [f"events[0].{field}"]

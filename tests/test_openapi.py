@@ -84,7 +84,74 @@ def test_the_render_list_documents_its_page_parameters(schema):
 
     assert set(parameters) == {"limit", "cursor"}
     assert parameters["limit"]["schema"] == {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}
-    assert parameters["cursor"]["schema"] == {"type": "string"}
+    assert parameters["cursor"]["schema"] == {"type": "string", "maxLength": 128}
+
+
+def test_the_share_list_documents_its_page_parameters_and_next_cursor(schema):
+    operation = schema["paths"]["/v1/renders/{render_id}/shares"]["get"]
+    parameters = {p["name"]: p for p in operation["parameters"] if p["in"] == "query"}
+
+    assert set(parameters) == {"limit", "cursor"}
+    assert parameters["limit"]["schema"] == {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}
+    assert parameters["cursor"]["schema"] == {"type": "string", "maxLength": 128}
+    page = resolve(schema, operation["responses"]["200"]["content"]["application/json"]["schema"])
+    assert set(page["properties"]) == {"data", "nextCursor"}
+    assert page["properties"]["nextCursor"]["nullable"] is True
+    assert "400" in operation["responses"]
+
+
+def test_the_download_is_documented_as_a_binary_pdf_attachment(schema):
+    response = schema["paths"]["/v1/renders/{render_id}/download"]["get"]["responses"]["200"]
+
+    assert response["content"] == {"application/pdf": {"schema": {"type": "string", "format": "binary"}}}
+    assert response["headers"]["Content-Disposition"]["required"] is True
+
+
+EXPECTED_TAGS = {
+    "/v1/renders": "renders",
+    "/v1/renders/{render_id}": "renders",
+    "/v1/renders/{render_id}/download": "renders",
+    "/v1/renders/{render_id}/engagement": "renders",
+    "/v1/renders/{render_id}/events": "renders",
+    "/v1/renders/{render_id}/shares": "shares",
+    "/v1/renders/{render_id}/shares/{share_id}": "shares",
+    "/v1/renders/{render_id}/emails": "emails",
+    "/v1/reports/engagement": "reports",
+    "/v1/messages/events": "messages",
+}
+
+
+def test_operations_are_tagged_by_the_resource_they_act_on(schema):
+    for path, expected in EXPECTED_TAGS.items():
+        for method, operation in schema["paths"][path].items():
+            assert operation["tags"] == [expected], (path, method)
+    for _route, path, method, operation in operations(schema):
+        [tag] = operation["tags"]
+        assert tag != "v1", (path, method)
+
+
+def test_every_tag_in_use_is_declared_once_with_a_description(schema):
+    used = {tag for item in schema["paths"].values() for operation in item.values() for tag in operation["tags"]}
+    declared = [tag["name"] for tag in schema["tags"]]
+
+    assert sorted(declared) == sorted(used)
+    assert declared[:5] == ["renders", "shares", "emails", "reports", "messages"]
+    assert all(tag.get("description") for tag in schema["tags"] if tag["name"] in EXPECTED_TAGS.values())
+
+
+RATE_LIMIT_HEADERS = ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset")
+
+
+def test_every_keyed_response_documents_the_rate_limit_headers_except_before_the_key_is_known(schema):
+    for _route, path, method, operation in operations(schema):
+        for status, response in operation["responses"].items():
+            headers = response["headers"]
+            if status == "401":
+                assert not set(RATE_LIMIT_HEADERS) & set(headers), (path, method, status)
+                continue
+            for name in RATE_LIMIT_HEADERS:
+                assert headers[name]["schema"]["type"] == "integer", (path, method, status, name)
+                assert headers[name]["required"] is (not status.startswith("5")), (path, method, status, name)
 
 
 @pytest.mark.parametrize(("path", "subject"), [("/v1/renders/{render_id}/engagement", "summary"),
@@ -153,3 +220,19 @@ def test_documented_error_shapes_are_the_ones_served(schema):
         if media == ENVELOPE:
             shape, body = resolve(schema, shape["properties"]["error"]), body["error"]
         assert set(shape["required"]) <= set(body) <= set(shape["properties"]), (path, method, body)
+
+
+def test_the_documented_rate_limit_headers_are_served_on_keyed_answers(schema, project, make_key, make_client):
+    client = make_client(make_key(project).raw_key)
+    answers = {
+        ("/v1/renders", "get", "200"): client.get("/v1/renders"),
+        ("/v1/renders/{render_id}", "get", "404"): client.get(f"/v1/renders/{uuid.uuid4()}"),
+        ("/v1/renders", "get", "400"): client.get("/v1/renders", {"cursor": "A" * 500}),
+    }
+    for (path, method, status), response in answers.items():
+        assert str(response.status_code) == status, (path, response.content)
+        documented = schema["paths"][path][method]["responses"][status]["headers"]
+        required = {name for name, header in documented.items() if header.get("required")}
+        assert set(RATE_LIMIT_HEADERS) <= required
+        assert required <= set(response.headers), (path, status, sorted(required - set(response.headers)))
+        assert int(response["X-RateLimit-Limit"]) == project.rate_limit_per_minute

@@ -7,6 +7,7 @@ import pytest
 from django.test import Client
 
 from apikeys.services import project_soft_delete
+from engagement_platform.ratelimit import RateLimitUnavailable
 from tests.conftest import PDF_BYTES
 from tests.sharing import engagement, mint, token_of
 
@@ -253,3 +254,107 @@ def test_error_pages_reveal_nothing_about_the_token(client, api, render):
         html = response.content.decode()
         assert token not in html and share["id"] not in html and str(render.id) not in html
         assert not re.search(r"expired on|revoked on|\d{4}-\d{2}-\d{2}", html)
+
+
+# Source IPs behind TRUSTED_PROXIES (contract 2.3) ----------------------------------------------------------
+
+def test_with_trusted_proxies_forged_forwarded_for_from_a_direct_client_cannot_beat_print_dedupe(
+        client, api, token, render, settings):
+    settings.TRUSTED_PROXIES = "127.0.0.1"
+
+    statuses = {visit(client, "print", token, REMOTE_ADDR="203.0.113.50",
+                      HTTP_X_FORWARDED_FOR=f"198.51.100.{i}", HTTP_X_REAL_IP=f"192.0.2.{i}").status_code
+                for i in range(20)}
+
+    assert statuses == {204}
+    summary = engagement(api, render)
+    assert summary["counts"]["printed"] == 1
+    assert summary["recent"][0]["sourceIp"] == "203.0.113.50"
+
+
+def test_behind_a_trusted_proxy_the_right_most_untrusted_hop_is_the_source(client, api, token, render, settings):
+    settings.TRUSTED_PROXIES = "127.0.0.1, 10.0.0.0/8"
+
+    for i in range(20):  # the client forges a hop; the proxies append the client's address and their own
+        visit(client, "print", token, HTTP_X_FORWARDED_FOR=f"198.51.100.{i}, 203.0.113.7, garbage, 10.1.2.3")
+
+    summary = engagement(api, render)
+    assert summary["counts"]["printed"] == 1
+    assert summary["recent"][0]["sourceIp"] == "203.0.113.7"
+
+
+def test_by_default_every_peer_is_trusted_and_the_first_hop_is_the_source(client, api, token, render):
+    visit(client, "print", token, REMOTE_ADDR="203.0.113.50", HTTP_X_FORWARDED_FOR="198.51.100.1, 203.0.113.7")
+
+    assert engagement(api, render)["recent"][0]["sourceIp"] == "198.51.100.1"
+
+
+# One budget per share and client IP for every public route (contract 2.4) -----------------------------------
+
+@pytest.fixture
+def small_budget(settings):
+    settings.PUBLIC_RATE_LIMIT_PER_MINUTE = 3
+
+
+def test_past_the_budget_every_route_answers_429_with_retry_after_and_records_nothing(
+        client, api, token, render, clock, small_budget):
+    assert visit(client, "page", token).status_code == 200
+    assert visit(client, "file", token).status_code == 200
+    assert visit(client, "download", token).status_code == 200
+    before = engagement(api, render)
+
+    refused = {route: visit(client, route, token) for route in ROUTES}
+
+    for route, response in refused.items():
+        assert response.status_code == 429, route
+        assert 1 <= int(response["Retry-After"]) <= 60
+        assert response["Cache-Control"] == "no-store"
+    for route in ("page", "file", "download"):
+        assert refused[route]["Content-Type"].startswith("text/html")
+        assert b"Too many requests" in refused[route].content
+    assert refused["print"].content == b""
+    assert engagement(api, render) == before
+
+
+def test_the_budget_is_per_client_ip_and_per_share(client, api, render, token, clock, small_budget):
+    other = token_of(mint(api, render))
+    for _ in range(3):
+        visit(client, "file", token, REMOTE_ADDR="198.51.100.1")
+    assert visit(client, "print", token, REMOTE_ADDR="198.51.100.1").status_code == 429
+
+    assert visit(client, "print", token, REMOTE_ADDR="198.51.100.2").status_code == 204
+    assert visit(client, "print", other, REMOTE_ADDR="198.51.100.1").status_code == 204
+    assert engagement(api, render)["counts"]["printed"] == 2
+
+
+def test_the_budget_comes_back_in_the_next_minute(client, api, token, render, clock, small_budget):
+    for _ in range(3):
+        visit(client, "file", token)
+    refused = visit(client, "print", token)
+    assert refused.status_code == 429
+
+    clock.shift(int(refused["Retry-After"]))
+
+    assert visit(client, "print", token).status_code == 204
+    assert engagement(api, render)["counts"]["printed"] == 1
+
+
+def test_a_forged_forwarded_for_does_not_buy_a_new_budget_behind_trusted_proxies(client, token, settings, clock,
+                                                                                  small_budget):
+    settings.TRUSTED_PROXIES = "127.0.0.1"
+    statuses = [visit(client, "file", token, REMOTE_ADDR="203.0.113.50",
+                      HTTP_X_FORWARDED_FOR=f"198.51.100.{i}").status_code for i in range(5)]
+
+    assert statuses == [200, 200, 200, 429, 429]
+
+
+def test_when_the_shared_cache_is_down_public_routes_let_requests_through(client, api, token, render, monkeypatch,
+                                                                          small_budget):
+    def unreachable(**kwargs):
+        raise RateLimitUnavailable("ConnectionError")
+
+    monkeypatch.setattr("renders.public.budget.count_in_window", unreachable)
+
+    assert [visit(client, "file", token).status_code for _ in range(5)] == [200] * 5
+    assert visit(client, "print", token).status_code == 204
+    assert engagement(api, render)["counts"]["printed"] == 1

@@ -46,6 +46,13 @@ def cursor_of(value) -> str:
     return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
 
 
+LIST_TAG = "0123456789ab"  # the shape of a list tag; which list does not matter to a malformed cursor
+
+
+def raw_cursor(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode("latin-1")).decode().rstrip("=")
+
+
 # Upload ----------------------------------------------------------------------------------
 
 
@@ -238,7 +245,7 @@ def test_listing_costs_the_same_queries_for_one_render_or_many(api, project, mak
     assert len(many.captured_queries) == len(one.captured_queries) <= 3
 
 
-@pytest.mark.parametrize("limit", ["0", "101", "-1", "abc", "1.5", "", "²", " 5", "1e1"])
+@pytest.mark.parametrize("limit", ["0", "101", "-1", "abc", "1.5", "", "²", " 5", "1e1", "0" * 4999 + "5", "9" * 5000])
 def test_a_bad_limit_is_invalid_request(api, limit):
     response = api.get("/v1/renders", {"limit": limit})
     assert_envelope(response, 400, "invalid_request", "Invalid value for: limit.", issues=invalid("limit", BAD_LIMIT))
@@ -257,12 +264,62 @@ def test_a_bad_limit_is_invalid_request(api, limit):
         cursor_of(["0001-01-01T00:00:00+14:00", str(uuid.uuid4())]),  # before year 1 in UTC
         cursor_of(["9999-12-31T23:59:59-14:00", str(uuid.uuid4())]),  # after year 9999 in UTC
         cursor_of(["2026-05-03T10:20:00+00:00", str(uuid.uuid4()), "extra"]),
+        base64.urlsafe_b64encode(b"[" * 2000).decode().rstrip("="),  # nested arrays: no RecursionError
+        base64.urlsafe_b64encode(b'{"a":' * 1000).decode().rstrip("="),
+        "A" * 129,  # longer than any cursor the API returns
+        "A" * 100_000,
+        raw_cursor(f"{LIST_TAG}|2026-05-03T10:20:00.000000+00:00"),  # a part missing
+        raw_cursor(f"{LIST_TAG}|2026-05-03T10:20:00+00:00|{uuid.uuid4()}"),  # not the issued timestamp form
+        raw_cursor(f"{LIST_TAG}|2026-05-03T10:20:00.000000+02:00|{uuid.uuid4()}"),
+        raw_cursor(f"{LIST_TAG}|2026-13-03T10:20:00.000000+00:00|{uuid.uuid4()}"),
+        raw_cursor(f"{LIST_TAG}|2026-05-03T10:20:00.000000+00:00|{uuid.uuid4().hex}"),  # not the canonical id
+        raw_cursor(f"{LIST_TAG}|2026-05-03T10:20:00.000000+00:00|{uuid.uuid4()}|x"),
+        raw_cursor(f"{LIST_TAG}|2026-05-03T10:20:00.000000+00:00|{uuid.uuid4()}") + "=",  # padded
+        raw_cursor(f"{LIST_TAG}|2026-05-03T10:20:00.000000+00:00|{uuid.uuid4()}")[:-1] + "~",
+        raw_cursor("é|2026-05-03T10:20:00.000000+00:00|x".encode().decode("latin-1")),
     ],
 )
 def test_a_bad_cursor_is_invalid_request(api, render, cursor):
     response = api.get("/v1/renders", {"cursor": cursor})
     assert_envelope(response, 400, "invalid_request", "Invalid value for: cursor.",
                     issues=invalid("cursor", BAD_CURSOR))
+
+
+def test_a_cursor_with_non_canonical_trailing_bits_is_invalid_request(api, project, make_render, clock):
+    make_render(project)
+    clock.shift(1)
+    make_render(project)
+    cursor = api.get("/v1/renders", {"limit": 1}).json()["nextCursor"]
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    tweaked = [cursor[:-1] + other for other in alphabet if other != cursor[-1]
+               and base64.urlsafe_b64decode(cursor[:-1] + other + "=" * (-len(cursor) % 4))
+               == base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))]
+    assert tweaked  # the same bytes spelled differently
+    for spelling in tweaked:
+        response = api.get("/v1/renders", {"cursor": spelling})
+        assert_envelope(response, 400, "invalid_request", issues=invalid("cursor", BAD_CURSOR))
+
+
+def test_a_render_list_cursor_of_another_project_is_refused(api, project, make_project, make_key, make_client,
+                                                            make_render, clock):
+    other = make_project()
+    for _ in range(2):
+        make_render(other)
+        clock.shift(1)
+    foreign_cursor = make_client(make_key(other).raw_key).get("/v1/renders", {"limit": 1}).json()["nextCursor"]
+    assert foreign_cursor is not None
+    make_render(project)
+
+    response = api.get("/v1/renders", {"cursor": foreign_cursor})
+
+    assert_envelope(response, 400, "invalid_request", "Invalid value for: cursor.",
+                    issues=invalid("cursor", "A cursor of another list: pass the nextCursor this list returned."))
+
+
+def test_a_bad_limit_and_a_bad_cursor_are_named_together(api, render):
+    response = api.get("/v1/renders", {"limit": "0", "cursor": "A" * 200})
+    assert_envelope(response, 400, "invalid_request", "Invalid value for: limit, cursor.",
+                    issues={"formErrors": [], "fieldErrors": {"limit": [BAD_LIMIT], "cursor": [BAD_CURSOR]}})
 
 
 # Detail and download ---------------------------------------------------------------------

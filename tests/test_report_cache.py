@@ -2,7 +2,6 @@
 that changed what it would say (ingestion, rollup rebuilds), per project and per query."""
 
 import pytest
-from django.core.cache import cache
 from django.core.management import call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -10,6 +9,7 @@ from django.test.utils import CaptureQueriesContext
 from engagement_platform import bodycache
 from reports import selectors
 from reports.models import DailyRollup
+from tests.rediscache import clear_test_cache, redis_cache_settings
 from tests.test_reports_helpers import CHANNEL_B, REPORT_URL, delivered_message, get_report, ingest, wire_event
 from tests.test_secrets import _redis_url
 
@@ -26,12 +26,11 @@ def report_cache(request, settings):
         redis_url = _redis_url()
         if redis_url is None:
             pytest.skip("needs a Redis server (TEST_REDIS_URL or redis://127.0.0.1:6379/15)")
-        settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
-                                       "LOCATION": redis_url}}
+        settings.CACHES = redis_cache_settings(redis_url)  # its own key prefix: cleared without a FLUSHDB
     settings.REPORT_CACHE_SECONDS = 60
-    cache.clear()
+    clear_test_cache()
     yield request.param
-    cache.clear()
+    clear_test_cache()
 
 
 @pytest.fixture

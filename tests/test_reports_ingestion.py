@@ -127,6 +127,50 @@ def test_each_bad_event_field_is_named_with_its_index(api, clock, change, field,
     assert response.json()["errors"] == [{"field": f"events[1].{field}", "reason": reason}]
 
 
+# Lower-cased, "İ" is two code points: these fit the columns as sent and overflow them as stored.
+LONG_WHEN_LOWERED = {
+    "two-long-labels": "a@" + "İ" * 63 + "." + "İ" * 63 + ".com",
+    "twelve-short-labels": "a@" + ".".join(["İ" * 10] * 12) + ".com",
+    "long-local-part": "İ" * 64 + "@" + "a" * 63 + "." + "b" * 58 + ".com",
+}
+
+
+@pytest.mark.parametrize(("field", "address"), [
+    *[pytest.param("recipient", address, id=f"recipient-{name}") for name, address in LONG_WHEN_LOWERED.items()],
+    # the sender is stored as sent: only its lower-cased domain can overflow (its column holds 253)
+    *[pytest.param("from", LONG_WHEN_LOWERED[name], id=f"from-{name}")
+      for name in ("two-long-labels", "twelve-short-labels")],
+])
+def test_an_address_longer_than_its_column_once_lower_cased_is_422_and_nothing_is_stored(api, clock, field,
+                                                                                        address):
+    assert len(address) <= 254 < len(address.lower())
+    bad = {**wire_event("opened", "2026-05-01T09:00:00Z", message="m-2"), field: address}
+    events = [wire_event("opened", "2026-05-01T09:00:00Z", message="m-1"), bad]
+
+    response = post_events(api, events)
+
+    assert response.status_code == 422, response.content
+    assert response["Content-Type"].startswith("application/problem+json")
+    body = response.json()
+    assert body["code"] == "validation_failed"
+    [error] = body["errors"]
+    assert error["field"] == f"events[1].{field}"
+    assert "lower-cased" in error["reason"]
+    assert (MessageEvent.objects.count(), Message.objects.count(), Channel.objects.count()) == (0, 0, 0)
+    assert not DailyRollup.objects.exists()
+
+
+def test_a_sender_whose_lower_cased_domain_just_fits_is_stored(api, clock):
+    domain = "İ" * 10 + "." + "a" * 63 + "." + "b" * 63 + "." + "c" * 63 + "." + "d" * 36 + ".com"
+    assert len(domain.lower()) == 253  # and the address, stored as sent, 245
+    event = wire_event("opened", "2026-05-01T09:00:00Z", message="m-1", sender="x@" + domain)
+
+    response = post_events(api, [event])
+
+    assert response.status_code == 200, response.content
+    assert Message.objects.get().from_domain == domain.lower()
+
+
 def test_a_missing_field_is_named(api, clock):
     event = wire_event("opened", "2026-05-01T09:00:00Z")
     del event["recipient"]
@@ -276,28 +320,15 @@ def service_event(**overrides) -> dict:
     }
 
 
-def test_service_links_the_message_to_a_render_of_the_same_project(project, render, clock):
-    result = ingest_message_events(project=project, events=[service_event(render_id=render.id)])
-
-    assert (result.accepted, result.duplicates) == (1, 0)
-    assert Message.objects.get().render == render
-
-
-def test_service_never_links_a_message_to_another_projects_render(project, make_project, make_render, clock):
-    foreign = make_render(make_project("other"))
-
-    ingest_message_events(project=project, events=[service_event(render_id=foreign.id)])
-
-    assert Message.objects.get().render is None
-
-
-def test_service_accepts_events_without_render_id(project, clock):
+def test_service_stores_one_message_for_the_events_of_one_message_id(project, clock):
     event = service_event()
 
     result = ingest_message_events(project=project, events=[event, service_event(type="delivered")])
 
     assert result.accepted == 2
-    assert Message.objects.get().render is None
+    message = Message.objects.get()
+    assert (message.client_message_id, message.recipient) == ("email-1", "client@example.org")
+    assert message.events.count() == 2
 
 
 def test_service_with_no_events_does_nothing(project):

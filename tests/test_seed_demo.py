@@ -1,9 +1,12 @@
 """Section 5: `seed_demo` fills a demo project, is safe to run again, and its printed curl lines work."""
 
+import json
 import re
 import shlex
+import stat
 from datetime import timedelta
 from io import StringIO
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -13,6 +16,7 @@ from django.db.models import Count, Max, Min
 
 from apikeys.models import ApiKey, Project
 from demo import data
+from demo.keys import DEMO_KEYS_KEPT_PER_LABEL
 from engagement_platform.clock import now
 from renders.models import ActorKind, EngagementEvent, EventType, Render, RenderEmail, Share
 from reports.models import Channel, DailyFirstTouch, DailyRollup, Message, MessageEvent
@@ -40,8 +44,23 @@ def demo_project() -> Project:
     return Project.objects.get(name=data.DEMO_PROJECT_NAME)
 
 
+@pytest.fixture(autouse=True)
+def keys_file(settings, tmp_path) -> Path:
+    """The default keys file (var/demo-keys.json under BASE_DIR) of a checkout of this test's own."""
+    settings.BASE_DIR = tmp_path
+    return tmp_path / "var" / "demo-keys.json"
+
+
+def printed_keys(output: list[str]) -> list[str]:
+    return re.findall(r"ck_live_[A-Za-z0-9_-]+", "\n".join(output))
+
+
+def answers(client, raw_key) -> int:
+    return client.get("/v1/renders", HTTP_AUTHORIZATION=f"Bearer {raw_key}").status_code
+
+
 def test_running_seed_demo_twice_changes_no_counts():
-    first_output = seed()
+    seed()
     after_first = counts()
     sent_mail = len(mail.outbox)
 
@@ -50,10 +69,136 @@ def test_running_seed_demo_twice_changes_no_counts():
     assert counts() == after_first
     assert len(mail.outbox) == sent_mail == 1
     assert "(0 new events of" in "\n".join(second_output)
-    # each run prints a new full-scope key and revokes the previous one
-    assert first_output[-1] != second_output[-1]
-    assert ApiKey.objects.get(prefix=first_output[-1][:16]).revoked_at is not None
     assert after_first["active keys"] == len(data.DEMO_KEY_SCOPES)
+
+
+def test_a_second_run_keeps_the_first_runs_keys_working_and_prints_them_again(client, keys_file):
+    first_output = seed()
+    first_key = first_output[-1]
+    assert answers(client, first_key) == 200
+
+    second_output = seed()
+
+    assert answers(client, first_key) == 200
+    assert second_output[-1] == first_key
+    assert printed_keys(second_output) == printed_keys(first_output)
+    assert ApiKey.objects.filter(revoked_at__isnull=False).count() == 0
+    assert f"keys of an earlier run, still working, kept in {keys_file} (0600)" in "\n".join(second_output)
+
+
+def test_the_raw_demo_keys_are_kept_in_an_owner_only_file_per_project_and_never_in_the_database(keys_file):
+    output = seed()
+
+    assert stat.S_IMODE(keys_file.stat().st_mode) == 0o600
+    kept = json.loads(keys_file.read_text())
+    assert kept == {str(demo_project().id): dict(zip(data.DEMO_KEY_SCOPES, _labelled(output), strict=True))}
+    assert kept[str(demo_project().id)]["all"] == output[-1]
+    for raw_key in kept[str(demo_project().id)].values():
+        stored = ApiKey.objects.get(prefix=raw_key[:16])
+        assert raw_key not in {str(getattr(stored, field.attname)) for field in ApiKey._meta.concrete_fields}
+
+
+def _labelled(output: list[str]) -> list[str]:
+    """The printed keys in DEMO_KEY_SCOPES order (the full-scope one is the `export KEY=` line)."""
+    by_scopes = {line.split(": ")[0].strip(): line.rsplit(": ", 1)[1] for line in output
+                 if line.strip().startswith("key with ")}
+    full = next(line.split("=", 1)[1] for line in output if line.strip().startswith("export KEY="))
+    keys = {"all": full}
+    for label, scopes in data.DEMO_KEY_SCOPES.items():
+        if label != "all":
+            keys[label] = by_scopes["key with " + ", ".join(scopes)]
+    return [keys[label] for label in data.DEMO_KEY_SCOPES]
+
+
+def test_a_kept_key_that_was_revoked_is_replaced_and_the_others_are_kept(client, keys_file):
+    first = dict(zip(data.DEMO_KEY_SCOPES, _labelled(seed()), strict=True))
+    call_command("revokeapikey", first["ingest"], stdout=StringIO())
+
+    second = dict(zip(data.DEMO_KEY_SCOPES, _labelled(output := seed()), strict=True))
+
+    assert second["ingest"] != first["ingest"]
+    assert {label: key for label, key in second.items() if label != "ingest"} == \
+        {label: key for label, key in first.items() if label != "ingest"}
+    assert answers(client, second["all"]) == 200
+    assert json.loads(keys_file.read_text())[str(demo_project().id)] == second
+    assert "new keys for ingest, the others of an earlier run" in "\n".join(output)
+
+
+def test_a_malformed_keys_file_is_replaced_by_new_working_keys(client, keys_file):
+    keys_file.parent.mkdir(parents=True)
+    keys_file.write_text("[not json")
+
+    output = seed()
+
+    assert answers(client, output[-1]) == 200
+    assert json.loads(keys_file.read_text())[str(demo_project().id)]["all"] == output[-1]
+
+
+def test_without_a_keys_file_each_run_issues_keys_and_earlier_ones_keep_working_up_to_the_bound(client, keys_file):
+    runs = [seed(no_keys_file=True)[-1] for _ in range(DEMO_KEYS_KEPT_PER_LABEL + 1)]
+
+    assert len(set(runs)) == len(runs)
+    assert not keys_file.exists()
+    assert [answers(client, key) for key in runs] == [401] + [200] * DEMO_KEYS_KEPT_PER_LABEL
+    for label in data.DEMO_KEY_SCOPES:
+        usable = ApiKey.objects.filter(name=f"demo: {label}", revoked_at__isnull=True)
+        assert usable.count() == DEMO_KEYS_KEPT_PER_LABEL
+
+
+def test_an_unwritable_keys_file_still_prints_working_keys(client, keys_file):
+    keys_file.mkdir(parents=True)  # a directory where the file should be: it cannot be written
+
+    output = seed()
+
+    assert answers(client, output[-1]) == 200
+    assert "not kept on disk: the next run issues others" in "\n".join(output)
+
+
+# The demo's timeline ------------------------------------------------------------------------
+
+
+def test_every_demo_event_and_share_is_at_or_after_its_renders_creation():
+    seed()
+    project = demo_project()
+
+    renders = {render.id: render.created_at for render in Render.objects.filter(project=project)}
+    assert len(renders) == len(data.DEMO_RENDERS)
+    events = EngagementEvent.objects.filter(project=project)
+    partner_types = {event_type for _, event_type, _, _ in data.PARTNER_ACTIVITY}
+    assert events.filter(actor_kind=ActorKind.PARTNER, share__isnull=True,
+                         event_type__in=partner_types).count() == len(data.PARTNER_ACTIVITY)
+    early_events = [(event.event_type, event.created_at) for event in events
+                    if event.created_at < renders[event.render_id]]
+    assert early_events == []
+    early_shares = [share.label for share in Share.objects.filter(project=project)
+                    if share.created_at < renders[share.render_id]]
+    assert early_shares == []
+    # the partner activity still spans the days the README promises
+    assert now() - events.aggregate(first=Min("created_at"))["first"] > timedelta(days=8)
+
+
+def test_the_render_list_shows_the_demo_renders_created_before_their_events(client):
+    output = seed()
+    listed = client.get("/v1/renders", HTTP_AUTHORIZATION=f"Bearer {output[-1]}").json()["data"]
+    for item in listed:
+        summary = client.get(f"/v1/renders/{item['id']}/engagement",
+                             HTTP_AUTHORIZATION=f"Bearer {output[-1]}").json()
+        assert all(event["createdAt"] >= item["createdAt"] for event in summary["recent"]), item["name"]
+
+
+def test_a_rerun_dates_back_renders_of_an_older_demo_whose_events_predate_them():
+    seed()
+    project = demo_project()
+    Render.objects.filter(project=project).update(created_at=now())  # what an older version left behind
+
+    output = seed()
+
+    first_events = dict(EngagementEvent.objects.filter(project=project).values_list("render")
+                        .annotate(first=Min("created_at")))
+    for render in Render.objects.filter(project=project):
+        assert render.created_at == first_events[render.id]
+    assert f"{len(data.DEMO_RENDERS)} renders dated back to their first event" in "\n".join(output)
+    assert "dated back" not in "\n".join(seed())
 
 
 def test_demo_has_shares_with_recipient_activity_and_an_emailed_render():
@@ -82,7 +227,8 @@ def test_demo_traffic_spans_six_weeks_on_two_channels_from_three_domains():
     seed()
     project = demo_project()
 
-    messages = Message.objects.filter(project=project).exclude(render__isnull=False)
+    emailed = RenderEmail.objects.filter(project=project).values("message_id")
+    messages = Message.objects.filter(project=project).exclude(client_message_id__in=emailed)
     assert messages.values("channel").distinct().count() == 2
     assert set(messages.values_list("from_domain", flat=True)) == {
         "acme.example", "acme-mail.example", "globex.example"}

@@ -4,7 +4,6 @@ deletion), per render and per asking project."""
 
 import pytest
 from django.core import mail
-from django.core.cache import cache
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
@@ -12,7 +11,8 @@ from demo.data import ensure_activity
 from engagement_platform import bodycache
 from renders import selectors
 from renders.models import ActorKind, EngagementCounter, EngagementEvent, EventType, Render
-from renders.services import record_event
+from renders.services import record_event, render_delete
+from tests.rediscache import clear_test_cache, redis_cache_settings
 from tests.sharing import mint, token_of
 from tests.test_backfill_render_events import backfill, line, ndjson
 from tests.test_email_flow import path_of, urls_in
@@ -31,12 +31,11 @@ def summary_cache(request, settings):
         redis_url = _redis_url()
         if redis_url is None:
             pytest.skip("needs a Redis server (TEST_REDIS_URL or redis://127.0.0.1:6379/15)")
-        settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
-                                       "LOCATION": redis_url}}
+        settings.CACHES = redis_cache_settings(redis_url)  # its own key prefix: cleared without a FLUSHDB
     settings.SUMMARY_CACHE_SECONDS = 60
-    cache.clear()
+    clear_test_cache()
     yield request.param
-    cache.clear()
+    clear_test_cache()
 
 
 def summary_queries(client, render_id, **headers):
@@ -152,11 +151,11 @@ def test_demo_seeding_shows_in_the_next_summary(summary_cache, api, project, mak
     assert [summary(api, demo)["total"] for demo in renders] == [3, 2, 1]
 
 
-def test_a_deleted_render_answers_404_at_once(summary_cache, api, render, clock):
+def test_a_render_deleted_through_its_service_answers_404_at_once(summary_cache, api, render, clock):
     post_event(api, render)
     summary(api, render)
     kept(api, render)
-    Render.objects.get(pk=render.pk).delete()
+    render_delete(render=Render.objects.get(pk=render.pk))
     response, _ = summary_queries(api, render.id)
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
@@ -171,12 +170,18 @@ def test_a_render_deleted_in_the_admin_answers_404_at_once(summary_cache, api, a
     assert summary_queries(api, render.id)[0].status_code == 404
 
 
-def test_a_deleted_share_shows_in_the_next_summary(summary_cache, api, client, render, clock):
-    share = mint(api, render)
-    client.get(f"/s/{token_of(share)}")
-    assert {event["shareId"] for event in summary(api, render)["recent"]} == {share["id"]}
-    render.shares.get().delete()  # out of the API (a shell): its events keep no share
-    assert {event["shareId"] for event in summary(api, render)["recent"]} == {None}
+def test_renders_deleted_by_the_admins_bulk_action_answer_404_at_once(summary_cache, api, admin_client, project,
+                                                                      render, make_render, clock):
+    other, untouched = make_render(project, name="Other.pdf"), make_render(project, name="Untouched.pdf")
+    for each in (render, other, untouched):
+        summary(api, each)
+        kept(api, each)
+    response = admin_client.post("/admin/renders/render/", {"action": "delete_selected", "post": "yes",
+                                                            "_selected_action": [str(render.pk), str(other.pk)]})
+    assert response.status_code == 302, response.content
+    assert list(Render.objects.values_list("pk", flat=True)) == [untouched.pk]
+    assert [summary_queries(api, each.id)[0].status_code for each in (render, other)] == [404, 404]
+    kept(api, untouched)
 
 
 def test_no_cache_builds_afresh_and_keeps_the_new_body(summary_cache, api, render, clock):

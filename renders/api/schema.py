@@ -4,6 +4,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter
 from rest_framework import serializers
 
+from engagement_platform.cursors import CURSOR_MAX_LENGTH, LIMIT_DEFAULT, LIMIT_MAX
 from renders.models import ActorKind, EventType
 
 
@@ -21,12 +22,22 @@ class RenderPageSerializer(serializers.Serializer):
     nextCursor = serializers.CharField(allow_null=True)
 
 
-RENDER_PAGE_PARAMETERS = [
-    OpenApiParameter("limit", {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
-                     OpenApiParameter.QUERY, required=False, description="Renders per page, 1 to 100 (default 20)."),
-    OpenApiParameter("cursor", OpenApiTypes.STR, OpenApiParameter.QUERY, required=False,
-                     description="The `nextCursor` of the previous page; omit it for the first page."),
-]
+def page_parameters(items: str) -> list[OpenApiParameter]:
+    """`limit` and `cursor` of a cursor-paginated list (engagement_platform.cursors)."""
+    return [
+        OpenApiParameter("limit", {"type": "integer", "minimum": 1, "maximum": LIMIT_MAX, "default": LIMIT_DEFAULT},
+                         OpenApiParameter.QUERY, required=False,
+                         description=f"{items} per page, 1 to {LIMIT_MAX} (default {LIMIT_DEFAULT})."),
+        OpenApiParameter("cursor", {"type": "string", "maxLength": CURSOR_MAX_LENGTH}, OpenApiParameter.QUERY,
+                         required=False,
+                         description="The `nextCursor` of the previous page of this same list; omit it for the "
+                                     "first page. A malformed cursor, or one another list returned, is a 400 "
+                                     "`invalid_request` with `fieldErrors.cursor`."),
+    ]
+
+
+RENDER_PAGE_PARAMETERS = page_parameters("Renders")
+SHARE_PAGE_PARAMETERS = page_parameters("Shares")
 
 
 SUMMARY_PARAMETERS = [

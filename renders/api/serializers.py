@@ -1,16 +1,12 @@
 """Parsing and shaping for the render-side API (camelCase, millisecond `Z` timestamps)."""
 
-import base64
-import binascii
 import json
-from datetime import UTC, datetime
 
 from django.urls import reverse
 from rest_framework import serializers
 
 from engagement_platform.clock import iso_ms
 from engagement_platform.errors import ValidationFailed, validation_failed_from_drf
-from engagement_platform.ids import parse_uuid
 from engagement_platform.jsonio import dumps
 from renders.models import PARTNER_EVENT_TYPES
 from renders.services import METADATA_MAX_BYTES, contains_nul, metadata_size_bytes
@@ -39,8 +35,18 @@ class StrictObjectSerializer(serializers.Serializer):
         return value
 
 
+PARTNER_EVENT_TYPES_TEXT = "one of " + ", ".join(f'"{t.value}"' for t in PARTNER_EVENT_TYPES)
+
+
 class PartnerEventSerializer(StrictObjectSerializer):
-    eventType = serializers.ChoiceField(choices=[t.value for t in PARTNER_EVENT_TYPES])
+    eventType = serializers.ChoiceField(
+        choices=[t.value for t in PARTNER_EVENT_TYPES],
+        error_messages={
+            "invalid_choice": '"{input}" is not a valid choice: expected ' + PARTNER_EVENT_TYPES_TEXT + ".",
+            "null": "May not be null: expected " + PARTNER_EVENT_TYPES_TEXT + ".",
+            "required": "This field is required: " + PARTNER_EVENT_TYPES_TEXT + ".",
+        },
+    )
     metadata = serializers.JSONField(required=False, allow_null=True, default=None)
 
     def validate_metadata(self, value):
@@ -139,41 +145,3 @@ def summary_body(summary) -> bytes:
     recent = summary.recent_json if summary.recent_json is not None else dumps(
         [event_json(event) for event in summary.recent])
     return head[:-1] + b',"recent":' + recent + b"}"
-
-
-# Cursor pagination -------------------------------------------------------------------------
-
-LIMIT_DEFAULT, LIMIT_MAX = 20, 100
-
-
-def encode_cursor(render) -> str:
-    raw = json.dumps([render.created_at.isoformat(), str(render.id)]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(value: str):
-    try:
-        padded = value + "=" * (-len(value) % 4)
-        created_at, render_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        parsed_id = parse_uuid(render_id)
-        parsed_at = datetime.fromisoformat(created_at)
-        if parsed_id is None or parsed_at.tzinfo is None:
-            raise ValueError
-        return parsed_at.astimezone(UTC), parsed_id  # OverflowError at the ends of the calendar
-    except (ValueError, TypeError, OverflowError, binascii.Error, UnicodeDecodeError, json.JSONDecodeError):
-        raise ValidationFailed(field_errors={"cursor": ["Not a cursor returned by this API."]}) from None
-
-
-def parse_page_params(query) -> tuple[int, tuple | None]:
-    errors = {}
-    limit = LIMIT_DEFAULT
-    raw_limit = query.get("limit")
-    if raw_limit is not None:
-        if not (raw_limit.isascii() and raw_limit.isdigit()) or not 1 <= int(raw_limit) <= LIMIT_MAX:
-            errors["limit"] = [f"Must be an integer from 1 to {LIMIT_MAX}."]
-        else:
-            limit = int(raw_limit)
-    if errors:
-        raise ValidationFailed(field_errors=errors)
-    cursor = query.get("cursor")
-    return limit, decode_cursor(cursor) if cursor else None

@@ -9,10 +9,10 @@ from rest_framework import serializers
 
 from engagement_platform.clock import iso_ms, now
 from renders.api.serializers import StrictObjectSerializer
+from renders.emails import SUBJECT_MAX_LENGTH, address_problem, subject_problem
 from renders.shares import SHARE_LABEL_MAX_LENGTH, share_page_url
 
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
-EMAIL_SUBJECT_MAX_LENGTH = 255
 EMAIL_MESSAGE_MAX_LENGTH = 10_000
 
 
@@ -61,22 +61,36 @@ class ShareCreateSerializer(StrictObjectSerializer):
         return value
 
 
-def no_line_breaks(value: str) -> None:
-    if "\r" in value or "\n" in value:
-        raise serializers.ValidationError("Must be a single line.")
+def header_safe_subject(value: str) -> None:
+    problem = subject_problem(value)
+    if problem is not None:
+        raise serializers.ValidationError(problem)
+
+
+def routable_recipient(value: str) -> None:
+    problem = address_problem(value, recipient=True)
+    if problem is not None:
+        raise serializers.ValidationError(problem)
+
+
+def routable_sender(value: str) -> None:
+    problem = address_problem(value, recipient=False)
+    if problem is not None:
+        raise serializers.ValidationError(problem)
 
 
 class EmailSendSerializer(StrictObjectSerializer):
-    to = serializers.EmailField(max_length=254)
-    subject = StringField(required=False, max_length=EMAIL_SUBJECT_MAX_LENGTH,
-                                    validators=[no_line_breaks])
+    to = serializers.EmailField(max_length=254, validators=[routable_recipient])
+    subject = StringField(required=False, trim_whitespace=False, max_length=SUBJECT_MAX_LENGTH,
+                          validators=[header_safe_subject])
     message = StringField(required=False, allow_blank=True, max_length=EMAIL_MESSAGE_MAX_LENGTH,
                                     trim_whitespace=False, default="")
     channel = serializers.UUIDField(required=False, allow_null=True, default=None)
 
     def get_fields(self):
         fields = super().get_fields()
-        fields["from"] = serializers.EmailField(required=False, allow_null=True, max_length=254, default=None)
+        fields["from"] = serializers.EmailField(required=False, allow_null=True, max_length=254, default=None,
+                                                validators=[routable_sender])
         return fields
 
 
@@ -110,6 +124,7 @@ class ShareOutSerializer(serializers.Serializer):
 
 class ShareListSerializer(serializers.Serializer):
     data = ShareOutSerializer(many=True)
+    nextCursor = serializers.CharField(allow_null=True, help_text="The next page's `cursor`; null on the last page.")
 
 
 class EmailOutSerializer(serializers.Serializer):

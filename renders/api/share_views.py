@@ -4,7 +4,9 @@ from rest_framework.response import Response
 
 from apikeys.models import Scope
 from apikeys.scoping import ProjectScopedAPIView
+from engagement_platform.cursors import list_tag, parse_page_params
 from engagement_platform.openapi import keyed_operation
+from renders.api.schema import SHARE_PAGE_PARAMETERS
 from renders.api.serializers import parse_or_raise
 from renders.api.share_serializers import (
     EmailOutSerializer,
@@ -15,11 +17,12 @@ from renders.api.share_serializers import (
     email_json,
     share_json,
 )
-from renders.api.views import require_body
+from renders.api.views import next_cursor, require_body
 from renders.emails import render_email_send
 from renders.models import ActorKind, Render, Share
+from renders.selectors import share_page
 from renders.services import client_ip
-from renders.shares import public_base_url, share_list, share_mint, share_revoke
+from renders.shares import public_base_url, share_mint, share_revoke
 
 SHARE_BODY_MAX_BYTES = 16 * 1024
 EMAIL_BODY_MAX_BYTES = 64 * 1024
@@ -36,11 +39,18 @@ class RenderSharesView(ProjectScopedAPIView):
     required_scopes = {"GET": Scope.RENDERS_READ, "POST": Scope.RENDERS_WRITE}
     max_body_bytes = SHARE_BODY_MAX_BYTES
 
-    @keyed_operation(scope=Scope.RENDERS_READ, operation_id="listShares", summary="List a render's shares",
-                     responses={200: ShareListSerializer}, errors=[404])
+    @keyed_operation(scope=Scope.RENDERS_READ, operation_id="listShares",
+                     summary="List a render's shares, newest first", responses={200: ShareListSerializer},
+                     errors=[400, 404], parameters=SHARE_PAGE_PARAMETERS)
     def get(self, request, render_id):
         render = self.get_scoped_or_404(Render.objects.all(), render_id, "render")
-        return Response({"data": [share_json(share, request) for share in share_list(render=render)]})
+        tag = list_tag("shares", render.pk)
+        page = parse_page_params(request.query_params, tag=tag)
+        shares, has_more = share_page(render=render, limit=page.limit, after=page.after)
+        return Response({
+            "data": [share_json(share, request) for share in shares],
+            "nextCursor": next_cursor(shares, has_more, tag=tag),
+        })
 
     @keyed_operation(scope=Scope.RENDERS_WRITE, operation_id="createShare", summary="Mint a public link",
                      description="Records `share_created` (actorKind `partner`).",

@@ -2,12 +2,14 @@
 
 from django.conf import settings
 from django.http import FileResponse, HttpResponse
+from drf_spectacular.types import OpenApiTypes
 from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 
 from apikeys.models import Scope
 from apikeys.scoping import ProjectScopedAPIView
 from engagement_platform.bodycache import asks_for_fresh
+from engagement_platform.cursors import encode_cursor, list_tag, parse_page_params
 from engagement_platform.errors import InvalidJson, NotFound, PayloadTooLarge, ValidationFailed
 from engagement_platform.jsonio import dumps
 from engagement_platform.openapi import OpenApiResponse, keyed_operation
@@ -22,8 +24,6 @@ from renders.api.schema import (
 )
 from renders.api.serializers import (
     PartnerEventSerializer,
-    encode_cursor,
-    parse_page_params,
     parse_partner_event,
     parse_upload_name,
     render_json,
@@ -36,6 +36,13 @@ from renders.services import client_ip, render_create, render_event_record
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 EVENT_BODY_MAX_BYTES = 64 * 1024
 RECORDED_BODIES = {recorded: dumps({"recorded": recorded}) for recorded in (True, False)}
+
+
+def next_cursor(items: list, has_more: bool, *, tag: str) -> str | None:
+    """The `nextCursor` of a page: the position of its last item, or None on the last page."""
+    if not has_more:
+        return None
+    return encode_cursor(tag=tag, created_at=items[-1].created_at, item_id=items[-1].id)
 
 
 def require_body(request) -> None:
@@ -52,11 +59,12 @@ class RenderCollectionView(ProjectScopedAPIView):
     @keyed_operation(scope=Scope.RENDERS_READ, operation_id="listRenders", summary="List renders, newest first",
                      responses={200: RenderPageSerializer}, errors=[400], parameters=RENDER_PAGE_PARAMETERS)
     def get(self, request):
-        limit, after = parse_page_params(request.query_params)
-        renders, has_more = render_page(project=self.project, limit=limit, after=after)
+        tag = list_tag("renders", self.project.pk)
+        page = parse_page_params(request.query_params, tag=tag)
+        renders, has_more = render_page(project=self.project, limit=page.limit, after=page.after)
         return Response({
             "data": [render_json(render, request) for render in renders],
-            "nextCursor": encode_cursor(renders[-1]) if has_more else None,
+            "nextCursor": next_cursor(renders, has_more, tag=tag),
         })
 
     @keyed_operation(scope=Scope.RENDERS_WRITE, operation_id="createRender", summary="Upload a PDF as a render",
@@ -89,7 +97,8 @@ class RenderDownloadView(ProjectScopedAPIView):
     required_scopes = {"GET": Scope.RENDERS_READ}
 
     @keyed_operation(scope=Scope.RENDERS_READ, operation_id="downloadRender", summary="Download a render's PDF",
-                     responses={(200, "application/pdf"): OpenApiResponse(bytes, description="The PDF.")},
+                     responses={(200, "application/pdf"): OpenApiResponse(
+                         OpenApiTypes.BINARY, description="The PDF, streamed as an attachment.")},
                      errors=[404])
     def get(self, request, render_id):
         render = self.get_scoped_or_404(Render.objects.all(), render_id, "render")

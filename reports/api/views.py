@@ -49,7 +49,7 @@ class MessageEventsView(ProjectScopedAPIView):
         description="1 to 1000 events, all or nothing. An event whose `id` the project already has is a "
                     "duplicate and changes no figure, so retries never double-count.",
         request=MessageEventBatchSerializer, responses={200: IngestResultSerializer}, errors=(400, 413, 422),
-        problem=True, tags=["reports"],
+        problem=True,
     )
     def post(self, request):
         events = parse_event_batch(request.data)
@@ -66,7 +66,7 @@ class EngagementReportView(ProjectScopedAPIView):
                     "opens and clicks (summed per day for week and month) and their rates over delivered. "
                     "Empty buckets are omitted; oldest first.",
         parameters=REPORT_PARAMETERS, responses={200: OpenApiResponse(EngagementReportSerializer)},
-        errors=(422,), problem=True, tags=["reports"],
+        errors=(422,), problem=True,
     )
     def get(self, request):
         query = parse_report_query(request.query_params)

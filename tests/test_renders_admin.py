@@ -1,0 +1,71 @@
+"""Section 5, the admin's render page: its File link opens the PDF through the admin itself (the storage's
+MEDIA_URL is not served by the application), for staff only."""
+
+import re
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
+from django.urls import reverse
+
+from engagement_platform.ids import new_id
+from tests.conftest import PDF_BYTES
+
+pytestmark = pytest.mark.django_db
+
+
+def pdf_url(render) -> str:
+    return reverse("admin:renders_render_pdf", args=[render.pk])
+
+
+def file_link_on_change_page(client, render) -> str:
+    response = client.get(reverse("admin:renders_render_change", args=[render.pk]))
+    assert response.status_code == 200
+    [href] = re.findall(r'<div class="readonly"><a href="([^"]+)">Open the PDF</a>', response.content.decode())
+    return href
+
+
+def test_the_render_pages_file_link_streams_the_pdf_to_staff(admin_client, render):
+    href = file_link_on_change_page(admin_client, render)
+    assert href == pdf_url(render)
+
+    response = admin_client.get(href)
+
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/pdf"
+    assert response["Content-Disposition"].startswith("inline")
+    assert b"".join(response.streaming_content) == PDF_BYTES
+
+
+def test_the_file_link_does_not_point_at_the_unserved_media_url(admin_client, render, settings):
+    assert not file_link_on_change_page(admin_client, render).startswith(settings.MEDIA_URL)
+
+
+def test_an_anonymous_visitor_of_the_pdf_is_sent_to_the_admin_login(client, render):
+    response = client.get(pdf_url(render))
+
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("admin:login") + "?next=")
+
+
+def test_a_signed_in_user_who_is_not_staff_is_sent_to_the_admin_login(client, render):
+    user = get_user_model().objects.create_user("reader", password="a-long-test-password-1")
+    client.force_login(user)
+
+    response = client.get(pdf_url(render))
+
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("admin:login"))
+
+
+def test_staff_without_the_view_permission_on_renders_is_refused(client, render):
+    user = get_user_model().objects.create_user("clerk", password="a-long-test-password-1", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="view_project"))
+    client.force_login(user)
+
+    assert client.get(pdf_url(render)).status_code == 403
+
+
+def test_the_pdf_of_an_unknown_render_is_404(admin_client):
+    assert admin_client.get(reverse("admin:renders_render_pdf", args=[new_id()])).status_code == 404
+    assert admin_client.get("/admin/renders/render/not-a-uuid/pdf/").status_code == 404
