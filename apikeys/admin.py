@@ -16,8 +16,20 @@ from apikeys.services import (
 )
 
 
+class DeletionChangesKeys:
+    """Deleting projects or keys can change an authentication outcome: every worker re-reads its keys."""
+
+    def delete_model(self, request, obj):
+        super().delete_model(request, obj)
+        keys_changed()
+
+    def delete_queryset(self, request, queryset):
+        super().delete_queryset(request, queryset)
+        keys_changed()
+
+
 @admin.register(Project)
-class ProjectAdmin(admin.ModelAdmin):
+class ProjectAdmin(DeletionChangesKeys, admin.ModelAdmin):
     list_display = ["name", "id", "retention_days", "rate_limit_per_minute", "created_at", "deleted_at"]
     list_filter = [("deleted_at", admin.EmptyFieldListFilter)]
     search_fields = ["name", "id"]
@@ -33,14 +45,6 @@ class ProjectAdmin(admin.ModelAdmin):
             obj.refresh_from_db()
             return
         project_update(project=obj, **{field: getattr(obj, field) for field in PROJECT_EDITABLE_FIELDS})
-
-    def delete_model(self, request, obj):
-        super().delete_model(request, obj)
-        keys_changed()
-
-    def delete_queryset(self, request, queryset):
-        super().delete_queryset(request, queryset)
-        keys_changed()
 
     @admin.action(description="Soft-delete selected projects (keys answer 403)")
     def soft_delete(self, request, queryset):
@@ -63,7 +67,7 @@ class ApiKeyCreateForm(forms.ModelForm):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(DeletionChangesKeys, admin.ModelAdmin):
     list_display = ["prefix", "name", "project", "scopes", "created_at", "expires_at", "revoked_at", "last_used_at"]
     list_filter = ["project", ("revoked_at", admin.EmptyFieldListFilter)]
     search_fields = ["prefix", "name", "project__name"]
@@ -113,14 +117,6 @@ class ApiKeyAdmin(admin.ModelAdmin):
             "raw_key": raw_key,
         }
         return TemplateResponse(request, self.created_template, context)
-
-    def delete_model(self, request, obj):
-        super().delete_model(request, obj)
-        keys_changed()
-
-    def delete_queryset(self, request, queryset):
-        super().delete_queryset(request, queryset)
-        keys_changed()
 
     @admin.action(description="Revoke selected keys")
     def revoke(self, request, queryset):

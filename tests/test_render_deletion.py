@@ -117,3 +117,52 @@ def test_migrating_from_messages_with_a_render_link_keeps_every_message(api, cli
     assert figures(report(api)) == report_before
     counts = api.get(f"/v1/renders/{render.id}/engagement").json()["counts"]
     assert (counts["share_created"], counts["email_sent"], counts["email_opened"]) == (1, 1, 1)
+
+
+# DELETE /v1/renders/:id ------------------------------------------------------------------------------------------
+
+@pytest.mark.django_db(transaction=True)
+def test_delete_answers_204_takes_the_render_and_keeps_its_report_messages(api, client, render, clock):
+    emailed_and_opened(api, client, render)
+    email = RenderEmail.objects.select_related("share").get()
+    storage, name = render.file.storage, render.file.name
+    before = figures(report(api))
+
+    response = api.delete(f"/v1/renders/{render.id}")
+
+    assert response.status_code == 204 and response.content == b""
+    assert not Render.objects.filter(pk=render.pk).exists() and not storage.exists(name)
+    for model in (Share, RenderEmail, EngagementEvent, EngagementCounter):
+        assert not model.objects.filter(render_id=render.pk).exists(), model.__name__
+    assert client.get(f"/s/{email.share.token}").status_code == 404
+    assert api.get(f"/v1/renders/{render.id}/engagement").status_code == 404
+    assert figures(report(api)) == before
+    assert MessageEvent.objects.filter(message__client_message_id=email.message_id).count() == 4
+
+
+def test_a_second_delete_is_404(api, render):
+    assert api.delete(f"/v1/renders/{render.id}").status_code == 204
+
+    response = api.delete(f"/v1/renders/{render.id}")
+
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+
+
+def test_delete_needs_renders_write_and_keeps_the_render(project, make_key, make_client, render):
+    reader = make_client(make_key(project, scopes=["renders.read"]).raw_key)
+
+    response = reader.delete(f"/v1/renders/{render.id}")
+
+    assert response.status_code == 403
+    assert "renders.write" in response.json()["error"]["message"]
+    assert Render.objects.filter(pk=render.pk).exists()
+
+
+def test_delete_of_another_projects_render_is_404_and_deletes_nothing(api, make_project, make_render):
+    foreign = make_render(make_project())
+
+    response = api.delete(f"/v1/renders/{foreign.id}")
+
+    assert response.status_code == 404
+    assert Render.objects.filter(pk=foreign.pk).exists()

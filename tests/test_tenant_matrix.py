@@ -90,7 +90,7 @@ MATRIX: dict[str, dict[str, Op]] = {
         "GET": Op(isolation=_render_list_isolated),
         "POST": Op(multipart=_upload, isolation=_render_create_isolated, writes=True),
     },
-    "v1/renders/<str:render_id>": {"GET": Op()},
+    "v1/renders/<str:render_id>": {"GET": Op(), "DELETE": Op(writes=True)},
     "v1/renders/<str:render_id>/download": {"GET": Op()},
     "v1/renders/<str:render_id>/engagement": {"GET": Op()},
     "v1/renders/<str:render_id>/events": {"POST": Op(json=lambda w: {"eventType": "viewed"}, writes=True)},

@@ -31,7 +31,7 @@ from renders.api.serializers import (
 )
 from renders.models import ActorKind, Render
 from renders.selectors import engagement_summary_body, render_in_project, render_page
-from renders.services import client_ip, render_create, render_event_record
+from renders.services import client_ip, render_create, render_delete, render_event_record
 
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 EVENT_BODY_MAX_BYTES = 64 * 1024
@@ -84,13 +84,22 @@ class RenderCollectionView(ProjectScopedAPIView):
 
 
 class RenderDetailView(ProjectScopedAPIView):
-    required_scopes = {"GET": Scope.RENDERS_READ}
+    required_scopes = {"GET": Scope.RENDERS_READ, "DELETE": Scope.RENDERS_WRITE}
 
     @keyed_operation(scope=Scope.RENDERS_READ, operation_id="getRender", summary="Get a render",
                      responses={200: RenderOutSerializer}, errors=[404])
     def get(self, request, render_id):
         render = self.get_scoped_or_404(Render.objects.all(), render_id, "render")
         return Response(render_json(render, request))
+
+    @keyed_operation(scope=Scope.RENDERS_WRITE, operation_id="deleteRender", summary="Delete a render",
+                     description="Deletes the render, its file, its shares (their links then answer 404), events "
+                                 "and counters. Report-side message events of its emails stay.",
+                     responses={204: OpenApiResponse(description="Deleted.")}, errors=[404])
+    def delete(self, request, render_id):
+        render = self.get_scoped_or_404(Render.objects.all(), render_id, "render")
+        render_delete(render=render)
+        return HttpResponse(status=204)
 
 
 class RenderDownloadView(ProjectScopedAPIView):
