@@ -182,3 +182,22 @@ def test_a_chunked_post_to_a_public_route_without_a_delimited_input_is_a_411_pag
     assert response.status_code == 411
     assert response["Content-Type"].startswith("text/html")
     assert not EngagementEvent.objects.filter(render=render, event_type="printed").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_query_string_past_four_kib_is_answered_by_the_platform_not_refused_by_the_server(gunicorn, project,
+                                                                                           make_key, render):
+    """gunicorn.conf.py raises the request-line limit: a long malformed query is the API's 400, not a bare 414."""
+    raw_key = make_key(project).raw_key
+    query = "&".join(["limit=%C3%A9%C3%A9%C3%A9%C3%A9"] * 200)  # about 6 KiB of request line
+    conn = http.client.HTTPConnection("127.0.0.1", gunicorn.port, timeout=30)
+    try:
+        conn.request("GET", f"/v1/renders/{render.id}/shares?{query}", headers={"Authorization": f"Bearer {raw_key}"})
+        response = conn.getresponse()
+        status, content = response.status, response.read()
+    finally:
+        conn.close()
+
+    assert len(query) > 4096
+    assert status == 400, content
+    assert json.loads(content)["error"]["code"] == "invalid_request"
