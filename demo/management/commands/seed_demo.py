@@ -71,6 +71,7 @@ class Command(BaseCommand):
         write(f'  export KEY={keys["all"]}')
         write(f'  curl -H "Authorization: Bearer $KEY" {base_url}/v1/renders/{first.id}/engagement')
         write(f'  curl -H "Authorization: Bearer $KEY" "{base_url}/v1/reports/engagement?group_by=week"')
-        write(f"  API docs: {base_url}/docs   admin: {base_url}/admin/ (DEBUG=1 .venv/bin/python manage.py createsuperuser)")
+        write(f"  API docs: {base_url}/docs   admin: {base_url}/admin/ "
+              "(DEBUG=1 .venv/bin/python manage.py createsuperuser)")
         write(keys["all"])
 
