@@ -76,10 +76,10 @@ def load_message_events(conn, *, tables, project_id, channel_ids: dict, first: i
         with conn.transaction():
             conn.execute(
                 f"INSERT INTO {msg} (id, project_id, channel_id, client_message_id, from_address, from_domain, "
-                f"recipient, render_id, created_at) "
+                f"recipient, created_at) "
                 f"SELECT {_seq_uuid('8000', 'i')}, %(p)s, (%(ch)s::uuid[])[i %% 4 + 1], 'm' || i, "
                 f"'news@d' || (i %% 10) || '.example', 'd' || (i %% 10) || '.example', "
-                f"'r' || ((i * 31) %% {RECIPIENTS}) || '@rcpt.example', NULL, {t0} "
+                f"'r' || ((i * 31) %% {RECIPIENTS}) || '@rcpt.example', {t0} "
                 f"FROM generate_series(%(lo)s::bigint, %(hi)s::bigint - 1) AS i",
                 params,
             )

@@ -144,3 +144,93 @@ def _converter(field):
 
 def _same(value):
     return value
+
+
+# Backfilled history: rows inserted as given, idempotently on their id ------------------------------------
+
+BACKFILL_COLUMNS = ("id", "project", "render", "share", "event_type", "actor_kind", "source_ip", "user_agent",
+                    "metadata", "created_at")
+BACKFILL_STAGING_TABLE = "renders_backfill_incoming"
+SQLITE_INSERT_CHUNK_ROWS = 1000  # 10 parameters a row stays under SQLite's variable limit
+
+
+def insert_new_events(rows: list[tuple], *, wait_for_flush: bool = True) -> dict[tuple, int]:
+    """Insert event rows (values in BACKFILL_COLUMNS order, metadata as JSON bytes) unless their id is stored.
+
+    Returns how many rows were actually inserted per (render id, event type, has a share): what the
+    counters need. PostgreSQL: the batch is copied (COPY) into a temporary table and moved with one
+    INSERT ... SELECT ... ON CONFLICT (id) DO NOTHING; SQLite: multi-row INSERTs with the same clause.
+    Must run inside the caller's transaction. `wait_for_flush=False` lets that transaction commit
+    without waiting for the disk (PostgreSQL); `flush_commits` later makes all such commits durable.
+    """
+    if not rows:
+        return {}
+    if connection.vendor == "postgresql":
+        return _insert_new_events_copy(rows, wait_for_flush=wait_for_flush)
+    return _insert_new_events_values(rows)
+
+
+def _backfill_columns() -> list[str]:
+    meta = EngagementEvent._meta
+    return [meta.get_field(name).column for name in BACKFILL_COLUMNS]
+
+
+def _insert_new_events_copy(rows: list[tuple], *, wait_for_flush: bool) -> dict[tuple, int]:
+    from psycopg import sql
+
+    table = sql.Identifier(EngagementEvent._meta.db_table)
+    staging = sql.Identifier(BACKFILL_STAGING_TABLE)
+    columns = sql.SQL(", ").join(sql.Identifier(name) for name in _backfill_columns())
+    pk, render, event_type, share = (sql.Identifier(EngagementEvent._meta.get_field(name).column)
+                                     for name in ("id", "render", "event_type", "share"))
+    with connection.cursor() as cursor:
+        raw = cursor.cursor  # psycopg's own cursor: COPY is not part of the DB-API Django wraps
+        if not wait_for_flush:
+            cursor.execute("SET LOCAL synchronous_commit = off")
+        cursor.execute(sql.SQL("CREATE TEMPORARY TABLE IF NOT EXISTS {} (LIKE {}) ON COMMIT DELETE ROWS")
+                       .format(staging, table).as_string(raw.connection))
+        cursor.execute(sql.SQL("TRUNCATE {}").format(staging).as_string(raw.connection))
+        with raw.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(staging, columns)) as copy:
+            write_row = copy.write_row
+            for row in rows:
+                if row[8] is None:
+                    write_row(row)
+                else:
+                    write_row((*row[:8], row[8].decode("utf-8"), row[9]))
+        cursor.execute(sql.SQL(
+            "WITH inserted AS (INSERT INTO {table} ({columns}) SELECT {columns} FROM {staging} "
+            "ON CONFLICT ({pk}) DO NOTHING RETURNING {render}, {event_type}, {share} IS NOT NULL AS has_share) "
+            "SELECT {render}, {event_type}, has_share, count(*) FROM inserted GROUP BY 1, 2, 3"
+        ).format(table=table, columns=columns, staging=staging, pk=pk, render=render, event_type=event_type,
+                 share=share).as_string(raw.connection))
+        return {(render_id, kind, has_share): count for render_id, kind, has_share, count in cursor.fetchall()}
+
+
+def _insert_new_events_values(rows: list[tuple]) -> dict[tuple, int]:
+    import uuid
+    from collections import Counter
+
+    quote = connection.ops.quote_name
+    adapt_datetime = connection.ops.adapt_datetimefield_value
+    meta = EngagementEvent._meta
+    columns = ", ".join(quote(name) for name in _backfill_columns())
+    returning = ", ".join(quote(meta.get_field(name).column) for name in ("render", "event_type", "share"))
+    row_placeholder = "(" + ", ".join(["%s"] * len(BACKFILL_COLUMNS)) + ")"
+    inserted: Counter = Counter()
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), SQLITE_INSERT_CHUNK_ROWS):
+            chunk = rows[start:start + SQLITE_INSERT_CHUNK_ROWS]
+            params = []
+            for (event_id, project_id, render_id, share_id, kind, actor, ip, agent, metadata, at) in chunk:
+                params += [event_id.hex, _uuid_param(project_id), render_id.hex, share_id and share_id.hex, kind,
+                           actor, ip, agent, metadata and metadata.decode("utf-8"), adapt_datetime(at)]
+            cursor.execute(
+                f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES {', '.join([row_placeholder] * len(chunk))} "
+                f"ON CONFLICT ({quote(meta.pk.column)}) DO NOTHING RETURNING {returning}",
+                params,
+            )
+            for render_id, kind, share_id in cursor.fetchall():
+                inserted[(uuid.UUID(render_id), kind, share_id is not None)] += 1
+    return dict(inserted)
+
+

@@ -198,7 +198,7 @@ class PendingRecount(models.Model):
     A backfill that defers its rollups marks each day before it stores events of that day, and
     deletes its marks in the transaction that recounts those days. A mark left behind (the run
     crashed) is adopted by the next backfill of the project, or cleared by `rebuild_rollups`.
-    `run` names the backfill; a live run holds an advisory lock on it (see reports.upserts).
+    `run` names the backfill; a live run holds an advisory lock on it (see reports.rollups.sql).
     """
 
     # No index of its own: the unique key leads with the project. No database-level foreign key on this

@@ -2,62 +2,43 @@
 
 import threading
 import uuid
-from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date
-from typing import NamedTuple
 
 from django.db import connection, transaction
-from django.db.models import Count
 from django.db.models.functions import TruncDate
 
 from engagement_platform.clock import now
+from engagement_platform.durability import flush_commits
 from engagement_platform.ids import new_id
-from reports.grains import (
-    COUNT_COLUMN,
-    ROLLUP_COUNT_COLUMNS,
-    UNIQUE_COLUMN,
-    channel_key_for,
-    day_bounds,
-    day_start,
-    grain_keys_for,
-    utc_day,
-)
+from reports.grains import day_start, utc_day
 from reports.models import (
     DEFAULT_CHANNEL_NAME,
-    UNIQUE_COUNTED_TYPES,
     USER_AGENT_MAX_LENGTH,
     Channel,
     DailyFirstTouch,
     DailyRollup,
-    Message,
     MessageEvent,
 )
-from reports.selectors import report_bodies
-from reports.upserts import (
+from reports.rollups import definition as rule
+from reports.rollups.sql import (
     abandoned_runs,
-    add_to_rollups,
+    deferred_rollups_supported,
     first_touches_pending,
-    flush_commits,
     hold_run_lock,
     ingest_batch,
-    insert_events,
-    insert_first_touches,
-    insert_messages,
     lock_project_rollups,
     mark_days_pending,
     pending_days,
-    recount_day,
+    rebuild_day,
     recount_days,
     release_run_lock,
     store_batch_pipelined,
     write_pending_first_touches,
 )
+from reports.selectors import report_bodies
 from reports.validation import email_domain
-
-LOOKUP_CHUNK = 1000  # ids per `IN (...)` lookup
-REBUILD_TOUCH_CHUNK = 5000  # first-touch rows per insert while rebuilding a day
 
 
 @dataclass(frozen=True)
@@ -70,15 +51,6 @@ class IngestResult:
 class RebuildResult:
     days: int
     rows_changed: int
-
-
-class MessageFacts(NamedTuple):
-    """What the rollups need of a message: it is the message's, not the event's, channel and addresses."""
-
-    id: uuid.UUID
-    channel_key: str
-    domain: str
-    recipient: str
 
 
 # Channels ------------------------------------------------------------------------------------
@@ -144,37 +116,10 @@ def ingest_message_events(*, project, events: list[dict], wait_for_flush: bool =
     """
     if not events:
         return IngestResult(accepted=0, duplicates=0)
-    if connection.vendor == "postgresql":
-        accepted = _ingest_set_based(project=project, events=events, wait_for_flush=wait_for_flush)
-        if accepted:
-            report_bodies.changed(project.pk)
-        return IngestResult(accepted=accepted, duplicates=len(events) - accepted)
-    batch: dict[str, dict] = {}
-    for event in events:
-        if event["id"] not in batch:
-            batch[event["id"]] = {**event, "channel_id": _as_uuid(event["channel_id"])}
-    received_at = now()
-    with transaction.atomic():
-        lock_project_rollups(project_id=project.pk, exclusive=False)
-        channels = _channels_by_external_id(project=project, external_ids={e["channel_id"] for e in batch.values()})
-        messages = _messages_for(project=project, events=batch.values(), channels=channels, at=received_at)
-        accepted_ids = insert_events(project_id=project.pk, rows=[
-            {
-                "id": new_id(),
-                "message_id": messages[event["message_id"]].id,
-                "client_event_id": event_id,
-                "type": event["type"],
-                "occurred_at": event["occurred_at"],
-                "url": event.get("url"),
-                "user_agent": (event.get("user_agent") or "")[:USER_AGENT_MAX_LENGTH] or None,
-                "received_at": received_at,
-            }
-            for event_id, event in batch.items()
-        ])
-        if accepted_ids:
-            _count_into_rollups(project=project, events=[batch[i] for i in accepted_ids], messages=messages)
-            report_bodies.changed(project.pk)
-    return IngestResult(accepted=len(accepted_ids), duplicates=len(events) - len(accepted_ids))
+    accepted = _ingest(project=project, events=events, wait_for_flush=wait_for_flush)
+    if accepted:
+        report_bodies.changed(project.pk)
+    return IngestResult(accepted=accepted, duplicates=len(events) - accepted)
 
 
 def ingestion_flush() -> None:
@@ -204,6 +149,11 @@ class DeferredRollups:
         self._channels: dict[uuid.UUID, uuid.UUID] = {}
         self._marking = threading.Lock()
 
+    @staticmethod
+    def supported() -> bool:
+        """PostgreSQL only: SQLite has one writer at a time and no recount path (it loads batch by batch)."""
+        return deferred_rollups_supported()
+
     def start(self) -> None:
         hold_run_lock(self.run)
 
@@ -217,8 +167,8 @@ class DeferredRollups:
                 mark_days_pending(project_id=self.project.pk, run=self.run, days=new_days)
                 self._marked |= new_days
         if connection.in_atomic_block:  # inside a caller's transaction: the batch goes in under a savepoint
-            accepted = _ingest_set_based(project=self.project, events=events, wait_for_flush=wait_for_flush,
-                                         into_rollups=False)
+            accepted = _ingest(project=self.project, events=events, wait_for_flush=wait_for_flush,
+                               into_rollups=False)
         else:
             rows, firsts = _event_rows(events)
             accepted = store_batch_pipelined(project_id=self.project.pk, received_at=now(),
@@ -294,8 +244,8 @@ class _FirstTouchesNeeded(Exception):
         self.days = days
 
 
-def _ingest_set_based(*, project, events: list[dict], wait_for_flush: bool, into_rollups: bool = True) -> int:
-    """PostgreSQL: one pass over the batch in Python to make column arrays, then two set-based statements.
+def _ingest(*, project, events: list[dict], wait_for_flush: bool, into_rollups: bool = True) -> int:
+    """One pass over the batch in Python to make its rows, then `ingest_batch` in one transaction.
 
     Counting into the rollups needs the first touches of the batch's days: days a deferred backfill
     left without them (`FirstTouchesPending`) get them written first, and the batch starts again.
@@ -304,13 +254,13 @@ def _ingest_set_based(*, project, events: list[dict], wait_for_flush: bool, into
     days = {utc_day(row[3]) for row in rows} if into_rollups else set()
     while True:
         try:
-            return _ingest_set_based_once(project=project, rows=rows, firsts=firsts, days=days,
-                                          wait_for_flush=wait_for_flush, into_rollups=into_rollups)
+            return _ingest_once(project=project, rows=rows, firsts=firsts, days=days,
+                                wait_for_flush=wait_for_flush, into_rollups=into_rollups)
         except _FirstTouchesNeeded as needed:
             first_touches_write(project=project, days=needed.days)
 
 
-def _ingest_set_based_once(*, project, rows, firsts, days, wait_for_flush: bool, into_rollups: bool) -> int:
+def _ingest_once(*, project, rows, firsts, days, wait_for_flush: bool, into_rollups: bool) -> int:
     received_at = now()
     with transaction.atomic():
         lock_project_rollups(project_id=project.pk, exclusive=False)
@@ -327,7 +277,7 @@ def _ingest_set_based_once(*, project, rows, firsts, days, wait_for_flush: bool,
 
 
 def first_touches_write(*, project, days: Iterable[date]) -> None:
-    """Write the first touches of days a deferred backfill left without them (PostgreSQL)."""
+    """Write the first touches of days a deferred backfill left without them."""
     with transaction.atomic():
         lock_project_rollups(project_id=project.pk, exclusive=True)
         write_pending_first_touches(project_id=project.pk, days=first_touches_pending(project_id=project.pk,
@@ -360,51 +310,6 @@ def _message_rows(*, project, firsts: dict[str, dict], channels: dict[uuid.UUID,
          email_domain(event["from_address"]), event["recipient"].strip().lower())
         for message_id, event in firsts.items()
     ]
-
-
-def _messages_for(*, project, events: Iterable[dict], channels: dict, at) -> dict[str, MessageFacts]:
-    """Each client message id of the batch → its message, created from its first event when new."""
-    first: dict[str, dict] = {}
-    for event in events:
-        first.setdefault(event["message_id"], event)
-    insert_messages(project_id=project.pk, rows=[
-        {
-            "id": new_id(),
-            "channel_id": channels[event["channel_id"]].pk,
-            "client_message_id": message_id,
-            "from_address": event["from_address"],
-            "from_domain": email_domain(event["from_address"]),
-            "recipient": event["recipient"].strip().lower(),
-            "created_at": at,
-        }
-        for message_id, event in first.items()
-    ])
-    ids = list(first)
-    facts: dict[str, MessageFacts] = {}
-    for start in range(0, len(ids), LOOKUP_CHUNK):
-        rows = Message.objects.filter(project=project, client_message_id__in=ids[start:start + LOOKUP_CHUNK]) \
-            .values_list("client_message_id", "id", "channel__external_id", "from_domain", "recipient")
-        for client_message_id, pk, channel_external_id, domain, recipient in rows:
-            facts[client_message_id] = MessageFacts(pk, channel_key_for(channel_external_id), domain, recipient)
-    return facts
-
-
-def _count_into_rollups(*, project, events: list[dict], messages: dict[str, MessageFacts]) -> None:
-    increments: dict[tuple, Counter] = defaultdict(Counter)
-    touches = []
-    for event in events:
-        facts = messages[event["message_id"]]
-        day = utc_day(event["occurred_at"])
-        column = COUNT_COLUMN[event["type"]]
-        counts_unique = event["type"] in UNIQUE_COUNTED_TYPES
-        for grain, channel_key, domain in grain_keys_for(channel_key=facts.channel_key, domain=facts.domain):
-            increments[(day, grain, channel_key, domain)][column] += 1
-            if counts_unique:
-                touches.append((day, event["type"], grain, channel_key, domain, facts.recipient))
-    if touches:
-        for day, kind, grain, channel_key, domain in insert_first_touches(project_id=project.pk, touches=touches):
-            increments[(day, grain, channel_key, domain)][UNIQUE_COLUMN[kind]] += 1
-    add_to_rollups(project_id=project.pk, increments=increments)
 
 
 # Rebuilding rollups from raw events -----------------------------------------------------------
@@ -445,58 +350,27 @@ def _days_with_report_data(*, project, first_day: date | None, end_day: date | N
 
 
 def _rebuild_day(*, project, day: date) -> int:
-    start, end = day_bounds(day)
-    if connection.vendor == "postgresql":
-        expected = recount_day(project_id=project.pk, day=day, start=start, end=end)
-        return _apply_rollup_rows(project=project, day=day, expected=expected)
-    events = MessageEvent.objects.filter(project=project, occurred_at__gte=start, occurred_at__lt=end).order_by()
-    expected: dict[tuple, Counter] = defaultdict(Counter)
-    grouped = events.values("type", "message__channel__external_id", "message__from_domain").annotate(n=Count("id"))
-    for row in grouped:
-        keys = grain_keys_for(channel_key=channel_key_for(row["message__channel__external_id"]),
-                              domain=row["message__from_domain"])
-        for key in keys:
-            expected[key][COUNT_COLUMN[row["type"]]] += row["n"]
-
-    DailyFirstTouch.objects.filter(project=project, day=day).delete()
-    distinct_touches = events.filter(type__in=UNIQUE_COUNTED_TYPES).values_list(
-        "type", "message__channel__external_id", "message__from_domain", "message__recipient").distinct()
-    pending = []
-
-    def flush():
-        for _day, kind, grain, channel_key, domain in insert_first_touches(project_id=project.pk, touches=pending):
-            expected[(grain, channel_key, domain)][UNIQUE_COLUMN[kind]] += 1
-        pending.clear()
-
-    for kind, channel_external_id, domain, recipient in distinct_touches.iterator(chunk_size=REBUILD_TOUCH_CHUNK):
-        for grain, channel_key, grain_domain in grain_keys_for(channel_key=channel_key_for(channel_external_id),
-                                                               domain=domain):
-            pending.append((day, kind, grain, channel_key, grain_domain, recipient))
-        if len(pending) >= REBUILD_TOUCH_CHUNK:
-            flush()
-    flush()
-    return _apply_rollup_rows(project=project, day=day, expected=expected)
+    return _apply_rollup_rows(project=project, day=day, expected=rebuild_day(project_id=project.pk, day=day))
 
 
-def _apply_rollup_rows(*, project, day: date, expected: dict[tuple, Counter]) -> int:
+def _apply_rollup_rows(*, project, day: date, expected: dict[tuple, dict[str, int]]) -> int:
     """Make the day's rollup rows equal `expected`, touching only rows that differ."""
-    existing = {(row.grain, row.channel_key, row.domain): row
+    existing = {tuple(getattr(row, column) for column in rule.KEY_COLUMNS): row
                 for row in DailyRollup.objects.filter(project=project, day=day)}
     to_create, to_update = [], []
     for key, counts in expected.items():
-        values = {column: counts.get(column, 0) for column in ROLLUP_COUNT_COLUMNS}
+        values = {column: counts.get(column, 0) for column in rule.FIGURE_COLUMNS}
         row = existing.pop(key, None)
         if row is None:
-            grain, channel_key, domain = key
-            to_create.append(DailyRollup(project=project, day=day, grain=grain, channel_key=channel_key,
-                                         domain=domain, **values))
+            to_create.append(DailyRollup(project=project, day=day, **dict(zip(rule.KEY_COLUMNS, key, strict=True)),
+                                         **values))
         elif any(getattr(row, column) != value for column, value in values.items()):
             for column, value in values.items():
                 setattr(row, column, value)
             to_update.append(row)
     DailyRollup.objects.bulk_create(to_create)
     if to_update:
-        DailyRollup.objects.bulk_update(to_update, list(ROLLUP_COUNT_COLUMNS))
+        DailyRollup.objects.bulk_update(to_update, list(rule.FIGURE_COLUMNS))
     if existing:
         DailyRollup.objects.filter(pk__in=[row.pk for row in existing.values()]).delete()
     return len(to_create) + len(to_update) + len(existing)

@@ -189,3 +189,117 @@ def test_concurrent_loads_of_one_file_count_every_event_once(make_project, make_
     accepted = sum(int(out.split()[1].rstrip(",")) for out in outputs)
     assert accepted == 40
     assert engagement(make_client(make_key(project).raw_key), render)["counts"]["viewed"] == 40
+
+
+# The derived id, the shared reader, bounded memory ----------------------------------------------------------
+
+PROJECT_FOR_IDS = "01966e2a-0000-7000-8000-0000000000ff"
+RENDER_FOR_IDS = "01966e2a-0000-7000-8000-000000000001"
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ({"eventType": "viewed", "actorKind": "partner", "shareId": None, "sourceIp": "198.51.100.7",
+      "userAgent": "Importer/1.0", "metadata": None, "createdAt": "2026-04-01T09:00:00.000Z"},
+     "019d4845-6280-7ca4-b607-2affa6db527a"),
+    ({"eventType": "printed", "actorKind": "recipient", "shareId": "01966e2a-0000-7000-8000-000000000002",
+      "sourceIp": "2001:DB8::1", "userAgent": 'Ünïcode "q" \\ tab\there',
+      "metadata": {"b": [1, 2.5, {"z": True, "a": None}], "a": "é\n\u0001\u007f\u2028", "1e16": 1e16,
+                   "small": 1e-7, "big": 12345678901234567},
+      "createdAt": "2026-04-01T11:00:00+02:00"},
+     "019d4845-6280-704a-89fd-8d6342526842"),
+    ({"eventType": "email_sent", "actorKind": "system", "shareId": None, "sourceIp": None, "userAgent": None,
+      "metadata": {"n": 3, "k": "v", "é": "x", "Z": "y"}, "createdAt": "2026-04-01T09:00:00.123456Z"},
+     "019d4845-62fb-7a54-9db5-23d479a4054d"),
+])
+def test_an_id_derived_from_content_stays_the_same_across_versions(raw, expected):
+    """Files loaded before keep their ids: a rerun of an old file finds its events stored."""
+    from renders.backfill import derived_event_id, parse_render_event
+
+    event, errors = parse_render_event({"renderId": RENDER_FOR_IDS, **raw})
+
+    assert errors == {}
+    assert str(derived_event_id(project_id=PROJECT_FOR_IDS, event=event)) == expected
+
+
+def test_both_backfill_commands_read_through_the_one_shared_reader(project, render, monkeypatch):
+    from engagement_platform.ndjson import NdjsonReader
+
+    seen = []
+    original = NdjsonReader.reject
+    monkeypatch.setattr(NdjsonReader, "reject",
+                        lambda self, number, reason: (seen.append((self.parse.__name__, number)),
+                                                      original(self, number, reason))[1])
+
+    backfill(project.name, ndjson(line(render), "{oops"))
+    out, err = io.StringIO(), io.StringIO()
+    call_command("backfill_message_events", "--project", project.name, "-", stdin=io.BytesIO(b"[1]\n"),
+                 stdout=out, stderr=err)
+
+    assert seen == [("parse_render_event", 2), ("parse_message_event", 1)]
+    assert out.getvalue() == "accepted 0, duplicates 0, rejected 1 (lines 1).\n"
+
+
+def test_lines_refused_when_stored_and_when_read_are_summarised_in_line_order(project, render):
+    text = ndjson(line(render, renderId=str(uuid.uuid4())), line(render), "nope", line(render, eventType="printed"),
+                  line(render, renderId=str(uuid.uuid4())))
+
+    out, err = backfill(project.name, text, "--batch-size", "10")
+
+    assert out.strip() == "accepted 2, duplicates 0, rejected 3 (lines 1, 3, 5)."
+    assert sorted(row.split(":")[0] for row in err.strip().splitlines()) == ["line 1", "line 3", "line 5"]
+
+
+def test_a_read_error_stops_the_backfill_after_the_batches_read_before_it(project, render):
+    class FailingStream:
+        def __iter__(self):
+            for minute in range(5):
+                yield (json.dumps(line(render, createdAt=f"2026-04-01T09:{minute:02d}:00Z")) + "\n").encode()
+            raise OSError("device went away")
+
+    with pytest.raises(OSError, match="device went away"):
+        call_command("backfill_render_events", "--project", project.name, "-", "--batch-size", "2",
+                     stdin=FailingStream(), stdout=io.StringIO(), stderr=io.StringIO())
+
+    assert EngagementEvent.objects.filter(render=render).count() == 4
+
+
+def run_render_backfill_process(project, path) -> tuple[str, float]:
+    """(stdout, peak RSS in MiB) of `manage.py backfill_render_events` as a child process."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.test_reports_commands import MANAGE_PY, database_url
+
+    child = subprocess.Popen(
+        [sys.executable, str(MANAGE_PY), "backfill_render_events", "--project", str(project.id), str(path)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env={**os.environ, "DATABASE_URL": database_url()},
+        text=True)
+    stdout = child.stdout.read()
+    _pid, status, usage = os.wait4(child.pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, stdout
+    return stdout, usage.ru_maxrss / 1024
+
+
+def write_render_lines(path, render, count: int) -> None:
+    with path.open("w") as handle:
+        for i in range(count):
+            handle.write(json.dumps(line(render, sourceIp=f"10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}",
+                                         metadata={"n": i},
+                                         createdAt=f"2026-03-{1 + i // 86400 % 28:02d}T{i // 3600 % 24:02d}:"
+                                                   f"{i // 60 % 60:02d}:{i % 60:02d}Z")) + "\n")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_render_backfill_memory_does_not_grow_with_the_file(make_project, make_render, tmp_path):
+    small, large = tmp_path / "small.ndjson", tmp_path / "large.ndjson"
+    first, second = make_project("acme"), make_project("second")
+    render_a, render_b = make_render(first), make_render(second)
+    write_render_lines(small, render_a, 2_000)
+    write_render_lines(large, render_b, 200_000)
+
+    _out, small_peak = run_render_backfill_process(first, small)
+    out, large_peak = run_render_backfill_process(second, large)
+
+    assert out.strip().splitlines()[-1] == "accepted 200000, duplicates 0, rejected 0."
+    assert large_peak - small_peak < 25  # MiB; holding the file's events would take hundreds

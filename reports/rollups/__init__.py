@@ -1,0 +1,1 @@
+"""The daily rollups: one rule (`definition`), the SQL derived from it (`sql`)."""

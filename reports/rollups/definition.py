@@ -1,0 +1,94 @@
+"""The rollup rule, stated once: the grains, the counted figures, and what each event adds.
+
+Every writer and reader of the rollups is derived from this module: ingestion on both databases,
+the deferred backfill recount, `rebuild_rollups`, the first-touch ledger and the report read
+(`reports.rollups.sql` generates their SQL from these tuples, on both databases). Adding a figure,
+a grain or a dimension is a change here, plus the column that stores it in `reports.models` and
+its migration.
+
+- An event's *facts* are its UTC day, its type, its message's recipient (lowercased) and one value
+  per dimension (the message's channel key and sending domain).
+- A *grain* splits by some of the dimensions; the others read "" in its rows. Each event feeds one
+  rollup row of every grain per UTC day, so each report filter reads exactly one row per day.
+- A *figure* is a rollup column: either the number of events of its types, or the number of
+  distinct recipients with an event of its types on the day within the grain key. Distinct
+  figures are kept exact at ingestion by the first-touch ledger (one row per day, kind, grain key
+  and recipient; only the insert that creates the row adds one).
+"""
+
+from dataclasses import dataclass
+
+from reports.models import MessageEventType, RollupGrain
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """A value every event has (through its message) that some grains split by."""
+
+    column: str  # the rollup and first-touch column holding it ("" in grains that do not split by it)
+    source: str  # where an event's value is stored: "message.<field>" or "channel.<field>" (its message's channel)
+
+
+@dataclass(frozen=True)
+class Grain:
+    name: str
+    splits: tuple[Dimension, ...]
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A rollup column and what adds to it."""
+
+    column: str
+    event_types: tuple[str, ...]
+    distinct: bool = False  # False: one per event; True: one per distinct recipient per UTC day and grain key
+
+    @property
+    def kind(self) -> str:
+        """The first-touch ledger's `kind` of a distinct figure: the event type it counts."""
+        return self.event_types[0]
+
+
+CHANNEL = Dimension("channel_key", source="channel.external_id")
+DOMAIN = Dimension("domain", source="message.from_domain")
+RECIPIENT_SOURCE = "message.recipient"  # whom the distinct figures count (stored lowercased)
+DIMENSIONS = (CHANNEL, DOMAIN)
+
+GRAINS = (
+    Grain(RollupGrain.ALL.value, ()),
+    Grain(RollupGrain.CHANNEL.value, (CHANNEL,)),
+    Grain(RollupGrain.DOMAIN.value, (DOMAIN,)),
+    Grain(RollupGrain.CHANNEL_DOMAIN.value, (CHANNEL, DOMAIN)),
+)
+
+FIGURES = (
+    Figure("sent", (MessageEventType.SENT.value,)),
+    Figure("delivered", (MessageEventType.DELIVERED.value,)),
+    Figure("opens", (MessageEventType.OPENED.value,)),
+    Figure("clicks", (MessageEventType.CLICKED.value,)),
+    Figure("unique_opens", (MessageEventType.OPENED.value,), distinct=True),
+    Figure("unique_clicks", (MessageEventType.CLICKED.value,), distinct=True),
+)
+
+# Derived names --------------------------------------------------------------------------------
+
+GrainKey = tuple[str, ...]  # (grain, one value per dimension)
+DIMENSION_COLUMNS = tuple(dimension.column for dimension in DIMENSIONS)
+KEY_COLUMNS = ("grain", *DIMENSION_COLUMNS)  # a rollup row is (project, day, *KEY_COLUMNS)
+FIGURE_COLUMNS = tuple(figure.column for figure in FIGURES)
+COUNTED = tuple(figure for figure in FIGURES if not figure.distinct)
+DISTINCT = tuple(figure for figure in FIGURES if figure.distinct)
+# Each distinct figure counts one event type, whose name is its ledger kind.
+if any(len(figure.event_types) != 1 for figure in DISTINCT) or len({f.kind for f in DISTINCT}) != len(DISTINCT):
+    raise ValueError("each distinct figure counts one event type of its own (its first-touch ledger kind)")
+TOUCH_KINDS = tuple(figure.kind for figure in DISTINCT)
+DISTINCT_BY_KIND = {figure.kind: figure for figure in DISTINCT}
+
+
+def grain_key_for_filters(values: dict[str, str | None]) -> GrainKey:
+    """The one rollup key that answers a report filtered on these dimensions (by column; None or "": not)."""
+    filtered = {dimension for dimension in DIMENSIONS if values.get(dimension.column)}
+    for grain in GRAINS:
+        if set(grain.splits) == filtered:
+            return (grain.name, *(values[d.column] if d in filtered else "" for d in DIMENSIONS))
+    raise LookupError(f"no grain splits by {sorted(d.column for d in filtered)}")

@@ -1,0 +1,896 @@
+"""The report side's database module: every SQL statement of `reports`, PostgreSQL and portable side by side.
+
+No other module of the app writes SQL or asks `connection.vendor`. The statements that count events
+(ingestion, the deferred recount, `rebuild_rollups`, the first-touch ledger, the report read) are
+generated from `reports.rollups.definition`: its grains become a grain expansion, its figures the
+aggregates and the rollup columns, its dimensions the key columns. Names are quoted by Django
+(`connection.ops.quote_name`), the definition's constants written as SQL literals by `_literal`;
+statements are built from fragments, never cut out of one another. Every statement goes through a
+Django cursor (so query capture and execute wrappers see it) inside Django's transactions.
+
+Writes are `INSERT ... ON CONFLICT` with `RETURNING`, the same semantics on both databases. Rows go
+in as one unnested array per column on PostgreSQL (a short, cached statement whatever the batch
+size), as multi-row VALUES on SQLite. Rows are sorted by their unique key first, so concurrent
+transactions take row locks in one order and cannot deadlock each other.
+"""
+
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from contextlib import contextmanager
+from datetime import UTC, date, datetime, timedelta
+from functools import cache
+
+import psycopg
+from django.db import connection, transaction
+
+from engagement_platform.ids import new_id
+from reports.models import (
+    Channel,
+    DailyFirstTouch,
+    DailyRollup,
+    FirstTouchesPending,
+    Message,
+    MessageEvent,
+    PendingRecount,
+)
+from reports.rollups import definition as rule
+
+# Bind parameters per statement: under SQLite's limit (32766) and PostgreSQL's (65535).
+MAX_PARAMS_PER_STATEMENT = 8000
+LOOKUP_CHUNK = 1000  # ids per `IN (...)` lookup
+# Advisory lock namespace (first key of PostgreSQL's two-key form) guarding a project's rollups.
+ROLLUP_LOCK_NAMESPACE = 0x52504F4C  # "RPOL"
+RUN_LOCK_NAMESPACE = 0x52554E53  # "RUNS"
+
+
+# Quoting and parameters -----------------------------------------------------------------------
+
+
+def _postgres() -> bool:
+    return connection.vendor == "postgresql"
+
+
+def _table(model) -> str:
+    return connection.ops.quote_name(model._meta.db_table)
+
+
+def _name(column: str) -> str:
+    return connection.ops.quote_name(column)
+
+
+def _literal(value: str) -> str:
+    """A constant of the definition (an event type, a grain name) as an SQL string literal."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _literals(values: Iterable[str]) -> str:
+    return ", ".join(_literal(value) for value in values)
+
+
+def _bytewise(expression: str) -> str:
+    """PostgreSQL: the ledger's and rollups' text keys compare bytewise (migration 0005): sort the same way."""
+    return f'{expression} COLLATE "C"' if _postgres() else expression
+
+
+class _Params:
+    """Python values as the current backend stores them, resolved once per statement, not per value."""
+
+    def __init__(self):
+        self.postgres = _postgres()
+        self.datetime = _same if self.postgres else connection.ops.adapt_datetimefield_value
+        self.date = _same if self.postgres else connection.ops.adapt_datefield_value
+
+    def uuid(self, value: uuid.UUID | None):
+        """Native on PostgreSQL, 32 hex characters on SQLite."""
+        return value if value is None or self.postgres else value.hex
+
+
+def _same(value):
+    return value
+
+
+def _as_date(value) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(value)
+
+
+def _chunks(rows: Sequence, columns: int):
+    size = max(1, MAX_PARAMS_PER_STATEMENT // columns)
+    for start in range(0, len(rows), size):
+        yield rows[start:start + size]
+
+
+def _insert(table: str, columns: Sequence[tuple[str, str]], rows: Sequence[Sequence], suffix: str,
+            returning: bool = False) -> list[tuple]:
+    """INSERT `rows` (in order) and return what `suffix`'s RETURNING yields when `returning`.
+
+    `columns` are (name, PostgreSQL type). PostgreSQL receives one array per column and unnests
+    them; SQLite receives multi-row VALUES in chunks under its bind-parameter limit.
+    """
+    if not rows:
+        return []
+    returned: list[tuple] = []
+    names = ", ".join(_name(name) for name, _type in columns)
+    with connection.cursor() as cursor:
+        if _postgres():
+            arrays = ", ".join(f"%s::{pg_type}[]" for _name_, pg_type in columns)
+            aliases = ", ".join(f"c{i}" for i in range(len(columns)))
+            cursor.execute(
+                f"INSERT INTO {table} ({names}) SELECT {aliases} FROM unnest({arrays}) "
+                f"WITH ORDINALITY AS batch({aliases}, position) ORDER BY position {suffix}",
+                [list(column) for column in zip(*rows, strict=True)],
+            )
+            return cursor.fetchall() if returning else []
+        placeholder = "(" + ", ".join(["%s"] * len(columns)) + ")"
+        for chunk in _chunks(rows, len(columns)):
+            cursor.execute(
+                f"INSERT INTO {table} ({names}) VALUES {', '.join([placeholder] * len(chunk))} {suffix}",
+                [value for row in chunk for value in row],
+            )
+            if returning:
+                returned.extend(cursor.fetchall())
+    return returned
+
+
+@contextmanager
+def _server_binding_cursor():
+    """A Django cursor (its wrapper: query capture, execute wrappers, error translation) that binds server-side.
+
+    The psycopg connection is the one behind Django's cursor, so statements run inside Django's
+    transaction. Server-side binding sends arrays in binary, dumped by psycopg's C code: Django's
+    client-side binding quotes every array element in Python, which costs more than the inserts.
+    """
+    with connection.cursor() as django_cursor:
+        raw = psycopg.Cursor(django_cursor.cursor.connection)
+        wrapped = connection.make_debug_cursor(raw) if connection.queries_logged else connection.make_cursor(raw)
+        with wrapped as cursor:
+            yield cursor
+
+
+# The rule as SQL: facts, grain expansion, figures -------------------------------------------
+#
+# An event's facts come from `e` (the event), `m` (its message) and `c` (the message's channel).
+
+_SOURCE_ALIASES = {"event": ("e", MessageEvent), "message": ("m", Message), "channel": ("c", Channel)}
+
+
+def _source(path: str) -> str:
+    """The SQL value of a stored fact ("message.from_domain") as the rollups keep it: text, a UUID canonical."""
+    alias, model = _SOURCE_ALIASES[path.split(".")[0]]
+    field_name = path.split(".")[1]
+    expression = f"{alias}.{_name(model._meta.get_field(field_name).column)}"
+    if model._meta.get_field(field_name).get_internal_type() != "UUIDField":
+        return expression
+    if _postgres():
+        return f"{expression}::text"
+    # SQLite stores UUIDs as 32 hex digits.
+    parts = [f"substr({expression}, {start}, {length})" for start, length in ((1, 8), (9, 4), (13, 4), (17, 4),
+                                                                              (21, 12))]
+    return "lower(" + " || '-' || ".join(parts) + ")"
+
+
+def _dimension_source(dimension: rule.Dimension) -> str:
+    return _source(dimension.source)
+
+
+def _recipient() -> str:
+    return _source(rule.RECIPIENT_SOURCE)
+
+
+def _utc_day(column: str) -> str:
+    return f"({column} AT TIME ZONE 'UTC')::date" if _postgres() else f"date({column})"
+
+
+def _facts_join() -> str:
+    return (f"FROM {_table(MessageEvent)} e JOIN {_table(Message)} m ON m.id = e.message_id "
+            f"JOIN {_table(Channel)} c ON c.id = m.channel_id")
+
+
+def _facts_sql(where: str) -> str:
+    """The facts of the events matching `where`: day, type, recipient and one column per dimension."""
+    dimensions = ", ".join(f"{_dimension_source(d)} AS {_name(d.column)}" for d in rule.DIMENSIONS)
+    return (f"SELECT {_utc_day('e.occurred_at')} AS day, e.type, {_recipient()} AS recipient, {dimensions} "
+            f"{_facts_join()} WHERE {where}")
+
+
+def _grain_expansion(alias: str) -> tuple[str, list[str]]:
+    """A FROM fragment repeating each row of `alias` once per grain, and the grain key's expressions.
+
+    The key is `g.grain` and, per dimension, the row's value where the grain splits by it, else "".
+    """
+    if _postgres():
+        rows = ", ".join(
+            "(" + ", ".join([_literal(grain.name), *(f"{alias}.{_name(d.column)}" if d in grain.splits else "''"
+                                                     for d in rule.DIMENSIONS)]) + ")"
+            for grain in rule.GRAINS)
+        columns = ", ".join(_name(column) for column in rule.KEY_COLUMNS)
+        return (f"CROSS JOIN LATERAL (VALUES {rows}) AS g({columns})",
+                [f"g.{_name(column)}" for column in rule.KEY_COLUMNS])
+    # SQLite has no LATERAL: a constant table of the grains with one split flag per dimension.
+    rows = " UNION ALL ".join(
+        "SELECT " + ", ".join([f"{_literal(grain.name)} AS grain",
+                               *(f"{int(d in grain.splits)} AS {_name('by_' + d.column)}" for d in rule.DIMENSIONS)])
+        for grain in rule.GRAINS)
+    return (f"CROSS JOIN ({rows}) AS g",
+            ["g.grain", *(f"CASE WHEN g.{_name('by_' + d.column)} = 1 THEN {alias}.{_name(d.column)} ELSE '' END"
+                          for d in rule.DIMENSIONS)])
+
+
+def _counted(figure: rule.Figure, type_expression: str) -> str:
+    return f"count(*) FILTER (WHERE {type_expression} IN ({_literals(figure.event_types)}))"
+
+
+def _distinct(figure: rule.Figure, type_expression: str, recipient_expression: str) -> str:
+    return f"count(DISTINCT {recipient_expression}) FILTER (WHERE {type_expression} = {_literal(figure.kind)})"
+
+
+def _figures_select(per_figure) -> str:
+    """One expression per figure, in the definition's order, each named by its column."""
+    return ", ".join(f"{per_figure(figure)} AS {_name(figure.column)}" for figure in rule.FIGURES)
+
+
+def _key_list(prefix: str = "") -> str:
+    return ", ".join(f"{prefix}{_name(column)}" for column in ("day", *rule.KEY_COLUMNS))
+
+
+def _ordinals(first: int, count: int) -> str:
+    return ", ".join(str(position) for position in range(first, first + count))
+
+
+def _touch_columns() -> str:
+    return ", ".join(_name(column) for column in ("project_id", "day", "kind", *rule.KEY_COLUMNS, "recipient"))
+
+
+def _rollup_columns() -> str:
+    return ", ".join(_name(column) for column in ("project_id", "day", *rule.KEY_COLUMNS, *rule.FIGURE_COLUMNS))
+
+
+def _rollup_conflict() -> str:
+    return f"({_name('project_id')}, {_key_list()})"
+
+
+def _touch_conflict() -> str:
+    return f"({_touch_columns()})"
+
+
+def _counted_sql(source: str) -> str:
+    """The counted figures (day, grain key, one column per counted figure) of the facts in `source`.
+
+    `source` is a FROM item with the columns of `_facts_sql`. Counts are aggregated per day and
+    dimension values first, then expanded to the grains, so the expansion sees few rows.
+    """
+    width = 1 + len(rule.KEY_COLUMNS)
+    dimensions = ", ".join(_name(d.column) for d in rule.DIMENSIONS)
+    expand_x, key_x = _grain_expansion("x")
+    counted = ", ".join(f"{_counted(f, 'type')} AS {_name(f.column)}" for f in rule.COUNTED)
+    summed = ", ".join(f"CAST(sum(x.{_name(f.column)}) AS BIGINT) AS {_name(f.column)}" for f in rule.COUNTED)
+    key_aliases_x = ", ".join(f"{expr} AS {_name(column)}" for expr, column in zip(key_x, rule.KEY_COLUMNS,
+                                                                                    strict=True))
+    return (f"SELECT x.day AS day, {key_aliases_x}, {summed} FROM ("
+            f"SELECT day, {dimensions}, {counted} FROM {source} GROUP BY day, {dimensions}) AS x {expand_x} "
+            f"GROUP BY {_ordinals(1, width)}")
+
+
+def _expected_rollups_sql(where: str) -> str:
+    """The rollup rows (day, grain key, figures) that the events matching `where` give, counted afresh.
+
+    Counts are aggregated before the grain expansion; distinct recipients after it, over the opens
+    and clicks only, so the expensive part only sees the events the distinct figures count.
+    """
+    width = 1 + len(rule.KEY_COLUMNS)
+    expand_b, key_b = _grain_expansion("b")
+    join = " AND ".join(f"u.{_name(column)} = n.{_name(column)}" for column in ("day", *rule.KEY_COLUMNS))
+    materialized = "MATERIALIZED " if _postgres() else ""
+    distinct = ", ".join(f"{_distinct(f, 'b.type', 'b.recipient')} AS {_name(f.column)}" for f in rule.DISTINCT)
+    key_aliases_b = ", ".join(f"{expr} AS {_name(column)}" for expr, column in zip(key_b, rule.KEY_COLUMNS,
+                                                                                    strict=True))
+    values = _figures_select(lambda f: f"coalesce(u.{_name(f.column)}, 0)" if f.distinct else f"n.{_name(f.column)}")
+    return (
+        f"WITH base AS {materialized}({_facts_sql(where)}), "
+        f"uniques AS (SELECT b.day AS day, {key_aliases_b}, {distinct} FROM base b {expand_b} "
+        f"WHERE b.type IN ({_literals(rule.TOUCH_KINDS)}) GROUP BY {_ordinals(1, width)}), "
+        f"totals AS ({_counted_sql('base')}) "
+        f"SELECT n.day, {', '.join(f'n.{_name(c)}' for c in rule.KEY_COLUMNS)}, {values} FROM totals n "
+        f"LEFT JOIN uniques u ON {join}"
+    )
+
+
+def _expected_touches_sql(where: str) -> str:
+    """The first touches (day, kind, grain key, recipient) that the events matching `where` give, distinct."""
+    expand, key = _grain_expansion("b")
+    names = ("kind", *rule.KEY_COLUMNS, "recipient")
+    columns = ", ".join(f"{_bytewise(expression)} AS {_name(name)}"
+                        for expression, name in zip(("b.type", *key, "b.recipient"), names, strict=True))
+    return (f"SELECT DISTINCT b.day AS day, {columns} FROM ({_facts_sql(where)}) AS b {expand} "
+            f"WHERE b.type IN ({_literals(rule.TOUCH_KINDS)})")
+
+
+def _days_where(*, listed: bool) -> str:
+    """The project's events inside [start, end) and, when `listed`, on one of the UTC days `days` (PostgreSQL)."""
+    where = "e.project_id = %(p)s AND e.occurred_at >= %(start)s AND e.occurred_at < %(end)s"
+    return f"{where} AND {_utc_day('e.occurred_at')} = ANY(%(days)s)" if listed else where
+
+
+def _days_params(project_id: uuid.UUID, span: Sequence[date], **more) -> dict:
+    """`p`, and `start` / `end` bounding the sorted UTC days `span`; `more` added as they are."""
+    p = _Params()
+    start = datetime.combine(span[0], datetime.min.time(), tzinfo=UTC)
+    end = datetime.combine(span[-1], datetime.min.time(), tzinfo=UTC) + timedelta(days=1)
+    return {"p": p.uuid(project_id), "start": p.datetime(start), "end": p.datetime(end), **more}
+
+
+# Locks ----------------------------------------------------------------------------------------
+
+
+def _lock_id(value: uuid.UUID) -> int:
+    return int.from_bytes(value.bytes[-4:], "big", signed=True)
+
+
+def lock_project_rollups(*, project_id: uuid.UUID, exclusive: bool) -> None:
+    """Ingestion holds the shared lock, a rollup rebuild the exclusive one (PostgreSQL).
+
+    A rebuild recomputes a day from raw events, so no batch may commit into that day while
+    it runs. SQLite needs nothing: its IMMEDIATE transactions already run one at a time.
+    """
+    if not _postgres():
+        return
+    function = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {function}(%s, %s)", [ROLLUP_LOCK_NAMESPACE, _lock_id(project_id)])
+
+
+def hold_run_lock(run: uuid.UUID) -> None:
+    """Take the run's session lock on this thread's connection (released when it closes or by `release_run_lock`)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_lock(%s, %s)", [RUN_LOCK_NAMESPACE, _lock_id(run)])
+
+
+def release_run_lock(run: uuid.UUID) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [RUN_LOCK_NAMESPACE, _lock_id(run)])
+
+
+# Ingestion ------------------------------------------------------------------------------------
+#
+# A batch arrives as `messages`: (channel row id, client message id, from address, from domain,
+# lowercased recipient), one per client message id (existing ones are left as they are), and
+# `events`: (client event id, type, client message id, occurred_at, url, user agent), ids unique
+# within the batch. The caller holds the project's shared rollup lock in the same transaction.
+
+
+def ingest_batch(*, project_id: uuid.UUID, received_at, messages: Sequence[tuple], events: Sequence[tuple],
+                 wait_for_flush: bool = True, into_rollups: bool = True) -> int:
+    """Store a batch; returns how many events were new (the accepted ones).
+
+    `into_rollups=False` stores the events only: the caller has marked their days for a recount
+    (`mark_days_pending`) and recounts them later (`recount_days`). `wait_for_flush=False` lets the
+    transaction's commit return before its WAL reaches the disk (PostgreSQL bulk loads; see
+    `flush_commits`).
+    """
+    if not events:
+        return 0
+    if _postgres():
+        return _ingest_set_based(project_id=project_id, received_at=received_at, messages=messages, events=events,
+                                 wait_for_flush=wait_for_flush, into_rollups=into_rollups)
+    return _ingest_portable(project_id=project_id, received_at=received_at, messages=messages, events=events,
+                            into_rollups=into_rollups)
+
+
+# PostgreSQL: a batch is two statements whatever its size. The first creates the batch's new
+# messages; the second inserts the events and, from the rows that insert returns (the accepted
+# events only), records the first touches and adds one increment per rollup row, all in
+# data-modifying CTEs. Each write is sorted by its unique key and the writes run in a fixed order
+# (messages, events, first touches, rollups), so concurrent batches take row locks in one global
+# order and cannot deadlock. The statements are separate because the second must see messages
+# that a concurrent batch committed while the first waited on them.
+
+# UUIDv7 made by PostgreSQL (RFC 9562, as `engagement_platform.ids.new_id` makes them), one per row
+# of a statement: the millisecond clock in the first 48 bits, the version 7, then 54 random bits drawn
+# once per statement (from one v4 UUID, whose variant bits are kept) and the row's position as a
+# 20-bit counter (RFC 9562 section 6.2, method 1).
+MAX_ROWS_PER_STATEMENT = (1 << 20) - 1
+_UUID7_PREFIX_SQL = ("(SELECT lpad(to_hex(floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint), 12, '0') "
+                     "|| '7' || substr(r, 14, 3) || substr(r, 17, 11) FROM replace(gen_random_uuid()::text, '-', '') "
+                     "AS r)")
+
+
+def uuid7_sql(position: str) -> str:
+    """A UUIDv7 for the row at `position` (1 .. MAX_ROWS_PER_STATEMENT) of the statement."""
+    return f"({_UUID7_PREFIX_SQL} || lpad(to_hex({position}), 5, '0'))::uuid"
+
+
+def _check_statement_rows(count: int) -> None:
+    if count > MAX_ROWS_PER_STATEMENT:
+        raise ValueError(f"at most {MAX_ROWS_PER_STATEMENT} rows per statement, not {count}")
+
+
+@cache
+def _messages_statement() -> str:
+    # Text keys sort bytewise ("C") for the lock order: any order shared by every writer will do, and
+    # this one is the cheapest to sort and equals Python's code-point order used by the other writers.
+    return (
+        f"INSERT INTO {_table(Message)} (id, project_id, channel_id, client_message_id, from_address, from_domain, "
+        f"recipient, created_at) "
+        f"SELECT {uuid7_sql('m.position')}, %(p)b, m.channel_id, m.client_message_id, m.from_address, m.from_domain, "
+        f"m.recipient, %(at)b "
+        f"FROM unnest(%(channel)b::uuid[], %(message)b::text[], %(sender)b::text[], %(domain)b::text[], "
+        f"%(recipient)b::text[]) WITH ORDINALITY "
+        f"AS m(channel_id, client_message_id, from_address, from_domain, recipient, position) "
+        f'ORDER BY m.client_message_id COLLATE "C" ON CONFLICT (project_id, client_message_id) DO NOTHING'
+    )
+
+
+def _events_insert_sql(returning: str) -> str:
+    """The batch's events inserted idempotently, RETURNING `returning` of each accepted one.
+
+    Each event finds its stored message through the unique index: LATERAL with LIMIT 1 is not
+    flattened into a join, so it stays one index lookup per event however large the project.
+    """
+    return (
+        f"INSERT INTO {_table(MessageEvent)} (id, project_id, message_id, client_event_id, type, occurred_at, url, "
+        f"user_agent, received_at) "
+        f"SELECT {uuid7_sql('b.position')}, %(p)b, m.id, b.client_event_id, b.type, b.occurred_at, b.url, "
+        f"b.user_agent, %(at)b "
+        f"FROM unnest(%(event)b::text[], %(type)b::text[], %(event_message)b::text[], %(occurred)b::timestamptz[], "
+        f"%(url)b::text[], %(agent)b::text[]) WITH ORDINALITY "
+        f"AS b(client_event_id, type, client_message_id, occurred_at, url, user_agent, position) "
+        f"CROSS JOIN LATERAL (SELECT id FROM {_table(Message)} WHERE project_id = %(p)b "
+        f"AND client_message_id = b.client_message_id LIMIT 1) AS m "
+        f'ORDER BY b.client_event_id COLLATE "C" ON CONFLICT (project_id, client_event_id) DO NOTHING '
+        f"RETURNING {returning}"
+    )
+
+
+@cache
+def _events_only_statement() -> str:
+    """The events alone: a bulk load recounts its days' rollups afterwards."""
+    return f"WITH inserted AS ({_events_insert_sql('1')}) SELECT count(*) FROM inserted"
+
+
+@cache
+def _events_counted_statement() -> str:
+    """The events, their first touches and their rollup increments: one statement, derived from the rule."""
+    expand, key = _grain_expansion("f")
+    keys = ", ".join(_name(column) for column in rule.KEY_COLUMNS)
+    width = 1 + len(rule.KEY_COLUMNS)
+    dimensions = ", ".join(f"{_dimension_source(d)} AS {_name(d.column)}" for d in rule.DIMENSIONS)
+    key_aliases = ", ".join(f"{expr} AS {_name(column)}" for expr, column in zip(key, rule.KEY_COLUMNS, strict=True))
+    counted = _figures_select(lambda f: "0" if f.distinct else _counted(f, "type"))
+    uniques = _figures_select(lambda f: f"count(*) FILTER (WHERE kind = {_literal(f.kind)})" if f.distinct else "0")
+    sums = ", ".join(f"sum({_name(column)})" for column in rule.FIGURE_COLUMNS)
+    rollups = _table(DailyRollup)
+    updates = ", ".join(f"{_name(column)} = {rollups}.{_name(column)} + excluded.{_name(column)}"
+                        for column in rule.FIGURE_COLUMNS)
+    touch_key = ", ".join(["day", *(_bytewise(column) for column in ("type", *(_name(c) for c in rule.KEY_COLUMNS),
+                                                                     "recipient"))])
+    return (
+        f"WITH inserted AS ({_events_insert_sql('message_id, type, occurred_at')}), "
+        # The accepted events fetch their message's facts by primary key: the stored message's count.
+        f"facts AS MATERIALIZED ("
+        f"SELECT (i.occurred_at AT TIME ZONE 'UTC')::date AS day, i.type, f.recipient, {key_aliases} "
+        f"FROM inserted i CROSS JOIN LATERAL (SELECT {_recipient()} AS recipient, {dimensions} "
+        f"FROM {_table(Message)} m JOIN {_table(Channel)} c ON c.id = m.channel_id WHERE m.id = i.message_id "
+        f"LIMIT 1) AS f {expand}), "
+        f"touched AS ("
+        f"INSERT INTO {_table(DailyFirstTouch)} ({_touch_columns()}) "
+        f"SELECT DISTINCT %(p)b::uuid, {touch_key} FROM facts "
+        f"WHERE type IN ({_literals(rule.TOUCH_KINDS)}) ORDER BY {_ordinals(2, width + 2)} "
+        f"ON CONFLICT {_touch_conflict()} DO NOTHING RETURNING day, kind, {keys}), "
+        f"increments AS ("
+        f"SELECT day, {keys}, {counted} FROM facts GROUP BY {_ordinals(1, width)} "
+        f"UNION ALL SELECT day, {keys}, {uniques} FROM touched GROUP BY {_ordinals(1, width)}), "
+        f"added AS ("
+        f"INSERT INTO {rollups} ({_rollup_columns()}) "
+        f"SELECT %(p)b::uuid, day, {', '.join(_bytewise(_name(k)) for k in rule.KEY_COLUMNS)}, "
+        f"{sums} FROM increments GROUP BY {_ordinals(2, width)} ORDER BY {_ordinals(2, width)} "
+        f"ON CONFLICT {_rollup_conflict()} DO UPDATE SET {updates} RETURNING 1) "
+        f"SELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM added)"
+    )
+
+
+def _batch_params(project_id: uuid.UUID, received_at, messages: Sequence[tuple], events: Sequence[tuple]) -> tuple:
+    channel, message, sender, domain, recipient = map(list, zip(*messages, strict=True))
+    event, type_, event_message, occurred, url, agent = map(list, zip(*events, strict=True))
+    common = {"p": project_id, "at": received_at}
+    return ({**common, "channel": channel, "message": message, "sender": sender, "domain": domain,
+             "recipient": recipient},
+            {**common, "event": event, "type": type_, "event_message": event_message, "occurred": occurred,
+             "url": url, "agent": agent})
+
+
+def _ingest_set_based(*, project_id, received_at, messages, events, wait_for_flush: bool,
+                      into_rollups: bool) -> int:
+    _check_statement_rows(len(events))
+    message_params, event_params = _batch_params(project_id, received_at, messages, events)
+    with _server_binding_cursor() as cursor:
+        if not wait_for_flush:
+            cursor.execute("SET LOCAL synchronous_commit = off")
+        cursor.execute(_messages_statement(), message_params)
+        if not into_rollups:
+            cursor.execute(_events_only_statement(), event_params)
+            return cursor.fetchone()[0]
+        cursor.execute(_events_counted_statement(), event_params)
+        accepted, _rollup_rows = cursor.fetchone()
+    return accepted
+
+
+def store_batch_pipelined(*, project_id: uuid.UUID, received_at, messages: Sequence[tuple],
+                          events: Sequence[tuple], wait_for_flush: bool = False) -> int:
+    """Store a batch's messages and events (no rollups) as one transaction, its statements sent together.
+
+    For bulk loads that recount their days afterwards, outside any other transaction (PostgreSQL).
+    Why pipelined: a backfill batch is four short statements (the commit mode, the project's shared
+    rollup lock, both inserts) whose round trips cost as much as the inserts on a fast link; in
+    psycopg's pipeline mode they travel in one round trip (psycopg sends the BEGIN of Django's
+    transaction with the first of them; Django sends the COMMIT when the block exits). The
+    connection is the one behind Django's cursor, so the transaction is Django's own: an error
+    rolls it back through `transaction.atomic`. Returns how many events were new.
+    """
+    if not events:
+        return 0
+    _check_statement_rows(len(events))
+    message_params, event_params = _batch_params(project_id, received_at, messages, events)
+    with connection.wrap_database_errors, transaction.atomic():
+        with _server_binding_cursor() as cursor, _server_binding_cursor() as counting:
+            with cursor.connection.pipeline():
+                if not wait_for_flush:
+                    cursor.execute("SET LOCAL synchronous_commit = off")
+                cursor.execute("SELECT pg_advisory_xact_lock_shared(%s, %s)",
+                               [ROLLUP_LOCK_NAMESPACE, _lock_id(project_id)])
+                cursor.execute(_messages_statement(), message_params)
+                counting.execute(_events_only_statement(), event_params)
+            return counting.fetchone()[0]
+
+
+# Portable (SQLite): the same steps as separate statements (SQLite has no data-modifying CTEs), the
+# counting generated from the same fragments: the accepted events' counted figures, then their first
+# touches, whose RETURNING rows are the distinct figures' increments.
+
+
+def _ingest_portable(*, project_id, received_at, messages, events, into_rollups: bool) -> int:
+    p = _Params()
+    _insert(
+        _table(Message),
+        (("id", "uuid"), ("project_id", "uuid"), ("channel_id", "uuid"), ("client_message_id", "text"),
+         ("from_address", "text"), ("from_domain", "text"), ("recipient", "text"), ("created_at", "timestamptz")),
+        [(p.uuid(new_id()), p.uuid(project_id), p.uuid(channel_id), message_id, sender, domain, recipient,
+          p.datetime(received_at))
+         for channel_id, message_id, sender, domain, recipient in sorted(messages, key=lambda row: row[1])],
+        "ON CONFLICT (project_id, client_message_id) DO NOTHING",
+    )
+    message_ids = _message_ids(project_id, [row[1] for row in messages])
+    accepted = [row[0] for row in _insert(
+        _table(MessageEvent),
+        (("id", "uuid"), ("project_id", "uuid"), ("message_id", "uuid"), ("client_event_id", "text"),
+         ("type", "text"), ("occurred_at", "timestamptz"), ("url", "text"), ("user_agent", "text"),
+         ("received_at", "timestamptz")),
+        [(p.uuid(new_id()), p.uuid(project_id), message_ids[message_id], event_id, type_, p.datetime(occurred_at),
+          url, agent, p.datetime(received_at))
+         for event_id, type_, message_id, occurred_at, url, agent in sorted(events, key=lambda row: row[0])],
+        "ON CONFLICT (project_id, client_event_id) DO NOTHING RETURNING id",
+        returning=True,
+    )]
+    if into_rollups and accepted:
+        _count_into_rollups(project_id=project_id, event_ids=accepted)
+    return len(accepted)
+
+
+def _message_ids(project_id: uuid.UUID, client_message_ids: Sequence[str]) -> dict[str, object]:
+    """Each client message id's stored message id, as the database keeps it."""
+    p = _Params()
+    found: dict[str, object] = {}
+    with connection.cursor() as cursor:
+        for start in range(0, len(client_message_ids), LOOKUP_CHUNK):
+            chunk = client_message_ids[start:start + LOOKUP_CHUNK]
+            cursor.execute(f"SELECT client_message_id, id FROM {_table(Message)} WHERE project_id = %s "
+                           f"AND client_message_id IN ({', '.join(['%s'] * len(chunk))})",
+                           [p.uuid(project_id), *chunk])
+            found.update(cursor.fetchall())
+    return found
+
+
+def _count_into_rollups(*, project_id: uuid.UUID, event_ids: Sequence) -> None:
+    """Count the stored events `event_ids` into the rollups: their counted figures, then their first touches."""
+    p = _Params()
+    width = len(rule.KEY_COLUMNS)
+    keys = ", ".join(_name(column) for column in rule.KEY_COLUMNS)
+    increments: dict[tuple, Counter] = defaultdict(Counter)
+    with connection.cursor() as cursor:
+        for start in range(0, len(event_ids), LOOKUP_CHUNK):
+            chunk = list(event_ids[start:start + LOOKUP_CHUNK])
+            where = f"e.id IN ({', '.join(['%s'] * len(chunk))})"
+            cursor.execute(_counted_sql(f"({_facts_sql(where)}) AS facts"), chunk)
+            for day, *rest in cursor.fetchall():
+                counts = increments[(_as_date(day), *rest[:width])]
+                for figure, value in zip(rule.COUNTED, rest[width:], strict=True):
+                    counts[figure.column] += value
+            # WHERE true: SQLite reads ON CONFLICT after a bare FROM item as a join constraint.
+            cursor.execute(f"INSERT INTO {_table(DailyFirstTouch)} ({_touch_columns()}) SELECT %s, x.* FROM "
+                           f"({_expected_touches_sql(where)}) AS x WHERE true "
+                           f"ON CONFLICT {_touch_conflict()} DO NOTHING RETURNING day, kind, {keys}",
+                           [p.uuid(project_id), *chunk])
+            for day, kind, *key in cursor.fetchall():
+                increments[(_as_date(day), *key)][rule.DISTINCT_BY_KIND[kind].column] += 1
+    _add_to_rollups(project_id=project_id, increments=increments)
+
+
+def _add_to_rollups(*, project_id: uuid.UUID, increments: dict[tuple, dict[str, int]]) -> None:
+    """Add per-(day, *grain key) increments to the rollups, creating missing rows."""
+    if not increments:
+        return
+    table = _table(DailyRollup)
+    p = _Params()
+    values = [(p.uuid(project_id), p.date(day), *key, *(counts.get(column, 0) for column in rule.FIGURE_COLUMNS))
+              for (day, *key), counts in sorted(increments.items())]
+    updates = ", ".join(f"{_name(c)} = {table}.{_name(c)} + excluded.{_name(c)}" for c in rule.FIGURE_COLUMNS)
+    _insert(
+        table,
+        (("project_id", "uuid"), ("day", "date"), *((c, "text") for c in rule.KEY_COLUMNS),
+         *((c, "bigint") for c in rule.FIGURE_COLUMNS)),
+        values,
+        f"ON CONFLICT {_rollup_conflict()} DO UPDATE SET {updates}",
+    )
+
+
+# Rebuilding from raw events -------------------------------------------------------------------
+
+
+def rebuild_day(*, project_id: uuid.UUID, day: date) -> dict[tuple, dict[str, int]]:
+    """Rewrite one UTC day's first touches from its raw events and return its rollup rows, counted afresh.
+
+    Returns {grain key: {figure column: value}}. The caller holds the exclusive rollup lock and
+    makes the stored rows equal to the returned ones.
+    """
+    params = _days_params(project_id, [day], day=_Params().date(day))
+    touches = _table(DailyFirstTouch)
+    where = _days_where(listed=False)
+    ledger_key = ", ".join(_name(c) for c in ("kind", *rule.KEY_COLUMNS, "recipient"))
+    with connection.cursor() as cursor:
+        if _postgres():
+            # A day is small: starting parallel workers costs more than the whole statement.
+            cursor.execute("SET LOCAL max_parallel_workers_per_gather = 0")
+            # Only the differences are written: touches the events no longer support are deleted, missing
+            # ones inserted; a ledger that is already right is only read. NOT IN over NOT NULL columns: a
+            # hashed subplan, whatever the estimates after a bulk load.
+            cursor.execute(
+                f"WITH expected AS MATERIALIZED ({_expected_touches_sql(where)}), "
+                f"stale AS (DELETE FROM {touches} t WHERE t.project_id = %(p)s AND t.day = %(day)s AND "
+                f"({', '.join('t.' + _name(c) for c in ('kind', *rule.KEY_COLUMNS, 'recipient'))}) NOT IN ("
+                f"SELECT {ledger_key} FROM expected)) "
+                f"INSERT INTO {touches} ({_touch_columns()}) SELECT %(p)s::uuid, * FROM expected "
+                f"ON CONFLICT {_touch_conflict()} DO NOTHING",
+                params,
+            )
+        else:
+            cursor.execute(f"DELETE FROM {touches} WHERE project_id = %(p)s AND day = %(day)s", params)
+            cursor.execute(f"INSERT INTO {touches} ({_touch_columns()}) SELECT %(p)s, * FROM "
+                           f"({_expected_touches_sql(where)}) AS x", params)
+        # The day's first touches are now all written.
+        cursor.execute(f"DELETE FROM {_table(FirstTouchesPending)} WHERE project_id = %(p)s AND day = %(day)s",
+                       params)
+        cursor.execute(_expected_rollups_sql(where), params)
+        width = len(rule.KEY_COLUMNS)
+        return {tuple(row[1:1 + width]): dict(zip(rule.FIGURE_COLUMNS, row[1 + width:], strict=True))
+                for row in cursor.fetchall()}
+
+
+# Deferred rollups (PostgreSQL bulk loads) ----------------------------------------------------
+#
+# A backfill that defers its rollups marks each UTC day before storing events of it (a committed
+# mark per day and run), stores events only, and at the end recounts the marked days set-based
+# under the exclusive rollup lock, deleting its marks in the same transaction. While it runs it
+# holds a session advisory lock on its run id, so another backfill can tell a crashed run's marks
+# (lock free) from a live run's and adopt them.
+
+
+def deferred_rollups_supported() -> bool:
+    """Whether the database can store batches on several connections and recount their days afterwards."""
+    return _postgres()
+
+
+def mark_days_pending(*, project_id: uuid.UUID, run: uuid.UUID, days: Iterable[date]) -> None:
+    """Commit a recount mark for each day (before any event of it is stored), outside any other transaction."""
+    ordered = sorted(set(days))
+    if not ordered:
+        return
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {_table(PendingRecount)} (project_id, day, run, created_at) "
+            f"SELECT %s, day, %s, now() FROM unnest(%s::date[]) AS d(day) ORDER BY day "
+            f"ON CONFLICT (project_id, day, run) DO NOTHING",
+            [project_id, run, ordered],
+        )
+
+
+def abandoned_runs(*, project_id: uuid.UUID, own: uuid.UUID) -> list[uuid.UUID]:
+    """Runs other than `own` with recount marks in the project whose backfill is no longer running."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT DISTINCT run FROM {_table(PendingRecount)} WHERE project_id = %s AND run <> %s",
+                       [project_id, own])
+        runs = [row[0] for row in cursor.fetchall()]
+        dead = []
+        for run in runs:
+            cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [RUN_LOCK_NAMESPACE, _lock_id(run)])
+            if cursor.fetchone()[0]:
+                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [RUN_LOCK_NAMESPACE, _lock_id(run)])
+                dead.append(run)
+    return dead
+
+
+def pending_days(*, project_id: uuid.UUID, runs: Sequence[uuid.UUID]) -> set[date]:
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT DISTINCT day FROM {_table(PendingRecount)} WHERE project_id = %s AND run = ANY(%s)",
+                       [project_id, list(runs)])
+        return {_as_date(row[0]) for row in cursor.fetchall()}
+
+
+def recount_days(*, project_id: uuid.UUID, days: Sequence[date], runs: Sequence[uuid.UUID]) -> int:
+    """Rewrite the rollup rows of `days` from raw events, set-based; clear the runs' recount marks.
+
+    The rows are `rebuild_day`'s (the same generated statement), for many days at once. The days'
+    first touches are not written: they are deleted and the days marked (`FirstTouchesPending`), and
+    the first ingestion batch with an event of such a day writes them (`write_pending_first_touches`).
+    The caller holds the exclusive rollup lock in the same transaction. Returns the days' rollup rows.
+    """
+    days = sorted(set(days))
+    if not days:
+        return 0
+    touches, rollups, pending = _table(DailyFirstTouch), _table(DailyRollup), _table(FirstTouchesPending)
+    params = _days_params(project_id, days, days=list(days), runs=list(runs))
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL work_mem = '64MB'")
+        cursor.execute(f"DELETE FROM {touches} WHERE project_id = %(p)s AND day = ANY(%(days)s)", params)
+        cursor.execute(f"DELETE FROM {rollups} WHERE project_id = %(p)s AND day = ANY(%(days)s)", params)
+        cursor.execute(f"INSERT INTO {rollups} ({_rollup_columns()}) SELECT %(p)s::uuid, r.* FROM "
+                       f"({_expected_rollups_sql(_days_where(listed=True))}) AS r", params)
+        rows = cursor.rowcount
+        cursor.execute(f"INSERT INTO {pending} (project_id, day, created_at) SELECT %(p)s, day, now() "
+                       f"FROM unnest(%(days)s::date[]) AS d(day) ON CONFLICT (project_id, day) DO NOTHING", params)
+        cursor.execute(f"DELETE FROM {_table(PendingRecount)} WHERE project_id = %(p)s AND day = ANY(%(days)s) "
+                       f"AND run = ANY(%(runs)s)", params)
+    return rows
+
+
+def first_touches_pending(*, project_id: uuid.UUID, days: Iterable[date]) -> list[date]:
+    """Which of `days` have no first touches written yet (see `recount_days`)."""
+    days = sorted(set(days))
+    if not days:
+        return []
+    p = _Params()
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT day FROM {_table(FirstTouchesPending)} WHERE project_id = %s "
+                       f"AND day IN ({', '.join(['%s'] * len(days))}) ORDER BY day",
+                       [p.uuid(project_id), *(p.date(day) for day in days)])
+        return [_as_date(row[0]) for row in cursor.fetchall()]
+
+
+def write_pending_first_touches(*, project_id: uuid.UUID, days: Sequence[date]) -> None:
+    """Write the first touches of `days` from their raw events and clear their marks (PostgreSQL).
+
+    The caller holds the exclusive rollup lock in the same transaction, so the touches written are
+    exactly the ones the days' rollups counted.
+    """
+    days = sorted(set(days))
+    if not days:
+        return
+    touches, pending = _table(DailyFirstTouch), _table(FirstTouchesPending)
+    params = _days_params(project_id, days, days=list(days))
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL work_mem = '64MB'")
+        cursor.execute(
+            f"INSERT INTO {touches} ({_touch_columns()}) SELECT %(p)s::uuid, x.* FROM "
+            f"({_expected_touches_sql(_days_where(listed=True))}) AS x "
+            f"ON CONFLICT {_touch_conflict()} DO NOTHING",
+            params,
+        )
+        cursor.execute(f"DELETE FROM {pending} WHERE project_id = %(p)s AND day = ANY(%(days)s)", params)
+
+
+# The report read ------------------------------------------------------------------------------
+#
+# One statement per report: the rollup rows of the whole days, UNION ALL the partial edge days
+# counted from raw events (only when the window has any), grouped into buckets by the database.
+
+_PERIODS = {
+    "postgresql": {"day": "day", "week": "date_trunc('week', day::timestamp)::date",
+                   "month": "date_trunc('month', day::timestamp)::date"},
+    "sqlite": {"day": "day", "week": "date(day, 'weekday 0', '-6 days')", "month": "date(day, 'start of month')"},
+}
+
+
+def report_rows(*, project_id: uuid.UUID, whole_days: tuple[date, date] | None,
+                partial: Sequence[tuple[datetime, datetime]], key: rule.GrainKey, group_by: str,
+                figures: Sequence[str]) -> list[tuple]:
+    """(period, *figures) per non-empty bucket, oldest first; `period` a date."""
+    sql, params = _report_statement(project_id=project_id, whole_days=whole_days, partial=partial, key=key,
+                                    group_by=group_by, figures=figures)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return [(_as_date(period), *values) for period, *values in cursor.fetchall()]
+
+
+def report_json_text(*, project_id: uuid.UUID, whole_days: tuple[date, date] | None,
+                     partial: Sequence[tuple[datetime, datetime]], key: rule.GrainKey, group_by: str,
+                     body: Sequence[tuple[str, str | tuple[str, str]]]) -> str | None:
+    """The report body's JSON text written by the database (PostgreSQL), or None where it does not write JSON.
+
+    `body` lists the bucket's keys in wire order, each with what it holds: "period", a figure
+    column, or ("rate", a distinct figure's column): that figure over `delivered`, clamped to [0, 1].
+    """
+    if not _postgres():
+        return None
+    figures = [source for _key, source in body if isinstance(source, str) and source != "period"]
+    if "delivered" not in figures:
+        figures.append("delivered")
+    sql, params = _report_statement(project_id=project_id, whole_days=whole_days, partial=partial, key=key,
+                                    group_by=group_by, figures=figures)
+    with connection.cursor() as cursor:
+        cursor.execute(_json_body(sql, body), params)
+        return cursor.fetchone()[0]
+
+
+def _report_statement(*, project_id, whole_days, partial, key, group_by: str,
+                      figures: Sequence[str]) -> tuple[str, list]:
+    p = _Params()
+    ops = connection.ops
+    by_column = {figure.column: figure for figure in rule.FIGURES}
+    columns = ", ".join(_name(figure) for figure in figures)
+    parts, params = [], []
+    if whole_days is not None:
+        key_condition = " AND ".join(f"{_name(column)} = %s" for column in rule.KEY_COLUMNS)
+        parts.append(f"SELECT day, {columns} FROM {_table(DailyRollup)} WHERE project_id = %s "
+                     f"AND {key_condition} AND day >= %s AND day < %s")
+        params += [p.uuid(project_id), *key, ops.adapt_datefield_value(whole_days[0]),
+                   ops.adapt_datefield_value(whole_days[1])]
+    if partial:
+        ranges = " OR ".join(["(e.occurred_at >= %s AND e.occurred_at < %s)"] * len(partial))
+        filters = [(dimension, value) for dimension, value in zip(rule.DIMENSIONS, key[1:], strict=True) if value]
+        aggregates = ", ".join(
+            (_distinct(by_column[name], "e.type", _recipient()) if by_column[name].distinct
+             else _counted(by_column[name], "e.type")) + f" AS {_name(name)}"
+            for name in figures)
+        parts.append(
+            f"SELECT {_utc_day('e.occurred_at')} AS day, {aggregates} {_facts_join()} "
+            f"WHERE e.project_id = %s AND ({ranges})"
+            + "".join(f" AND {_dimension_source(dimension)} = %s" for dimension, _value in filters)
+            + " GROUP BY 1"
+        )
+        params.append(p.uuid(project_id))
+        for range_start, range_end in partial:
+            params += [ops.adapt_datetimefield_value(range_start), ops.adapt_datetimefield_value(range_end)]
+        params += [value for _dimension, value in filters]
+    days = " UNION ALL ".join(parts)
+    nonempty = " + ".join(_name(figure) for figure in figures) + " > 0"
+    if group_by == "day":  # one row per day already: whole days are one rollup row, edge days one group
+        return f"SELECT day AS period, {columns} FROM ({days}) AS days WHERE {nonempty} ORDER BY period", params
+    summed = ", ".join(f"CAST(sum({_name(figure)}) AS BIGINT) AS {_name(figure)}" for figure in figures)
+    period = _PERIODS["postgresql" if _postgres() else "sqlite"][group_by]
+    return (f"SELECT {period} AS period, {summed} FROM ({days}) AS days WHERE {nonempty} GROUP BY 1 "
+            f"ORDER BY period"), params
+
+
+def _rate_text(unique: str) -> str:
+    """unique / delivered clamped to [0, 1], as JSON text equal to Python's float repr (0.0 and 1.0 included).
+
+    The clamp is decided on the integers (both are counts, never negative), so only rates strictly
+    between 0 and 1 are divided and printed by float8 output, whose shortest form is Python's repr.
+    """
+    return (f"CASE WHEN {unique} <= 0 OR delivered <= 0 THEN '0.0' WHEN {unique} >= delivered THEN '1.0' "
+            f"ELSE ({unique}::float8 / delivered)::text END")
+
+
+def _json_body(buckets_sql: str, body: Sequence[tuple[str, str | tuple[str, str]]]) -> str:
+    pieces = []
+    for position, (wire_key, source) in enumerate(body):
+        prefix = ("{" if position == 0 else ",") + f'"{wire_key}":'
+        if source == "period":
+            value = """'"' || to_char(period, 'YYYY-MM-DD') || 'T00:00:00Z"'"""
+        elif isinstance(source, tuple):
+            _rate, unique = source
+            value = _rate_text(_name(unique))
+        else:
+            value = _name(source)
+        pieces.append(f"{_literal(prefix)} || {value}")
+    bucket = " || ".join([*pieces, "'}'"])
+    return (f"""SELECT '{{"data":[' || coalesce(string_agg({bucket}, ',' ORDER BY period), '') || ']}}' """
+            f"FROM ({buckets_sql}) AS buckets")
