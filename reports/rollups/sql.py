@@ -843,7 +843,18 @@ def _report_statement(*, project_id, whole_days, partial, key, group_by: str,
         params += [p.uuid(project_id), *key, ops.adapt_datefield_value(whole_days[0]),
                    ops.adapt_datefield_value(whole_days[1])]
     if partial:
-        ranges = " OR ".join(["(e.occurred_at >= %s AND e.occurred_at < %s)"] * len(partial))
+        # A partial day whose other hours hold no event (today before `to`: nothing is dated after
+        # now) and no pending recount reads as its whole day's rollup row; else its raw events.
+        guards = [_whole_day_guard(project_id, range_start, range_end) for range_start, range_end in partial]
+        key_condition = " AND ".join(f"{_name(column)} = %s" for column in rule.KEY_COLUMNS)
+        for (range_start, _range_end), (guard, guard_params) in zip(partial, guards, strict=True):
+            if not guard:
+                continue
+            parts.append(f"SELECT day, {columns} FROM {_table(DailyRollup)} WHERE project_id = %s "
+                         f"AND {key_condition} AND day = %s AND {guard}")
+            params += [p.uuid(project_id), *key, ops.adapt_datefield_value(_utc_date(range_start)), *guard_params]
+        ranges = " OR ".join(f"(e.occurred_at >= %s AND e.occurred_at < %s{f' AND NOT {guard}' if guard else ''})"
+                             for guard, _guard_params in guards)
         filters = [(dimension, value) for dimension, value in zip(rule.DIMENSIONS, key[1:], strict=True) if value]
         aggregates = ", ".join(
             (_distinct(by_column[name], "e.type", _recipient()) if by_column[name].distinct
@@ -856,8 +867,9 @@ def _report_statement(*, project_id, whole_days, partial, key, group_by: str,
             + " GROUP BY 1"
         )
         params.append(p.uuid(project_id))
-        for range_start, range_end in partial:
-            params += [ops.adapt_datetimefield_value(range_start), ops.adapt_datetimefield_value(range_end)]
+        for (range_start, range_end), (_guard, guard_params) in zip(partial, guards, strict=True):
+            params += [ops.adapt_datetimefield_value(range_start), ops.adapt_datetimefield_value(range_end),
+                       *guard_params]
         params += [value for _dimension, value in filters]
     days = " UNION ALL ".join(parts)
     nonempty = " + ".join(_name(figure) for figure in figures) + " > 0"
@@ -867,6 +879,37 @@ def _report_statement(*, project_id, whole_days, partial, key, group_by: str,
     period = _PERIODS["postgresql" if _postgres() else "sqlite"][group_by]
     return (f"SELECT {period} AS period, {summed} FROM ({days}) AS days WHERE {nonempty} GROUP BY 1 "
             f"ORDER BY period"), params
+
+
+def _utc_date(moment: datetime) -> date:
+    return moment.astimezone(UTC).date()
+
+
+def _whole_day_guard(project_id: uuid.UUID, range_start: datetime, range_end: datetime) -> tuple[str, list]:
+    """A condition true when the UTC day of [range_start, range_end) has no event outside the range and no
+    pending recount, so the day's rollup row counts exactly the range's events; and its parameters.
+    ("", []) when the range is not inside one UTC day.
+
+    Both subqueries are uncorrelated (evaluated once per statement) and read an index each: the
+    events by (project, occurred_at), the recount marks by (project, day).
+    """
+    p, ops = _Params(), connection.ops
+    day = _utc_date(range_start)
+    day_begin = datetime.combine(day, datetime.min.time(), tzinfo=UTC)
+    if range_end > day_begin + timedelta(days=1):
+        return "", []
+    outside = [(low, high) for low, high in ((day_begin, range_start), (range_end, day_begin + timedelta(days=1)))
+               if low < high]
+    events = " OR ".join(["(o.occurred_at >= %s AND o.occurred_at < %s)"] * len(outside))
+    condition = (f"NOT EXISTS (SELECT 1 FROM {_table(PendingRecount)} r WHERE r.project_id = %s AND r.day = %s)")
+    params = [p.uuid(project_id), ops.adapt_datefield_value(day)]
+    if outside:
+        condition += (f" AND NOT EXISTS (SELECT 1 FROM {_table(MessageEvent)} o WHERE o.project_id = %s "
+                      f"AND ({events}))")
+        params.append(p.uuid(project_id))
+        for low, high in outside:
+            params += [ops.adapt_datetimefield_value(low), ops.adapt_datetimefield_value(high)]
+    return f"({condition})", params
 
 
 def _rate_text(unique: str) -> str:
