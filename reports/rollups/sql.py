@@ -853,24 +853,25 @@ def _report_statement(*, project_id, whole_days, partial, key, group_by: str,
             parts.append(f"SELECT day, {columns} FROM {_table(DailyRollup)} WHERE project_id = %s "
                          f"AND {key_condition} AND day = %s AND {guard}")
             params += [p.uuid(project_id), *key, ops.adapt_datefield_value(_utc_date(range_start)), *guard_params]
-        ranges = " OR ".join(f"(e.occurred_at >= %s AND e.occurred_at < %s{f' AND NOT {guard}' if guard else ''})"
-                             for guard, _guard_params in guards)
         filters = [(dimension, value) for dimension, value in zip(rule.DIMENSIONS, key[1:], strict=True) if value]
+        facts_from, recipient, dimension_value = _edge_facts()
         aggregates = ", ".join(
-            (_distinct(by_column[name], "e.type", _recipient()) if by_column[name].distinct
+            (_distinct(by_column[name], "e.type", recipient) if by_column[name].distinct
              else _counted(by_column[name], "e.type")) + f" AS {_name(name)}"
             for name in figures)
-        parts.append(
-            f"SELECT {_utc_day('e.occurred_at')} AS day, {aggregates} {_facts_join()} "
-            f"WHERE e.project_id = %s AND ({ranges})"
-            + "".join(f" AND {_dimension_source(dimension)} = %s" for dimension, _value in filters)
-            + " GROUP BY 1"
-        )
-        params.append(p.uuid(project_id))
-        for (range_start, range_end), (_guard, guard_params) in zip(partial, guards, strict=True):
-            params += [ops.adapt_datetimefield_value(range_start), ops.adapt_datetimefield_value(range_end),
-                       *guard_params]
-        params += [value for _dimension, value in filters]
+        # One statement part per edge, so that a guard true for the whole edge is decided once, before
+        # any of its events is read.
+        for (range_start, range_end), (guard, guard_params) in zip(partial, guards, strict=True):
+            parts.append(
+                f"SELECT {_utc_day('e.occurred_at')} AS day, {aggregates} {facts_from} "
+                f"WHERE e.project_id = %s AND e.occurred_at >= %s AND e.occurred_at < %s"
+                + (f" AND NOT {guard}" if guard else "")
+                + "".join(f" AND {dimension_value(dimension)} = %s" for dimension, _value in filters)
+                + " GROUP BY 1"
+            )
+            params += [p.uuid(project_id), ops.adapt_datetimefield_value(range_start),
+                       ops.adapt_datetimefield_value(range_end), *guard_params]
+            params += [value for _dimension, value in filters]
     days = " UNION ALL ".join(parts)
     nonempty = " + ".join(_name(figure) for figure in figures) + " > 0"
     if group_by == "day":  # one row per day already: whole days are one rollup row, edge days one group
@@ -879,6 +880,21 @@ def _report_statement(*, project_id, whole_days, partial, key, group_by: str,
     period = _PERIODS["postgresql" if _postgres() else "sqlite"][group_by]
     return (f"SELECT {period} AS period, {summed} FROM ({days}) AS days WHERE {nonempty} GROUP BY 1 "
             f"ORDER BY period"), params
+
+
+def _edge_facts():
+    """The FROM items of an edge's raw events, and the SQL of their recipient and of a dimension's value.
+
+    PostgreSQL: each event fetches its message's facts by primary key (LATERAL with LIMIT 1 is not
+    flattened into a join), so an edge costs its own events, never a hash of the project's messages.
+    """
+    if not _postgres():
+        return _facts_join(), _recipient(), _dimension_source
+    dimensions = ", ".join(f"{_dimension_source(d)} AS {_name(d.column)}" for d in rule.DIMENSIONS)
+    facts_from = (f"FROM {_table(MessageEvent)} e CROSS JOIN LATERAL (SELECT {_recipient()} AS recipient, "
+                  f"{dimensions} FROM {_table(Message)} m JOIN {_table(Channel)} c ON c.id = m.channel_id "
+                  f"WHERE m.id = e.message_id LIMIT 1) AS f")
+    return facts_from, "f.recipient", lambda dimension: f"f.{_name(dimension.column)}"
 
 
 def _utc_date(moment: datetime) -> date:
