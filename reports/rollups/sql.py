@@ -854,7 +854,7 @@ def _report_statement(*, project_id, whole_days, partial, key, group_by: str,
                          f"AND {key_condition} AND day = %s AND {guard}")
             params += [p.uuid(project_id), *key, ops.adapt_datefield_value(_utc_date(range_start)), *guard_params]
         filters = [(dimension, value) for dimension, value in zip(rule.DIMENSIONS, key[1:], strict=True) if value]
-        facts_from, recipient, dimension_value = _edge_facts()
+        facts_from, recipient, dimension_value = _edge_facts(every_event=bool(filters))
         aggregates = ", ".join(
             (_distinct(by_column[name], "e.type", recipient) if by_column[name].distinct
              else _counted(by_column[name], "e.type")) + f" AS {_name(name)}"
@@ -882,18 +882,22 @@ def _report_statement(*, project_id, whole_days, partial, key, group_by: str,
             f"ORDER BY period"), params
 
 
-def _edge_facts():
+def _edge_facts(*, every_event: bool):
     """The FROM items of an edge's raw events, and the SQL of their recipient and of a dimension's value.
 
     PostgreSQL: each event fetches its message's facts by primary key (LATERAL with LIMIT 1 is not
     flattened into a join), so an edge costs its own events, never a hash of the project's messages.
+    Unless `every_event` (a filter reads every event's dimensions), only the events a distinct figure
+    counts fetch their message: the counted figures need the event alone.
     """
     if not _postgres():
         return _facts_join(), _recipient(), _dimension_source
     dimensions = ", ".join(f"{_dimension_source(d)} AS {_name(d.column)}" for d in rule.DIMENSIONS)
-    facts_from = (f"FROM {_table(MessageEvent)} e CROSS JOIN LATERAL (SELECT {_recipient()} AS recipient, "
-                  f"{dimensions} FROM {_table(Message)} m JOIN {_table(Channel)} c ON c.id = m.channel_id "
-                  f"WHERE m.id = e.message_id LIMIT 1) AS f")
+    touching = "" if every_event else f" AND e.type IN ({_literals(rule.TOUCH_KINDS)})"
+    facts_from = (f"FROM {_table(MessageEvent)} e {'CROSS' if every_event else 'LEFT'} JOIN LATERAL ("
+                  f"SELECT {_recipient()} AS recipient, {dimensions} FROM {_table(Message)} m "
+                  f"JOIN {_table(Channel)} c ON c.id = m.channel_id WHERE m.id = e.message_id{touching} LIMIT 1) AS f"
+                  f"{'' if every_event else ' ON true'}")
     return facts_from, "f.recipient", lambda dimension: f"f.{_name(dimension.column)}"
 
 
