@@ -103,6 +103,10 @@ else:
     DATABASES["default"]["OPTIONS"].setdefault(
         "health_check_idle_seconds", get_from_env("DATABASE_HEALTH_CHECK_IDLE", 1.0, cast=float)
     )
+    # No JIT compilation: the platform's statements are short, and compiling one whose estimated cost passes
+    # `jit_above_cost` (a report's edge days at a few thousand events a day) takes tens of milliseconds,
+    # more than the statement itself.
+    DATABASES["default"]["OPTIONS"].setdefault("options", "-c jit=off")
     _prepare_threshold = get_from_env("DATABASE_PREPARE_THRESHOLD", 2, cast=int)
     if _prepare_threshold > 0:
         DATABASES["default"]["OPTIONS"].setdefault("server_side_binding", True)

@@ -843,22 +843,35 @@ def _report_statement(*, project_id, whole_days, partial, key, group_by: str,
         params += [p.uuid(project_id), *key, ops.adapt_datefield_value(whole_days[0]),
                    ops.adapt_datefield_value(whole_days[1])]
     if partial:
-        ranges = " OR ".join(["(e.occurred_at >= %s AND e.occurred_at < %s)"] * len(partial))
+        # A partial day whose other hours hold no event (today before `to`: nothing is dated after
+        # now) and no pending recount reads as its whole day's rollup row; else its raw events.
+        guards = [_whole_day_guard(project_id, range_start, range_end) for range_start, range_end in partial]
+        key_condition = " AND ".join(f"{_name(column)} = %s" for column in rule.KEY_COLUMNS)
+        for (range_start, _range_end), (guard, guard_params) in zip(partial, guards, strict=True):
+            if not guard:
+                continue
+            parts.append(f"SELECT day, {columns} FROM {_table(DailyRollup)} WHERE project_id = %s "
+                         f"AND {key_condition} AND day = %s AND {guard}")
+            params += [p.uuid(project_id), *key, ops.adapt_datefield_value(_utc_date(range_start)), *guard_params]
         filters = [(dimension, value) for dimension, value in zip(rule.DIMENSIONS, key[1:], strict=True) if value]
+        facts_from, recipient, dimension_value = _edge_facts(every_event=bool(filters))
         aggregates = ", ".join(
-            (_distinct(by_column[name], "e.type", _recipient()) if by_column[name].distinct
+            (_distinct(by_column[name], "e.type", recipient) if by_column[name].distinct
              else _counted(by_column[name], "e.type")) + f" AS {_name(name)}"
             for name in figures)
-        parts.append(
-            f"SELECT {_utc_day('e.occurred_at')} AS day, {aggregates} {_facts_join()} "
-            f"WHERE e.project_id = %s AND ({ranges})"
-            + "".join(f" AND {_dimension_source(dimension)} = %s" for dimension, _value in filters)
-            + " GROUP BY 1"
-        )
-        params.append(p.uuid(project_id))
-        for range_start, range_end in partial:
-            params += [ops.adapt_datetimefield_value(range_start), ops.adapt_datetimefield_value(range_end)]
-        params += [value for _dimension, value in filters]
+        # One statement part per edge, so that a guard true for the whole edge is decided once, before
+        # any of its events is read.
+        for (range_start, range_end), (guard, guard_params) in zip(partial, guards, strict=True):
+            parts.append(
+                f"SELECT {_utc_day('e.occurred_at')} AS day, {aggregates} {facts_from} "
+                f"WHERE e.project_id = %s AND e.occurred_at >= %s AND e.occurred_at < %s"
+                + (f" AND NOT {guard}" if guard else "")
+                + "".join(f" AND {dimension_value(dimension)} = %s" for dimension, _value in filters)
+                + " GROUP BY 1"
+            )
+            params += [p.uuid(project_id), ops.adapt_datetimefield_value(range_start),
+                       ops.adapt_datetimefield_value(range_end), *guard_params]
+            params += [value for _dimension, value in filters]
     days = " UNION ALL ".join(parts)
     nonempty = " + ".join(_name(figure) for figure in figures) + " > 0"
     if group_by == "day":  # one row per day already: whole days are one rollup row, edge days one group
@@ -867,6 +880,56 @@ def _report_statement(*, project_id, whole_days, partial, key, group_by: str,
     period = _PERIODS["postgresql" if _postgres() else "sqlite"][group_by]
     return (f"SELECT {period} AS period, {summed} FROM ({days}) AS days WHERE {nonempty} GROUP BY 1 "
             f"ORDER BY period"), params
+
+
+def _edge_facts(*, every_event: bool):
+    """The FROM items of an edge's raw events, and the SQL of their recipient and of a dimension's value.
+
+    PostgreSQL: each event fetches its message's facts by primary key (LATERAL with LIMIT 1 is not
+    flattened into a join), so an edge costs its own events, never a hash of the project's messages.
+    Unless `every_event` (a filter reads every event's dimensions), only the events a distinct figure
+    counts fetch their message: the counted figures need the event alone.
+    """
+    if not _postgres():
+        return _facts_join(), _recipient(), _dimension_source
+    dimensions = ", ".join(f"{_dimension_source(d)} AS {_name(d.column)}" for d in rule.DIMENSIONS)
+    touching = "" if every_event else f" AND e.type IN ({_literals(rule.TOUCH_KINDS)})"
+    facts_from = (f"FROM {_table(MessageEvent)} e {'CROSS' if every_event else 'LEFT'} JOIN LATERAL ("
+                  f"SELECT {_recipient()} AS recipient, {dimensions} FROM {_table(Message)} m "
+                  f"JOIN {_table(Channel)} c ON c.id = m.channel_id WHERE m.id = e.message_id{touching} LIMIT 1) AS f"
+                  f"{'' if every_event else ' ON true'}")
+    return facts_from, "f.recipient", lambda dimension: f"f.{_name(dimension.column)}"
+
+
+def _utc_date(moment: datetime) -> date:
+    return moment.astimezone(UTC).date()
+
+
+def _whole_day_guard(project_id: uuid.UUID, range_start: datetime, range_end: datetime) -> tuple[str, list]:
+    """A condition true when the UTC day of [range_start, range_end) has no event outside the range and no
+    pending recount, so the day's rollup row counts exactly the range's events; and its parameters.
+    ("", []) when the range is not inside one UTC day.
+
+    Both subqueries are uncorrelated (evaluated once per statement) and read an index each: the
+    events by (project, occurred_at), the recount marks by (project, day).
+    """
+    p, ops = _Params(), connection.ops
+    day = _utc_date(range_start)
+    day_begin = datetime.combine(day, datetime.min.time(), tzinfo=UTC)
+    if range_end > day_begin + timedelta(days=1):
+        return "", []
+    outside = [(low, high) for low, high in ((day_begin, range_start), (range_end, day_begin + timedelta(days=1)))
+               if low < high]
+    events = " OR ".join(["(o.occurred_at >= %s AND o.occurred_at < %s)"] * len(outside))
+    condition = (f"NOT EXISTS (SELECT 1 FROM {_table(PendingRecount)} r WHERE r.project_id = %s AND r.day = %s)")
+    params = [p.uuid(project_id), ops.adapt_datefield_value(day)]
+    if outside:
+        condition += (f" AND NOT EXISTS (SELECT 1 FROM {_table(MessageEvent)} o WHERE o.project_id = %s "
+                      f"AND ({events}))")
+        params.append(p.uuid(project_id))
+        for low, high in outside:
+            params += [ops.adapt_datetimefield_value(low), ops.adapt_datetimefield_value(high)]
+    return f"({condition})", params
 
 
 def _rate_text(unique: str) -> str:
