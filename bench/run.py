@@ -321,9 +321,12 @@ class Bench:
         else:
             with pg.connect(self.db_name) as conn:
                 seconds = rollups_by_sql(conn, tables=self.tables, project_id=self.projects["report-big"])
+            big = self.projects["report-big"]
+            edge = self.manage("shell", "-c", f"from bench.edge_data import write; write('{big}')")
             self.rollup_how = (f"rollups recomputed by one set-based SQL statement ({seconds:.0f} s; rebuild_rollups "
-                               f"goes day by day through Python and would not fit the budget at this size)")
-            log(f"rollups by SQL: {seconds:.1f}s")
+                               f"goes day by day through Python and would not fit the budget at this size), "
+                               f"{edge.strip()} by the first-touch service")
+            log(f"rollups by SQL: {seconds:.1f}s; {edge.strip()}")
 
     def measure_copy_floor(self, slice_msgs: int, kw: dict) -> None:
         """COPY the same events into a scratch table shaped like the message event table (indexes included)."""

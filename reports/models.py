@@ -170,15 +170,56 @@ class DailyFirstTouch(models.Model):
     channel_key = models.CharField(max_length=CHANNEL_KEY_LENGTH, blank=True)
     domain = models.CharField(max_length=DOMAIN_MAX_LENGTH, blank=True)
     recipient = models.CharField(max_length=EMAIL_MAX_LENGTH)
+    last_at = models.DateTimeField(help_text="When the recipient's latest event of this kind on the day occurred.")
+
+    class Meta:
+        indexes = [
+            # A window that starts inside a day counts the day's rows touched at or after its start.
+            models.Index(fields=["project", "grain", "channel_key", "domain", "kind", "day", "last_at"],
+                         name="first_touch_last_at"),
+        ]
+
+
+class SliceRollup(models.Model):
+    """The counted figures of one slice (`SLICE_MINUTES`) of a UTC day in one grain key.
+
+    A window edge inside a day reads its whole slices from here and only one partial slice from
+    raw events. Kept at ingestion with the daily rollups; written again with the first touches of a
+    day whose first touches are pending (see `FirstTouchesPending`).
+    """
+
+    # No index of its own: the unique key leads with the project. No database-level foreign key on this
+    # derived table (rebuilt from raw events by rebuild_rollups); deleting a project still cascades (Django).
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+", db_index=False,
+                                db_constraint=False)
+    day = models.DateField()
+    slice = models.SmallIntegerField(help_text="The slice of the UTC day: minutes since midnight // SLICE_MINUTES.")
+    grain = models.CharField(max_length=16, choices=RollupGrain.choices)
+    channel_key = models.CharField(max_length=CHANNEL_KEY_LENGTH, blank=True)
+    domain = models.CharField(max_length=DOMAIN_MAX_LENGTH, blank=True)
+    sent = models.BigIntegerField(default=0)
+    delivered = models.BigIntegerField(default=0)
+    opens = models.BigIntegerField(default=0)
+    clicks = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "grain", "channel_key", "domain", "day", "slice"],
+                                    name="slice_rollup_unique"),
+        ]
+        indexes = [models.Index(fields=["project", "day"], name="slice_rollup_project_day")]
 
 
 class FirstTouchesPending(models.Model):
-    """A UTC day whose first touches are not written yet: a bulk load recounted its rollups without them.
+    """A UTC day whose first touches (and slice rollups) are not written yet: a bulk load recounted its
+    rollups without them.
 
     The day's rollups are exact (a recount counts distinct recipients from raw events); the first
-    touches are needed only to count the day's later events incrementally. So a deferred backfill
-    skips them (about one row per stored event), and the first ingestion batch that brings an event
-    of the day writes them from raw events under the exclusive rollup lock (or rebuild_rollups does).
+    touches are needed only to count the day's later events incrementally, and they and the slices
+    to read a window edge inside the day (until they are written the report reads such an edge from
+    raw events). So a deferred backfill skips them (about one row per stored event), and the first
+    ingestion batch that brings an event of the day writes them from raw events under the exclusive
+    rollup lock (or rebuild_rollups does).
     """
 
     pk = models.CompositePrimaryKey("project", "day")

@@ -17,8 +17,9 @@ YEAR_AGO = NOW - timedelta(days=365)  # 2025-05-03T10:20:00Z
 RAW_TABLE = MessageEvent._meta.db_table
 TIMESTAMP = re.compile(r"(\d{4}-\d{2}-\d{2})[ T](\d{2}:\d{2}:\d{2})")
 # Authentication (key lookup, at most one last-used write) and the report's one statement, which
-# reads the rollup rows of the whole days and the raw events of the edge days together.
-MAX_REPORT_QUERIES = 3
+# reads the rollup rows of the whole days and the edge days together; on PostgreSQL a window with edge
+# days sets its generic plan around it (two more).
+MAX_REPORT_QUERIES = 3 + (2 if connection.vendor == "postgresql" else 0)
 
 
 @pytest.fixture
@@ -61,10 +62,12 @@ def test_raw_events_are_read_only_for_the_partial_edge_days(year_of_traffic):
 
     [raw_sql] = raw_event_queries(captured)
     bounds = {datetime.fromisoformat(f"{day}T{time}") for day, time in TIMESTAMP.findall(raw_sql)}
-    # The edges, and the rest of each edge day (whether its rollup row can stand for the edge).
+    # The partial first day: its raw events only where its edge data is not written (10:20 starts a slice,
+    # so no partial slice is read). The partial last day: its raw events, and the rest of the day (whether
+    # its rollup row can stand for the edge).
     assert bounds == {
-        datetime(2025, 5, 3), datetime(2025, 5, 3, 10, 20), datetime(2025, 5, 4),  # the partial first day
-        datetime(2026, 5, 3), datetime(2026, 5, 3, 10, 20), datetime(2026, 5, 4),  # the partial last day
+        datetime(2025, 5, 3, 10, 20), datetime(2025, 5, 4),
+        datetime(2026, 5, 3), datetime(2026, 5, 3, 10, 20), datetime(2026, 5, 4),
     }
 
 

@@ -95,6 +95,17 @@ def problem(code, status, title, detail, request_id, **extra) -> dict:
     }
 
 
+def edge_data_snapshot(project) -> tuple[set, set]:
+    """The data kept for window edges inside a day: (ledger rows with their last touch times, slice rollups)."""
+    from reports.models import DailyFirstTouch, SliceRollup
+
+    touches = set(DailyFirstTouch.objects.filter(project=project).values_list(
+        "day", "kind", "grain", "channel_key", "domain", "recipient", "last_at"))
+    slices = set(SliceRollup.objects.filter(project=project).values_list(
+        "day", "slice", "grain", "channel_key", "domain", "sent", "delivered", "opens", "clicks"))
+    return touches, slices
+
+
 def rollup_snapshot(project) -> dict:
     from reports.models import DailyRollup
 

@@ -13,7 +13,7 @@ import pytest
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
-from reports.models import DailyFirstTouch, DailyRollup, MessageEvent
+from reports.models import DailyFirstTouch, DailyRollup, MessageEvent, SliceRollup
 from reports.rollups import definition as rule
 from reports.services import DeferredRollups
 from tests.test_reports_deferred_rollups import parsed
@@ -55,7 +55,9 @@ def test_the_definition_names_every_grain_and_rollup_column_the_models_store():
     stored = {field.name for field in DailyRollup._meta.get_fields()} - {"id", "project", "day"}
     assert stored == set(rule.KEY_COLUMNS) | set(rule.FIGURE_COLUMNS)
     ledger = {field.name for field in DailyFirstTouch._meta.get_fields()} - {"pk", "project", "day"}
-    assert ledger == {"kind", "recipient", *rule.KEY_COLUMNS}
+    assert ledger == {"kind", "recipient", "last_at", *rule.KEY_COLUMNS}
+    slices = {field.name for field in SliceRollup._meta.get_fields()} - {"id", "project", "day", "slice"}
+    assert slices == set(rule.KEY_COLUMNS) | {figure.column for figure in rule.COUNTED}
 
 
 @pytest.mark.django_db
@@ -65,7 +67,7 @@ def test_query_capture_sees_every_statement_of_an_ingestion_batch(project):
         result = ingest(project, events)
     assert result.accepted == 2
     statements = _tables(captured.captured_queries)
-    for table in (MessageEvent, DailyFirstTouch, DailyRollup):
+    for table in (MessageEvent, DailyFirstTouch, DailyRollup, SliceRollup):
         assert f'INTO "{table._meta.db_table}"' in statements, table
 
 

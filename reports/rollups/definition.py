@@ -14,6 +14,11 @@ its migration.
   distinct recipients with an event of its types on the day within the grain key. Distinct
   figures are kept exact at ingestion by the first-touch ledger (one row per day, kind, grain key
   and recipient; only the insert that creates the row adds one).
+- A window edge inside a UTC day is read from data kept for it at ingestion, never from the day's
+  raw events: the counted figures are also kept per *slice* of the day (`SLICE_MINUTES`), and each
+  ledger row keeps the recipient's last touch time (`last_at`), so the distinct figures of the part
+  of a day from a moment to its end are the ledger rows touched at or after that moment. Only the
+  raw events of one partial slice are read.
 """
 
 from dataclasses import dataclass
@@ -70,6 +75,9 @@ FIGURES = (
     Figure("unique_clicks", (MessageEventType.CLICKED.value,), distinct=True),
 )
 
+# The counted figures of a UTC day are also kept per slice of this many minutes (a divisor of a day).
+SLICE_MINUTES = 5
+
 # Derived names --------------------------------------------------------------------------------
 
 GrainKey = tuple[str, ...]  # (grain, one value per dimension)
@@ -81,6 +89,9 @@ DISTINCT = tuple(figure for figure in FIGURES if figure.distinct)
 # Each distinct figure counts one event type, whose name is its ledger kind.
 if any(len(figure.event_types) != 1 for figure in DISTINCT) or len({f.kind for f in DISTINCT}) != len(DISTINCT):
     raise ValueError("each distinct figure counts one event type of its own (its first-touch ledger kind)")
+SLICES_PER_DAY = 24 * 60 // SLICE_MINUTES
+if SLICES_PER_DAY * SLICE_MINUTES != 24 * 60:
+    raise ValueError("SLICE_MINUTES must divide a day")
 TOUCH_KINDS = tuple(figure.kind for figure in DISTINCT)
 DISTINCT_BY_KIND = {figure.kind: figure for figure in DISTINCT}
 

@@ -33,6 +33,7 @@ from reports.models import (
     Message,
     MessageEvent,
     PendingRecount,
+    SliceRollup,
 )
 from reports.rollups import definition as rule
 
@@ -181,6 +182,16 @@ def _utc_day(column: str) -> str:
     return f"({column} AT TIME ZONE 'UTC')::date" if _postgres() else f"date({column})"
 
 
+def _utc_slice(column: str) -> str:
+    """The slice of its UTC day a moment falls in (minutes since midnight // SLICE_MINUTES)."""
+    if _postgres():
+        minutes = (f"(extract(hour FROM {column} AT TIME ZONE 'UTC') * 60 "
+                   f"+ extract(minute FROM {column} AT TIME ZONE 'UTC'))::int")
+    else:  # stored as "YYYY-MM-DD HH:MM:SS[.ffffff]" in UTC
+        minutes = f"(CAST(substr({column}, 12, 2) AS INTEGER) * 60 + CAST(substr({column}, 15, 2) AS INTEGER))"
+    return f"({minutes} / {rule.SLICE_MINUTES})"
+
+
 def _facts_join() -> str:
     return (f"FROM {_table(MessageEvent)} e JOIN {_table(Message)} m ON m.id = e.message_id "
             f"JOIN {_table(Channel)} c ON c.id = m.channel_id")
@@ -189,8 +200,8 @@ def _facts_join() -> str:
 def _facts_sql(where: str) -> str:
     """The facts of the events matching `where`: day, type, recipient and one column per dimension."""
     dimensions = ", ".join(f"{_dimension_source(d)} AS {_name(d.column)}" for d in rule.DIMENSIONS)
-    return (f"SELECT {_utc_day('e.occurred_at')} AS day, e.type, {_recipient()} AS recipient, {dimensions} "
-            f"{_facts_join()} WHERE {where}")
+    return (f"SELECT {_utc_day('e.occurred_at')} AS day, {_utc_slice('e.occurred_at')} AS slice, e.type, "
+            f"e.occurred_at, {_recipient()} AS recipient, {dimensions} {_facts_join()} WHERE {where}")
 
 
 def _grain_expansion(alias: str) -> tuple[str, list[str]]:
@@ -237,38 +248,64 @@ def _ordinals(first: int, count: int) -> str:
     return ", ".join(str(position) for position in range(first, first + count))
 
 
+TOUCH_KEY_COLUMNS = ("project_id", "day", "kind", *rule.KEY_COLUMNS, "recipient")
+
+
 def _touch_columns() -> str:
-    return ", ".join(_name(column) for column in ("project_id", "day", "kind", *rule.KEY_COLUMNS, "recipient"))
+    """The ledger's columns as its writers list them: its key, then the last touch time."""
+    return ", ".join(_name(column) for column in (*TOUCH_KEY_COLUMNS, "last_at"))
 
 
 def _rollup_columns() -> str:
     return ", ".join(_name(column) for column in ("project_id", "day", *rule.KEY_COLUMNS, *rule.FIGURE_COLUMNS))
 
 
+def _slice_columns() -> str:
+    return ", ".join(_name(column) for column in ("project_id", "day", "slice", *rule.KEY_COLUMNS,
+                                                   *(figure.column for figure in rule.COUNTED)))
+
+
 def _rollup_conflict() -> str:
     return f"({_name('project_id')}, {_key_list()})"
 
 
+def _slice_conflict() -> str:
+    return f"({_name('project_id')}, {', '.join(_name(c) for c in ('day', 'slice', *rule.KEY_COLUMNS))})"
+
+
 def _touch_conflict() -> str:
-    return f"({_touch_columns()})"
+    return f"({', '.join(_name(column) for column in TOUCH_KEY_COLUMNS)})"
 
 
-def _counted_sql(source: str) -> str:
-    """The counted figures (day, grain key, one column per counted figure) of the facts in `source`.
+def _later_touch(table: str) -> str:
+    """The ledger upsert's update: a later touch of a recipient already counted moves its last time."""
+    return (f"DO UPDATE SET {_name('last_at')} = excluded.{_name('last_at')} "
+            f"WHERE {table}.{_name('last_at')} < excluded.{_name('last_at')}")
 
-    `source` is a FROM item with the columns of `_facts_sql`. Counts are aggregated per day and
-    dimension values first, then expanded to the grains, so the expansion sees few rows.
+
+def _counted_sql(source: str, *, by_slice: bool = False) -> str:
+    """The counted figures (day, [slice,] grain key, one column per counted figure) of the facts in `source`.
+
+    `source` is a FROM item with the columns of `_facts_sql`. Counts are aggregated per day (and
+    slice) and dimension values first, then expanded to the grains, so the expansion sees few rows.
     """
-    width = 1 + len(rule.KEY_COLUMNS)
+    period = ("day", "slice") if by_slice else ("day",)
+    width = len(period) + len(rule.KEY_COLUMNS)
     dimensions = ", ".join(_name(d.column) for d in rule.DIMENSIONS)
     expand_x, key_x = _grain_expansion("x")
     counted = ", ".join(f"{_counted(f, 'type')} AS {_name(f.column)}" for f in rule.COUNTED)
     summed = ", ".join(f"CAST(sum(x.{_name(f.column)}) AS BIGINT) AS {_name(f.column)}" for f in rule.COUNTED)
     key_aliases_x = ", ".join(f"{expr} AS {_name(column)}" for expr, column in zip(key_x, rule.KEY_COLUMNS,
                                                                                     strict=True))
-    return (f"SELECT x.day AS day, {key_aliases_x}, {summed} FROM ("
-            f"SELECT day, {dimensions}, {counted} FROM {source} GROUP BY day, {dimensions}) AS x {expand_x} "
-            f"GROUP BY {_ordinals(1, width)}")
+    periods = ", ".join(period)
+    return (f"SELECT {', '.join(f'x.{name} AS {name}' for name in period)}, {key_aliases_x}, {summed} FROM ("
+            f"SELECT {periods}, {dimensions}, {counted} FROM {source} GROUP BY {periods}, {dimensions}) AS x "
+            f"{expand_x} GROUP BY {_ordinals(1, width)}")
+
+
+def _expected_slices_sql(where: str) -> str:
+    """The slice rollup rows (day, slice, grain key, counted figures) of the events matching `where`."""
+    return _counted_sql(f"({_facts_sql(where)}) AS facts", by_slice=True)
 
 
 def _expected_rollups_sql(where: str) -> str:
@@ -296,13 +333,14 @@ def _expected_rollups_sql(where: str) -> str:
 
 
 def _expected_touches_sql(where: str) -> str:
-    """The first touches (day, kind, grain key, recipient) that the events matching `where` give, distinct."""
+    """The first touches (day, kind, grain key, recipient, last touch time) of the events matching `where`."""
     expand, key = _grain_expansion("b")
     names = ("kind", *rule.KEY_COLUMNS, "recipient")
     columns = ", ".join(f"{_bytewise(expression)} AS {_name(name)}"
                         for expression, name in zip(("b.type", *key, "b.recipient"), names, strict=True))
-    return (f"SELECT DISTINCT b.day AS day, {columns} FROM ({_facts_sql(where)}) AS b {expand} "
-            f"WHERE b.type IN ({_literals(rule.TOUCH_KINDS)})")
+    return (f"SELECT b.day AS day, {columns}, max(b.occurred_at) AS {_name('last_at')} "
+            f"FROM ({_facts_sql(where)}) AS b {expand} "
+            f"WHERE b.type IN ({_literals(rule.TOUCH_KINDS)}) GROUP BY {_ordinals(1, len(names) + 1)}")
 
 
 def _days_where(*, listed: bool) -> str:
@@ -312,11 +350,13 @@ def _days_where(*, listed: bool) -> str:
 
 
 def _days_params(project_id: uuid.UUID, span: Sequence[date], **more) -> dict:
-    """`p`, and `start` / `end` bounding the sorted UTC days `span`; `more` added as they are."""
+    """`p`, `start` / `end` bounding the sorted UTC days `span` and `first_day` / `last_day` its days; `more`
+    added as they are."""
     p = _Params()
     start = datetime.combine(span[0], datetime.min.time(), tzinfo=UTC)
     end = datetime.combine(span[-1], datetime.min.time(), tzinfo=UTC) + timedelta(days=1)
-    return {"p": p.uuid(project_id), "start": p.datetime(start), "end": p.datetime(end), **more}
+    return {"p": p.uuid(project_id), "start": p.datetime(start), "end": p.datetime(end),
+            "first_day": p.date(span[0]), "last_day": p.date(span[-1]), **more}
 
 
 # Locks ----------------------------------------------------------------------------------------
@@ -458,33 +498,46 @@ def _events_counted_statement() -> str:
     counted = _figures_select(lambda f: "0" if f.distinct else _counted(f, "type"))
     uniques = _figures_select(lambda f: f"count(*) FILTER (WHERE kind = {_literal(f.kind)})" if f.distinct else "0")
     sums = ", ".join(f"sum({_name(column)})" for column in rule.FIGURE_COLUMNS)
-    rollups = _table(DailyRollup)
+    rollups, slices, touches = _table(DailyRollup), _table(SliceRollup), _table(DailyFirstTouch)
     updates = ", ".join(f"{_name(column)} = {rollups}.{_name(column)} + excluded.{_name(column)}"
                         for column in rule.FIGURE_COLUMNS)
+    slice_updates = ", ".join(f"{_name(f.column)} = {slices}.{_name(f.column)} + excluded.{_name(f.column)}"
+                              for f in rule.COUNTED)
+    slice_counts = ", ".join(f"{_counted(f, 'type')}" for f in rule.COUNTED)
+    bytewise_keys = ", ".join(_bytewise(_name(k)) for k in rule.KEY_COLUMNS)
     touch_key = ", ".join(["day", *(_bytewise(column) for column in ("type", *(_name(c) for c in rule.KEY_COLUMNS),
                                                                      "recipient"))])
     return (
         f"WITH inserted AS ({_events_insert_sql('message_id, type, occurred_at')}), "
         # The accepted events fetch their message's facts by primary key: the stored message's count.
         f"facts AS MATERIALIZED ("
-        f"SELECT (i.occurred_at AT TIME ZONE 'UTC')::date AS day, i.type, f.recipient, {key_aliases} "
+        f"SELECT (i.occurred_at AT TIME ZONE 'UTC')::date AS day, {_utc_slice('i.occurred_at')} AS slice, i.type, "
+        f"i.occurred_at, f.recipient, {key_aliases} "
         f"FROM inserted i CROSS JOIN LATERAL (SELECT {_recipient()} AS recipient, {dimensions} "
         f"FROM {_table(Message)} m JOIN {_table(Channel)} c ON c.id = m.channel_id WHERE m.id = i.message_id "
         f"LIMIT 1) AS f {expand}), "
+        # A new ledger row is a new distinct recipient (xmax = 0 marks the rows the insert created);
+        # a later touch of a recipient already counted only moves its last time.
         f"touched AS ("
-        f"INSERT INTO {_table(DailyFirstTouch)} ({_touch_columns()}) "
-        f"SELECT DISTINCT %(p)b::uuid, {touch_key} FROM facts "
-        f"WHERE type IN ({_literals(rule.TOUCH_KINDS)}) ORDER BY {_ordinals(2, width + 2)} "
-        f"ON CONFLICT {_touch_conflict()} DO NOTHING RETURNING day, kind, {keys}), "
+        f"INSERT INTO {touches} AS t ({_touch_columns()}) "
+        f"SELECT %(p)b::uuid, {touch_key}, max(occurred_at) FROM facts "
+        f"WHERE type IN ({_literals(rule.TOUCH_KINDS)}) GROUP BY {_ordinals(2, width + 2)} "
+        f"ORDER BY {_ordinals(2, width + 2)} "
+        f"ON CONFLICT {_touch_conflict()} {_later_touch('t')} RETURNING day, kind, {keys}, (xmax = 0) AS created), "
         f"increments AS ("
         f"SELECT day, {keys}, {counted} FROM facts GROUP BY {_ordinals(1, width)} "
-        f"UNION ALL SELECT day, {keys}, {uniques} FROM touched GROUP BY {_ordinals(1, width)}), "
+        f"UNION ALL SELECT day, {keys}, {uniques} FROM touched WHERE created GROUP BY {_ordinals(1, width)}), "
         f"added AS ("
         f"INSERT INTO {rollups} ({_rollup_columns()}) "
-        f"SELECT %(p)b::uuid, day, {', '.join(_bytewise(_name(k)) for k in rule.KEY_COLUMNS)}, "
+        f"SELECT %(p)b::uuid, day, {bytewise_keys}, "
         f"{sums} FROM increments GROUP BY {_ordinals(2, width)} ORDER BY {_ordinals(2, width)} "
-        f"ON CONFLICT {_rollup_conflict()} DO UPDATE SET {updates} RETURNING 1) "
-        f"SELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM added)"
+        f"ON CONFLICT {_rollup_conflict()} DO UPDATE SET {updates} RETURNING 1), "
+        f"sliced AS ("
+        f"INSERT INTO {slices} ({_slice_columns()}) "
+        f"SELECT %(p)b::uuid, day, slice, {bytewise_keys}, {slice_counts} FROM facts "
+        f"GROUP BY {_ordinals(2, width + 1)} ORDER BY {_ordinals(2, width + 1)} "
+        f"ON CONFLICT {_slice_conflict()} DO UPDATE SET {slice_updates} RETURNING 1) "
+        f"SELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM added), (SELECT count(*) FROM sliced)"
     )
 
 
@@ -510,7 +563,7 @@ def _ingest_set_based(*, project_id, received_at, messages, events, wait_for_flu
             cursor.execute(_events_only_statement(), event_params)
             return cursor.fetchone()[0]
         cursor.execute(_events_counted_statement(), event_params)
-        accepted, _rollup_rows = cursor.fetchone()
+        accepted, _rollup_rows, _slice_rows = cursor.fetchone()
     return accepted
 
 
@@ -594,24 +647,33 @@ def _count_into_rollups(*, project_id: uuid.UUID, event_ids: Sequence) -> None:
     p = _Params()
     width = len(rule.KEY_COLUMNS)
     keys = ", ".join(_name(column) for column in rule.KEY_COLUMNS)
+    touches = _table(DailyFirstTouch)
     increments: dict[tuple, Counter] = defaultdict(Counter)
+    slice_increments: dict[tuple, Counter] = defaultdict(Counter)
     with connection.cursor() as cursor:
         for start in range(0, len(event_ids), LOOKUP_CHUNK):
             chunk = list(event_ids[start:start + LOOKUP_CHUNK])
             where = f"e.id IN ({', '.join(['%s'] * len(chunk))})"
-            cursor.execute(_counted_sql(f"({_facts_sql(where)}) AS facts"), chunk)
-            for day, *rest in cursor.fetchall():
-                counts = increments[(_as_date(day), *rest[:width])]
+            cursor.execute(_expected_slices_sql(where), chunk)
+            for day, slice_, *rest in cursor.fetchall():
+                day_counts = increments[(_as_date(day), *rest[:width])]
+                slice_counts = slice_increments[(_as_date(day), slice_, *rest[:width])]
                 for figure, value in zip(rule.COUNTED, rest[width:], strict=True):
-                    counts[figure.column] += value
+                    day_counts[figure.column] += value
+                    slice_counts[figure.column] += value
+            # New ledger rows are new distinct recipients; then the rows already there move their last
+            # touch time (one writer at a time here: the two statements see no other change between them).
             # WHERE true: SQLite reads ON CONFLICT after a bare FROM item as a join constraint.
-            cursor.execute(f"INSERT INTO {_table(DailyFirstTouch)} ({_touch_columns()}) SELECT %s, x.* FROM "
-                           f"({_expected_touches_sql(where)}) AS x WHERE true "
+            expected = f"SELECT %s, x.* FROM ({_expected_touches_sql(where)}) AS x WHERE true"
+            cursor.execute(f"INSERT INTO {touches} ({_touch_columns()}) {expected} "
                            f"ON CONFLICT {_touch_conflict()} DO NOTHING RETURNING day, kind, {keys}",
                            [p.uuid(project_id), *chunk])
             for day, kind, *key in cursor.fetchall():
                 increments[(_as_date(day), *key)][rule.DISTINCT_BY_KIND[kind].column] += 1
+            cursor.execute(f"INSERT INTO {touches} ({_touch_columns()}) {expected} "
+                           f"ON CONFLICT {_touch_conflict()} {_later_touch(touches)}", [p.uuid(project_id), *chunk])
     _add_to_rollups(project_id=project_id, increments=increments)
+    _add_to_slices(project_id=project_id, increments=slice_increments)
 
 
 def _add_to_rollups(*, project_id: uuid.UUID, increments: dict[tuple, dict[str, int]]) -> None:
@@ -632,11 +694,31 @@ def _add_to_rollups(*, project_id: uuid.UUID, increments: dict[tuple, dict[str, 
     )
 
 
+def _add_to_slices(*, project_id: uuid.UUID, increments: dict[tuple, dict[str, int]]) -> None:
+    """Add per-(day, slice, *grain key) increments of the counted figures to the slice rollups."""
+    if not increments:
+        return
+    table = _table(SliceRollup)
+    p = _Params()
+    counted = tuple(figure.column for figure in rule.COUNTED)
+    values = [(p.uuid(project_id), p.date(day), slice_, *key, *(counts.get(column, 0) for column in counted))
+              for (day, slice_, *key), counts in sorted(increments.items())]
+    updates = ", ".join(f"{_name(c)} = {table}.{_name(c)} + excluded.{_name(c)}" for c in counted)
+    _insert(
+        table,
+        (("project_id", "uuid"), ("day", "date"), ("slice", "smallint"), *((c, "text") for c in rule.KEY_COLUMNS),
+         *((c, "bigint") for c in counted)),
+        values,
+        f"ON CONFLICT {_slice_conflict()} DO UPDATE SET {updates}",
+    )
+
+
 # Rebuilding from raw events -------------------------------------------------------------------
 
 
 def rebuild_day(*, project_id: uuid.UUID, day: date) -> dict[tuple, dict[str, int]]:
-    """Rewrite one UTC day's first touches from its raw events and return its rollup rows, counted afresh.
+    """Rewrite one UTC day's first touches and slice rollups from its raw events and return its rollup rows,
+    counted afresh.
 
     Returns {grain key: {figure column: value}}. The caller holds the exclusive rollup lock and
     makes the stored rows equal to the returned ones.
@@ -650,28 +732,40 @@ def rebuild_day(*, project_id: uuid.UUID, day: date) -> dict[tuple, dict[str, in
             # A day is small: starting parallel workers costs more than the whole statement.
             cursor.execute("SET LOCAL max_parallel_workers_per_gather = 0")
             # Only the differences are written: touches the events no longer support are deleted, missing
-            # ones inserted; a ledger that is already right is only read. NOT IN over NOT NULL columns: a
-            # hashed subplan, whatever the estimates after a bulk load.
+            # ones inserted, wrong last times set; a ledger that is already right is only read. NOT IN over
+            # NOT NULL columns: a hashed subplan, whatever the estimates after a bulk load.
             cursor.execute(
                 f"WITH expected AS MATERIALIZED ({_expected_touches_sql(where)}), "
                 f"stale AS (DELETE FROM {touches} t WHERE t.project_id = %(p)s AND t.day = %(day)s AND "
                 f"({', '.join('t.' + _name(c) for c in ('kind', *rule.KEY_COLUMNS, 'recipient'))}) NOT IN ("
                 f"SELECT {ledger_key} FROM expected)) "
-                f"INSERT INTO {touches} ({_touch_columns()}) SELECT %(p)s::uuid, * FROM expected "
-                f"ON CONFLICT {_touch_conflict()} DO NOTHING",
+                f"INSERT INTO {touches} AS t ({_touch_columns()}) SELECT %(p)s::uuid, * FROM expected "
+                f"ON CONFLICT {_touch_conflict()} DO UPDATE SET {_name('last_at')} = excluded.{_name('last_at')} "
+                f"WHERE t.{_name('last_at')} <> excluded.{_name('last_at')}",
                 params,
             )
         else:
             cursor.execute(f"DELETE FROM {touches} WHERE project_id = %(p)s AND day = %(day)s", params)
             cursor.execute(f"INSERT INTO {touches} ({_touch_columns()}) SELECT %(p)s, * FROM "
                            f"({_expected_touches_sql(where)}) AS x", params)
-        # The day's first touches are now all written.
+        _write_slices(cursor, where, params)
+        # The day's first touches and slices are now all written.
         cursor.execute(f"DELETE FROM {_table(FirstTouchesPending)} WHERE project_id = %(p)s AND day = %(day)s",
                        params)
         cursor.execute(_expected_rollups_sql(where), params)
         width = len(rule.KEY_COLUMNS)
         return {tuple(row[1:1 + width]): dict(zip(rule.FIGURE_COLUMNS, row[1 + width:], strict=True))
                 for row in cursor.fetchall()}
+
+
+def _write_slices(cursor, where: str, params: dict) -> None:
+    """Replace the slice rollups of the days in `params`' span (`start` .. `end`) by those of the events
+    matching `where` (which lies inside that span)."""
+    slices = _table(SliceRollup)
+    cursor.execute(f"DELETE FROM {slices} WHERE project_id = %(p)s AND day >= %(first_day)s "
+                   f"AND day <= %(last_day)s" + (" AND day = ANY(%(days)s)" if "days" in params else ""), params)
+    cursor.execute(f"INSERT INTO {slices} ({_slice_columns()}) SELECT %(p)s, x.* FROM "
+                   f"({_expected_slices_sql(where)}) AS x", params)
 
 
 # Deferred rollups (PostgreSQL bulk loads) ----------------------------------------------------
@@ -728,8 +822,9 @@ def recount_days(*, project_id: uuid.UUID, days: Sequence[date], runs: Sequence[
     """Rewrite the rollup rows of `days` from raw events, set-based; clear the runs' recount marks.
 
     The rows are `rebuild_day`'s (the same generated statement), for many days at once. The days'
-    first touches are not written: they are deleted and the days marked (`FirstTouchesPending`), and
-    the first ingestion batch with an event of such a day writes them (`write_pending_first_touches`).
+    first touches and slice rollups are not written: they are deleted and the days marked
+    (`FirstTouchesPending`), and the first ingestion batch with an event of such a day writes them
+    (`write_pending_first_touches`).
     The caller holds the exclusive rollup lock in the same transaction. Returns the days' rollup rows.
     """
     days = sorted(set(days))
@@ -740,6 +835,7 @@ def recount_days(*, project_id: uuid.UUID, days: Sequence[date], runs: Sequence[
     with connection.cursor() as cursor:
         cursor.execute("SET LOCAL work_mem = '64MB'")
         cursor.execute(f"DELETE FROM {touches} WHERE project_id = %(p)s AND day = ANY(%(days)s)", params)
+        cursor.execute(f"DELETE FROM {_table(SliceRollup)} WHERE project_id = %(p)s AND day = ANY(%(days)s)", params)
         cursor.execute(f"DELETE FROM {rollups} WHERE project_id = %(p)s AND day = ANY(%(days)s)", params)
         cursor.execute(f"INSERT INTO {rollups} ({_rollup_columns()}) SELECT %(p)s::uuid, r.* FROM "
                        f"({_expected_rollups_sql(_days_where(listed=True))}) AS r", params)
@@ -765,25 +861,33 @@ def first_touches_pending(*, project_id: uuid.UUID, days: Iterable[date]) -> lis
 
 
 def write_pending_first_touches(*, project_id: uuid.UUID, days: Sequence[date]) -> None:
-    """Write the first touches of `days` from their raw events and clear their marks (PostgreSQL).
+    """Write the first touches and slice rollups of `days` from their raw events and clear their marks.
 
     The caller holds the exclusive rollup lock in the same transaction, so the touches written are
-    exactly the ones the days' rollups counted.
+    exactly the ones the days' rollups counted. PostgreSQL writes all days at once, SQLite day by day.
     """
     days = sorted(set(days))
     if not days:
         return
     touches, pending = _table(DailyFirstTouch), _table(FirstTouchesPending)
-    params = _days_params(project_id, days, days=list(days))
+    if _postgres():
+        spans = [(_days_params(project_id, days, days=list(days)), _days_where(listed=True))]
+    else:
+        spans = [(_days_params(project_id, [day]), _days_where(listed=False)) for day in days]
     with connection.cursor() as cursor:
-        cursor.execute("SET LOCAL work_mem = '64MB'")
-        cursor.execute(
-            f"INSERT INTO {touches} ({_touch_columns()}) SELECT %(p)s::uuid, x.* FROM "
-            f"({_expected_touches_sql(_days_where(listed=True))}) AS x "
-            f"ON CONFLICT {_touch_conflict()} DO NOTHING",
-            params,
-        )
-        cursor.execute(f"DELETE FROM {pending} WHERE project_id = %(p)s AND day = ANY(%(days)s)", params)
+        if _postgres():
+            cursor.execute("SET LOCAL work_mem = '64MB'")
+        for params, where in spans:
+            cursor.execute(
+                f"INSERT INTO {touches} ({_touch_columns()}) SELECT %(p)s, x.* FROM "
+                f"({_expected_touches_sql(where)}) AS x WHERE true "
+                f"ON CONFLICT {_touch_conflict()} {_later_touch(touches)}",
+                params,
+            )
+            _write_slices(cursor, where, params)
+            cursor.execute(f"DELETE FROM {pending} WHERE project_id = %(p)s AND day >= %(first_day)s "
+                           f"AND day <= %(last_day)s" + (" AND day = ANY(%(days)s)" if "days" in params else ""),
+                           params)
 
 
 # The report read ------------------------------------------------------------------------------
@@ -824,62 +928,172 @@ def report_json_text(*, project_id: uuid.UUID, whole_days: tuple[date, date] | N
         figures.append("delivered")
     sql, params = _report_statement(project_id=project_id, whole_days=whole_days, partial=partial, key=key,
                                     group_by=group_by, figures=figures)
+    if not partial:
+        with connection.cursor() as cursor:
+            cursor.execute(_json_body(sql, body), params)
+            return cursor.fetchone()[0]
     with connection.cursor() as cursor:
-        cursor.execute(_json_body(sql, body), params)
-        return cursor.fetchone()[0]
+        # The statement's text is the same for every report of the same shape (the window and the key are
+        # parameters), and planning its edge parts costs more than running them: it runs on one generic
+        # plan per connection (each guard is a one-time filter, decided when the statement runs). A
+        # session setting (a transaction's own would cost two more round trips), rolled back with an
+        # enclosing transaction that fails.
+        cursor.execute("SET plan_cache_mode = force_generic_plan")
+        try:
+            cursor.execute(_json_body(sql, body), params)
+            return cursor.fetchone()[0]
+        finally:
+            if not connection.needs_rollback and not _transaction_failed(cursor):
+                cursor.execute("RESET plan_cache_mode")
+
+
+def _transaction_failed(cursor) -> bool:
+    return cursor.connection.info.transaction_status == psycopg.pq.TransactionStatus.INERROR
 
 
 def _report_statement(*, project_id, whole_days, partial, key, group_by: str,
                       figures: Sequence[str]) -> tuple[str, list]:
     p = _Params()
     ops = connection.ops
-    by_column = {figure.column: figure for figure in rule.FIGURES}
     columns = ", ".join(_name(figure) for figure in figures)
     parts, params = [], []
     if whole_days is not None:
-        key_condition = " AND ".join(f"{_name(column)} = %s" for column in rule.KEY_COLUMNS)
         parts.append(f"SELECT day, {columns} FROM {_table(DailyRollup)} WHERE project_id = %s "
-                     f"AND {key_condition} AND day >= %s AND day < %s")
+                     f"AND {_key_condition()} AND day >= %s AND day < %s")
         params += [p.uuid(project_id), *key, ops.adapt_datefield_value(whole_days[0]),
                    ops.adapt_datefield_value(whole_days[1])]
-    if partial:
-        # A partial day whose other hours hold no event (today before `to`: nothing is dated after
-        # now) and no pending recount reads as its whole day's rollup row; else its raw events.
-        guards = [_whole_day_guard(project_id, range_start, range_end) for range_start, range_end in partial]
-        key_condition = " AND ".join(f"{_name(column)} = %s" for column in rule.KEY_COLUMNS)
-        for (range_start, _range_end), (guard, guard_params) in zip(partial, guards, strict=True):
-            if not guard:
-                continue
-            parts.append(f"SELECT day, {columns} FROM {_table(DailyRollup)} WHERE project_id = %s "
-                         f"AND {key_condition} AND day = %s AND {guard}")
-            params += [p.uuid(project_id), *key, ops.adapt_datefield_value(_utc_date(range_start)), *guard_params]
-        filters = [(dimension, value) for dimension, value in zip(rule.DIMENSIONS, key[1:], strict=True) if value]
-        facts_from, recipient, dimension_value = _edge_facts(every_event=bool(filters))
-        aggregates = ", ".join(
-            (_distinct(by_column[name], "e.type", recipient) if by_column[name].distinct
-             else _counted(by_column[name], "e.type")) + f" AS {_name(name)}"
-            for name in figures)
-        # One statement part per edge, so that a guard true for the whole edge is decided once, before
-        # any of its events is read.
-        for (range_start, range_end), (guard, guard_params) in zip(partial, guards, strict=True):
-            parts.append(
-                f"SELECT {_utc_day('e.occurred_at')} AS day, {aggregates} {facts_from} "
-                f"WHERE e.project_id = %s AND e.occurred_at >= %s AND e.occurred_at < %s"
-                + (f" AND NOT {guard}" if guard else "")
-                + "".join(f" AND {dimension_value(dimension)} = %s" for dimension, _value in filters)
-                + " GROUP BY 1"
-            )
-            params += [p.uuid(project_id), ops.adapt_datetimefield_value(range_start),
-                       ops.adapt_datetimefield_value(range_end), *guard_params]
-            params += [value for _dimension, value in filters]
+    edge = _Edge(project_id=project_id, key=key, figures=figures)
+    for range_start, range_end in partial:
+        for part, part_params in edge.parts(range_start, range_end):
+            parts.append(part)
+            params += part_params
     days = " UNION ALL ".join(parts)
     nonempty = " + ".join(_name(figure) for figure in figures) + " > 0"
-    if group_by == "day":  # one row per day already: whole days are one rollup row, edge days one group
-        return f"SELECT day AS period, {columns} FROM ({days}) AS days WHERE {nonempty} ORDER BY period", params
     summed = ", ".join(f"CAST(sum({_name(figure)}) AS BIGINT) AS {_name(figure)}" for figure in figures)
     period = _PERIODS["postgresql" if _postgres() else "sqlite"][group_by]
+    # A day may have several rows (an edge day's slices, ledger counts and partial slice): summed per bucket.
     return (f"SELECT {period} AS period, {summed} FROM ({days}) AS days WHERE {nonempty} GROUP BY 1 "
             f"ORDER BY period"), params
+
+
+def _key_condition(alias: str = "") -> str:
+    return " AND ".join(f"{alias}{_name(column)} = %s" for column in rule.KEY_COLUMNS)
+
+
+class _Edge:
+    """The statement parts that count a partial edge day of a report (a range inside one UTC day, or the
+    span of a window shorter than a day), each giving (day, *figures) rows.
+
+    - A range from inside a day to its end (the default window's first day) reads the day's kept edge
+      data: its whole slices' counted figures, the raw events of the one partial slice before them
+      (counted figures only), and per distinct figure the ledger rows whose last touch falls in the
+      range. Guarded: only when the day's rollups, first touches and slices are all written (no pending
+      recount, no pending first touches); else the range's raw events.
+    - Any other range inside one day (the last day up to `to`) whose day has no event outside the range
+      and no pending recount reads as the day's rollup row (today up to now: nothing is dated after
+      now); else its raw events.
+    - A range over more than one day (a window shorter than a day that crosses midnight): raw events.
+
+    Each guard is uncorrelated (evaluated once per statement, by index probes), so a part whose guard
+    is false reads nothing; each part is its own UNION member so that happens before any event is read.
+    """
+
+    def __init__(self, *, project_id: uuid.UUID, key: rule.GrainKey, figures: Sequence[str]):
+        self.project_id = project_id
+        self.key = key
+        self.figures = [_figure(name) for name in figures]
+        self.filters = [(dimension, value) for dimension, value in zip(rule.DIMENSIONS, key[1:], strict=True)
+                        if value]
+        self.p = _Params()
+        self.ops = connection.ops
+
+    def parts(self, range_start: datetime, range_end: datetime) -> list[tuple[str, list]]:
+        day = _utc_date(range_start)
+        day_begin = datetime.combine(day, datetime.min.time(), tzinfo=UTC)
+        if range_end == day_begin + timedelta(days=1) and range_start > day_begin:
+            guard, guard_params = self._edge_data_guard(day)
+            parts = [self._slices(day, range_start, guard, guard_params),
+                     *self._ledger(day, range_start, guard, guard_params)]
+            slice_end = _slice_start(day_begin, _first_whole_slice(day_begin, range_start))
+            if range_start < slice_end:
+                parts.append(self._raw(range_start, slice_end, f"AND {guard}", guard_params, counted_only=True))
+            parts.append(self._raw(range_start, range_end, f"AND NOT {guard}", guard_params))
+            return parts
+        guard, guard_params = _whole_day_guard(self.project_id, range_start, range_end)
+        if not guard:
+            return [self._raw(range_start, range_end, "", [])]
+        return [self._day_rollup(day, guard, guard_params),
+                self._raw(range_start, range_end, f"AND NOT {guard}", guard_params)]
+
+    def _values(self, per_figure) -> str:
+        return ", ".join(f"{per_figure(figure)} AS {_name(figure.column)}" for figure in self.figures)
+
+    def _edge_data_guard(self, day: date) -> tuple[str, list]:
+        """True when the day's rollups, first touches and slices are all written."""
+        params = [self.p.uuid(self.project_id), self.ops.adapt_datefield_value(day)] * 2
+        return (f"(NOT EXISTS (SELECT 1 FROM {_table(PendingRecount)} r WHERE r.project_id = %s AND r.day = %s) "
+                f"AND NOT EXISTS (SELECT 1 FROM {_table(FirstTouchesPending)} w WHERE w.project_id = %s "
+                f"AND w.day = %s))"), params
+
+    def _day_rollup(self, day: date, guard: str, guard_params: list) -> tuple[str, list]:
+        columns = ", ".join(_name(figure.column) for figure in self.figures)
+        return (f"SELECT day, {columns} FROM {_table(DailyRollup)} WHERE project_id = %s "
+                f"AND {_key_condition()} AND day = %s AND {guard}",
+                [self.p.uuid(self.project_id), *self.key, self.ops.adapt_datefield_value(day), *guard_params])
+
+    def _slices(self, day: date, range_start: datetime, guard: str, guard_params: list) -> tuple[str, list]:
+        """The counted figures of the day's whole slices from `range_start` on."""
+        first_slice = _first_whole_slice(datetime.combine(day, datetime.min.time(), tzinfo=UTC), range_start)
+        values = self._values(lambda f: "0" if f.distinct else f"CAST(sum({_name(f.column)}) AS BIGINT)")
+        return (f"SELECT day, {values} FROM {_table(SliceRollup)} WHERE project_id = %s AND {_key_condition()} "
+                f"AND day = %s AND slice >= %s AND {guard} GROUP BY day",
+                [self.p.uuid(self.project_id), *self.key, self.ops.adapt_datefield_value(day), first_slice,
+                 *guard_params])
+
+    def _ledger(self, day: date, range_start: datetime, guard: str, guard_params: list) -> list[tuple[str, list]]:
+        """The distinct figures: the recipients whose last touch of the day falls at or after `range_start`."""
+        kinds = [figure.kind for figure in self.figures if figure.distinct]
+        if not kinds:
+            return []
+        values = self._values(lambda f: f"count(*) FILTER (WHERE kind = {_literal(f.kind)})" if f.distinct else "0")
+        return [(
+            f"SELECT day, {values} FROM {_table(DailyFirstTouch)} WHERE project_id = %s AND {_key_condition()} "
+            f"AND kind IN ({_literals(kinds)}) AND day = %s AND last_at >= %s AND {guard} GROUP BY day",
+            [self.p.uuid(self.project_id), *self.key, self.ops.adapt_datefield_value(day),
+             self.ops.adapt_datetimefield_value(range_start), *guard_params])]
+
+    def _raw(self, range_start: datetime, range_end: datetime, guard: str, guard_params: list, *,
+             counted_only: bool = False) -> tuple[str, list]:
+        """The figures of the raw events in [range_start, range_end) (`counted_only`: distinct figures 0)."""
+        every_event = bool(self.filters)
+        if counted_only and not every_event:
+            facts_from, recipient = f"FROM {_table(MessageEvent)} e", None
+        else:
+            facts_from, recipient, _dimension = _edge_facts(every_event=every_event)
+        _facts, _recipient_sql, dimension_value = _edge_facts(every_event=True)
+        values = self._values(lambda f: ("0" if counted_only else _distinct(f, "e.type", recipient)) if f.distinct
+                              else _counted(f, "e.type"))
+        sql = (f"SELECT {_utc_day('e.occurred_at')} AS day, {values} {facts_from} "
+               f"WHERE e.project_id = %s AND e.occurred_at >= %s AND e.occurred_at < %s {guard}"
+               + "".join(f" AND {dimension_value(dimension)} = %s" for dimension, _value in self.filters)
+               + " GROUP BY 1")
+        return sql, [self.p.uuid(self.project_id), self.ops.adapt_datetimefield_value(range_start),
+                     self.ops.adapt_datetimefield_value(range_end), *guard_params,
+                     *(value for _dimension, value in self.filters)]
+
+
+def _figure(column: str) -> rule.Figure:
+    return next(figure for figure in rule.FIGURES if figure.column == column)
+
+
+def _first_whole_slice(day_begin: datetime, moment: datetime) -> int:
+    """The first slice of the day that starts at `day_begin` lying wholly at or after `moment`
+    (SLICES_PER_DAY when none does)."""
+    return -(-(moment - day_begin) // timedelta(minutes=rule.SLICE_MINUTES))
+
+
+def _slice_start(day_begin: datetime, slice_: int) -> datetime:
+    return day_begin + slice_ * timedelta(minutes=rule.SLICE_MINUTES)
 
 
 def _edge_facts(*, every_event: bool):
