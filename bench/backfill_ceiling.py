@@ -236,13 +236,13 @@ def tree_memory(pid: int) -> tuple[int, int]:
     return rss, pss
 
 
-def run_command(db: str, *args: str) -> tuple[float, int, int, str]:
-    """(seconds, peak tree RSS, peak tree PSS, last stdout line) of a manage.py command."""
+def run_command(db: str, checkout: str, *args: str) -> tuple[float, int, int, str]:
+    """(seconds, peak tree RSS, peak tree PSS, last stdout line) of `checkout`'s manage.py command."""
     env = {**os.environ, "DATABASE_URL": pg.database_url(db)}
     out = io.StringIO()
     with tempfile.TemporaryFile("w+") as output:
         started = time.perf_counter()
-        child = subprocess.Popen([sys.executable, "manage.py", *args], cwd=ROOT, env=env, stdout=output,
+        child = subprocess.Popen([sys.executable, "manage.py", *args], cwd=checkout, env=env, stdout=output,
                                  stderr=subprocess.STDOUT)
         peak_rss = peak_pss = 0
         while child.poll() is None:
@@ -258,7 +258,8 @@ def run_command(db: str, *args: str) -> tuple[float, int, int, str]:
     return seconds, peak_rss, peak_pss, text.splitlines()[-1] if text else ""
 
 
-def commands(db: str, *, rows: int, figures: dict, renders_project, render, messages_project) -> None:
+def commands(db: str, checkouts: list[str], *, rows: int, figures: dict, renders_project, render,
+             messages_project) -> None:
     now = datetime.now(UTC)
     with tempfile.TemporaryDirectory() as tmp:
         render_path = os.path.join(tmp, "renders.ndjson")
@@ -272,11 +273,32 @@ def commands(db: str, *, rows: int, figures: dict, renders_project, render, mess
                 ("render", "backfill_render_events", renders_project, render_path),
                 ("message", "backfill_message_events", messages_project, message_path)):
             count, a, _first, _rerun = figures[name]
-            for run in ("first load", "rerun"):
-                seconds, rss, pss, summary = run_command(db, command, "--project", str(project.pk), path)
-                log(f"{command} {run}: {count:,} lines in {seconds:.1f}s, {count / seconds:,.0f} lines/s "
-                    f"({a / seconds:.2f} of COPY); peak tree RSS {rss / 2**20:.0f} MB, PSS {pss / 2**20:.0f} MB "
-                    f"({summary})")
+            for checkout in checkouts:
+                if len(checkouts) > 1:
+                    _forget_loaded(project)
+                for run in ("first load", "rerun"):
+                    seconds, rss, pss, summary = run_command(db, checkout, command, "--project", str(project.pk),
+                                                             path)
+                    log(f"{checkout}: {command} {run}: {count:,} lines in {seconds:.1f}s, "
+                        f"{count / seconds:,.0f} lines/s "
+                        f"({a / seconds:.2f} of COPY); peak tree RSS {rss / 2**20:.0f} MB, PSS {pss / 2**20:.0f} MB "
+                        f"({summary})")
+
+
+def _forget_loaded(project) -> None:
+    """Remove what a command loaded into `project`, so the next checkout's first load is a first load again."""
+    from django.db import connection
+
+    from renders.models import EngagementCounter
+    from reports.models import DailyFirstTouch, DailyRollup, FirstTouchesPending, PendingRecount
+
+    t = tables()
+    with connection.cursor() as cursor:
+        for table in (t["render_event"], t["message_event"], t["message"], *(
+                model._meta.db_table for model in (EngagementCounter, DailyRollup, DailyFirstTouch,
+                                                   FirstTouchesPending, PendingRecount))):
+            cursor.execute(f"DELETE FROM {table} WHERE project_id = %s", [project.pk])
+        cursor.execute("VACUUM ANALYZE")
 
 
 def delete_fixtures(t: dict, *projects) -> None:
@@ -295,6 +317,9 @@ def main() -> None:
     parser.add_argument("--db", required=True, help="An existing PostgreSQL database (migrated if needed).")
     parser.add_argument("--rows", type=int, default=300_000)
     parser.add_argument("--commands", action="store_true", help="Also run both backfill commands on the same rows.")
+    parser.add_argument("--checkout", action="append", default=[],
+                        help="Run the commands of this checkout (repeatable, in turn on the same rows; default: "
+                             "this one). Its Python environment is this one's.")
     args = parser.parse_args()
     setup_django(args.db)
     renders_project, render, messages_project = make_fixtures()
@@ -303,8 +328,8 @@ def main() -> None:
         figures = ceilings(args.db, rows=args.rows, renders_project=renders_project, render=render,
                            messages_project=messages_project, t=t)
         if args.commands:
-            commands(args.db, rows=args.rows, figures=figures, renders_project=renders_project, render=render,
-                     messages_project=messages_project)
+            commands(args.db, args.checkout or [ROOT], rows=args.rows, figures=figures,
+                     renders_project=renders_project, render=render, messages_project=messages_project)
     finally:
         delete_fixtures(t, renders_project, messages_project)
 
