@@ -171,22 +171,43 @@ def derived_event_id(*, project_id, event: dict) -> uuid.UUID:
     return uuid.UUID(bytes=bytes(raw))
 
 
-def render_events_backfill(*, project, events: list[dict], wait_for_flush: bool = True) -> BackfillResult:
-    """Insert parsed events of `project` in one transaction; events naming other projects' objects are rejected.
+class BackfillRows:
+    """A good line's event → its row for `render_events_backfill` (BACKFILL_COLUMNS order), the id derived from
+    the content when the line has none. Plain values only (UUIDs as canonical text, metadata as JSON text),
+    so a row is cheap to hand from a parsing worker to the storer; runs in the parsing worker when there is one.
+    """
+
+    def __init__(self, project_id: uuid.UUID):
+        self.project_id = project_id
+        self.project_text = str(project_id)
+
+    def __call__(self, event: dict) -> tuple:
+        event_id = event["id"] or derived_event_id(project_id=self.project_id, event=event)
+        share_id = event["share_id"]
+        metadata_json = event["metadata_json"]
+        return (str(event_id), self.project_text, str(event["render_id"]), share_id and str(share_id),
+                event["event_type"], event["actor_kind"], event["source_ip"], event["user_agent"],
+                metadata_json and metadata_json.decode("utf-8"), event["created_at"])
+
+
+def render_events_backfill(*, project, rows: list[tuple], wait_for_flush: bool = True) -> BackfillResult:
+    """Insert rows (`BackfillRows`) of `project` in one transaction; rows naming other projects' objects are rejected.
 
     Only the rows actually inserted move the counters; the renders that got rows have their kept
     summaries dropped once the batch commits.
     """
-    render_ids = {event["render_id"] for event in events}
-    share_ids = {event["share_id"] for event in events} - {None}
-    own_renders = set(Render.objects.filter(project=project, pk__in=render_ids).values_list("pk", flat=True))
-    own_shares = dict(Share.objects.filter(project=project, pk__in=share_ids).values_list("pk", "render_id"))
+    render_ids = {row[2] for row in rows}
+    share_ids = {row[3] for row in rows} - {None}
+    own_renders = {str(pk) for pk in Render.objects.filter(project=project, pk__in=render_ids)
+                   .values_list("pk", flat=True)}
+    own_shares = {str(pk): str(render_id) for pk, render_id in
+                  Share.objects.filter(project=project, pk__in=share_ids).values_list("pk", "render_id")}
 
     project_id = project.pk
-    rows: dict[uuid.UUID, tuple] = {}
+    unique: dict[str, tuple] = {}
     rejected, valid = [], 0
-    for index, event in enumerate(events):
-        render_id, share_id = event["render_id"], event["share_id"]
+    for index, row in enumerate(rows):
+        render_id, share_id = row[2], row[3]
         if render_id not in own_renders:
             rejected.append((index, "renderId: No render with that id in this project."))
             continue
@@ -194,13 +215,10 @@ def render_events_backfill(*, project, events: list[dict], wait_for_flush: bool 
             rejected.append((index, "shareId: No share of that render in this project."))
             continue
         valid += 1
-        event_id = event["id"] or derived_event_id(project_id=project_id, event=event)
-        if event_id not in rows:
-            rows[event_id] = (event_id, project_id, render_id, share_id, event["event_type"], event["actor_kind"],
-                              event["source_ip"], event["user_agent"], event["metadata_json"], event["created_at"])
+        unique.setdefault(row[0], row)
 
     with transaction.atomic():
-        inserted = insert_new_events(list(rows.values()), wait_for_flush=wait_for_flush)
+        inserted = insert_new_events(list(unique.values()), wait_for_flush=wait_for_flush)
         increments: dict[uuid.UUID, Counter] = defaultdict(Counter)
         for (render_id, event_type, has_share), count in inserted.items():
             for key, amount in counter_increments(event_type, True if has_share else None).items():
@@ -213,17 +231,17 @@ def render_events_backfill(*, project, events: list[dict], wait_for_flush: bool 
 
 
 def render_events_backfill_lines(*, project, reader, batch_size: int) -> None:
-    """Store every good line of `reader` (an `NdjsonReader` of render events) in batches of `batch_size`.
+    """Store every good line of `reader` (an `NdjsonReader` of render events, prepared by `BackfillRows`) in
+    batches of `batch_size`.
 
-    A thread reads and parses the next batches while this one is stored. Lines refused when their
-    batch is stored (a render or share outside the project) are reported through the reader with
-    their line numbers; totals go to `reader.tally`. Batches commit without waiting for the disk (a
-    rerun stores again whatever a crash lost); the flush at the end makes all of them durable before
-    the summary says they are stored.
+    A thread reads (and parses, unless parsing workers do) the next batches while this one is stored.
+    Lines refused when their batch is stored (a render or share outside the project) are reported
+    through the reader with their line numbers; totals go to `reader.tally`. Batches commit without
+    waiting for the disk (a rerun stores again whatever a crash lost); the flush at the end makes all
+    of them durable before the summary says they are stored.
     """
     for batch in read_ahead(reader.batches(batch_size)):
-        result = render_events_backfill(project=project, events=[event for _number, event in batch],
-                                        wait_for_flush=False)
+        result = render_events_backfill(project=project, rows=[row for _number, row in batch], wait_for_flush=False)
         reader.tally.add(accepted=result.accepted, duplicates=result.duplicates)
         for index, reason in result.rejected:
             reader.reject(batch[index][0], reason)

@@ -155,7 +155,8 @@ SQLITE_INSERT_CHUNK_ROWS = 1000  # 10 parameters a row stays under SQLite's vari
 
 
 def insert_new_events(rows: list[tuple], *, wait_for_flush: bool = True) -> dict[tuple, int]:
-    """Insert event rows (values in BACKFILL_COLUMNS order, metadata as JSON bytes) unless their id is stored.
+    """Insert event rows unless their id is stored: values in BACKFILL_COLUMNS order, UUIDs as canonical text,
+    metadata as JSON text, `created_at` an aware datetime.
 
     Returns how many rows were actually inserted per (render id, event type, has a share): what the
     counters need. PostgreSQL: the batch is copied (COPY) into a temporary table and moved with one
@@ -193,10 +194,7 @@ def _insert_new_events_copy(rows: list[tuple], *, wait_for_flush: bool) -> dict[
         with raw.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(staging, columns)) as copy:
             write_row = copy.write_row
             for row in rows:
-                if row[8] is None:
-                    write_row(row)
-                else:
-                    write_row((*row[:8], row[8].decode("utf-8"), row[9]))
+                write_row(row)
         cursor.execute(sql.SQL(
             "WITH inserted AS (INSERT INTO {table} ({columns}) SELECT {columns} FROM {staging} "
             "ON CONFLICT ({pk}) DO NOTHING RETURNING {render}, {event_type}, {share} IS NOT NULL AS has_share) "
@@ -222,8 +220,8 @@ def _insert_new_events_values(rows: list[tuple]) -> dict[tuple, int]:
             chunk = rows[start:start + SQLITE_INSERT_CHUNK_ROWS]
             params = []
             for (event_id, project_id, render_id, share_id, kind, actor, ip, agent, metadata, at) in chunk:
-                params += [event_id.hex, _uuid_param(project_id), render_id.hex, share_id and share_id.hex, kind,
-                           actor, ip, agent, metadata and metadata.decode("utf-8"), adapt_datetime(at)]
+                params += [_hex(event_id), _hex(project_id), _hex(render_id), share_id and _hex(share_id), kind,
+                           actor, ip, agent, metadata, adapt_datetime(at)]
             cursor.execute(
                 f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES {', '.join([row_placeholder] * len(chunk))} "
                 f"ON CONFLICT ({quote(meta.pk.column)}) DO NOTHING RETURNING {returning}",
@@ -232,5 +230,10 @@ def _insert_new_events_values(rows: list[tuple]) -> dict[tuple, int]:
             for render_id, kind, share_id in cursor.fetchall():
                 inserted[(uuid.UUID(render_id), kind, share_id is not None)] += 1
     return dict(inserted)
+
+
+def _hex(canonical: str) -> str:
+    """A UUID's canonical text as SQLite stores it (32 hex characters)."""
+    return canonical.replace("-", "")
 
 

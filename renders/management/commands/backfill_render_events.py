@@ -6,7 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from apikeys.selectors import project_by_id_or_name
 from engagement_platform.ndjson import NdjsonReader, open_input
-from renders.backfill import parse_render_event, render_events_backfill_lines
+from renders.backfill import BackfillRows, parse_render_event, render_events_backfill_lines
 
 DEFAULT_BATCH_SIZE = 2000  # events per transaction; a few batches in memory at once
 MAX_BATCH_SIZE = 10_000
@@ -36,7 +36,8 @@ class Command(BaseCommand):
         if not 1 <= batch_size <= MAX_BATCH_SIZE:
             raise CommandError(f"--batch-size must be from 1 to {MAX_BATCH_SIZE}.")
         gc.freeze()  # what is loaded so far lives as long as the process: the collector need not rescan it
-        with open_input(file, stdin=options.get("stdin")) as source:
-            reader = NdjsonReader(source, parse=parse_render_event, stderr=self.stderr, verbosity=verbosity)
+        with (open_input(file, stdin=options.get("stdin")) as source,
+              NdjsonReader(source, parse=parse_render_event, prepare=BackfillRows(found.pk), stderr=self.stderr,
+                           verbosity=verbosity) as reader):
             render_events_backfill_lines(project=found, reader=reader, batch_size=batch_size)
         reader.finish(self.stdout)

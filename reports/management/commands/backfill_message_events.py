@@ -13,6 +13,9 @@ DEFAULT_BATCH_SIZE = 5000  # events per transaction: larger batches share their 
 MAX_BATCH_SIZE = 10_000
 DEFAULT_CONNECTIONS = 2
 MAX_CONNECTIONS = 8
+# Parsed in the reading thread: its storers already keep both cores busy, and a parsing worker measured
+# slower (docs/performance.md, issue 14: 0.24 of COPY with one against 0.28 without, the rerun 0.37 against 0.51).
+MESSAGE_PARSE_WORKERS = 0
 
 
 class Command(BaseCommand):
@@ -49,7 +52,8 @@ class Command(BaseCommand):
         # the batches' many short-lived objects come and go.
         gc.freeze()
         plan = BackfillPlan(project=found, batch_size=batch_size, connections=connections, rollups=rollups)
-        with open_input(file, stdin=options.get("stdin")) as source:
-            reader = NdjsonReader(source, parse=parse_message_event, stderr=self.stderr, verbosity=verbosity)
+        with (open_input(file, stdin=options.get("stdin")) as source,
+              NdjsonReader(source, parse=parse_message_event, stderr=self.stderr, verbosity=verbosity,
+                           workers=MESSAGE_PARSE_WORKERS) as reader):
             message_events_backfill(plan=plan, reader=reader)
         reader.finish(self.stdout)
