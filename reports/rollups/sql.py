@@ -151,18 +151,22 @@ def _server_binding_cursor():
 
 
 @contextmanager
-def _raw_binding_cursor():
-    """As `_server_binding_cursor`, for statements written with PostgreSQL's own `$n` placeholders (`_numbered`).
+def _numbered_statement_cursor():
+    """A Django cursor for a statement given in two forms: (`%s` form, params) -> runs it.
 
     psycopg converts `%s` placeholders on every execution of a statement longer than 4096 bytes or with
     more than 50 parameters (its conversion cache skips those): for the report statement with edges
-    that costs more than running it. Its `$n` form is made once per statement shape instead.
+    that costs more than running it. Its `$n` form (`_numbered`, made once per statement shape) runs on
+    a raw cursor, still through Django's cursor wrapper (execute wrappers, error translation). When
+    Django logs queries (DEBUG, query capture) the `%s` form runs instead, which its log can render.
     """
     with connection.cursor() as django_cursor:
+        if connection.queries_logged:
+            yield lambda statement, params: django_cursor.execute(statement, params) or django_cursor
+            return
         raw = psycopg.RawCursor(django_cursor.cursor.connection)
-        wrapped = connection.make_debug_cursor(raw) if connection.queries_logged else connection.make_cursor(raw)
-        with wrapped as cursor:
-            yield cursor
+        with connection.make_cursor(raw) as cursor:
+            yield lambda statement, params: cursor.execute(_numbered(statement), params) or cursor
 
 
 @lru_cache(maxsize=64)
@@ -959,19 +963,18 @@ def report_json_text(*, project_id: uuid.UUID, whole_days: tuple[date, date] | N
         with connection.cursor() as cursor:
             cursor.execute(_json_body(sql, body), params)
             return cursor.fetchone()[0]
-    with _raw_binding_cursor() as cursor:
+    with _numbered_statement_cursor() as execute:
         # The statement's text is the same for every report of the same shape (the window and the key are
         # parameters), and planning its edge parts costs more than running them: it runs on one generic
         # plan per connection (each guard is a one-time filter, decided when the statement runs). A
         # session setting (a transaction's own would cost two more round trips), rolled back with an
         # enclosing transaction that fails.
-        cursor.execute("SET plan_cache_mode = force_generic_plan")
+        cursor = execute("SET plan_cache_mode = force_generic_plan", None)
         try:
-            cursor.execute(_numbered(_json_body(sql, body)), params)
-            return cursor.fetchone()[0]
+            return execute(_json_body(sql, body), params).fetchone()[0]
         finally:
             if not connection.needs_rollback and not _transaction_failed(cursor):
-                cursor.execute("RESET plan_cache_mode")
+                execute("RESET plan_cache_mode", None)
 
 
 def _transaction_failed(cursor) -> bool:
