@@ -234,11 +234,11 @@ def share_page(*, render: Render, limit: int, after: tuple | None) -> tuple[list
 
 
 def engagement_by_day(*, render: Render, since, until) -> dict:
-    """{(day, event type): count} for the admin chart, through the (render, created_at) index."""
+    """{(day, event type, traffic class): count} for the admin charts, through the (render, created_at) index."""
     rows = (
         EngagementEvent.objects.filter(render=render, created_at__gte=since, created_at__lt=until)
         .annotate(day=TruncDate("created_at"))
-        .values("day", "event_type")
+        .values("day", "event_type", "traffic")
         .annotate(n=Count("id"))
     )
-    return {(row["day"], row["event_type"]): row["n"] for row in rows}
+    return {(row["day"], row["event_type"], row["traffic"]): row["n"] for row in rows}
