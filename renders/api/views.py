@@ -126,7 +126,7 @@ class RenderEngagementView(ProjectScopedAPIView):
 
     @keyed_operation(scope=Scope.RENDERS_READ, operation_id="getRenderEngagement",
                      summary="Engagement summary of a render", parameters=SUMMARY_PARAMETERS,
-                     responses={200: EngagementSummarySerializer}, errors=[404])
+                     responses={200: EngagementSummarySerializer}, errors=[400, 404])
     def get(self, request, render_id):
         traffic = parse_traffic(request.query_params)
         body = engagement_summary_body(project=self.project, render_id=render_id, encode=summary_body,
