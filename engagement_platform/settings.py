@@ -220,6 +220,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Every event type, as the summary's and the event log's events carry it (one enum, its name kept stable).
+    "ENUM_NAME_OVERRIDES": {"EventOutEventTypeEnum": "renders.models.EventType"},
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
                              "engagement_platform.openapi.document_operations"],
 }
