@@ -89,18 +89,21 @@ def ensure_activity(*, project, renders) -> str:
 # Shares -------------------------------------------------------------------------------------
 
 RECIPIENT_AGENT = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0 Safari/537.36"
+# Slack unfurling a pasted share link: machine traffic (a link previewer) from day one.
+LINK_PREVIEW_AGENT = "Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)"
 
 
 @dataclass(frozen=True)
 class DemoShare:
     render: int  # index into the demo renders
     label: str
-    activity: tuple[tuple[str, str], ...]  # (event type, recipient source ip), in order
+    activity: tuple[tuple[str, ...], ...]  # (event type, source ip[, user agent: a recipient's browser]), in order
     revoked: bool = False
 
 
 DEMO_SHARES = [
     DemoShare(0, "For Alice (Globex procurement)", (
+        (EventType.VIEWED, "54.209.60.63", LINK_PREVIEW_AGENT),  # the link pasted into Slack, unfurled
         (EventType.VIEWED, "203.0.113.7"), (EventType.DOWNLOADED, "203.0.113.7"),
         (EventType.VIEWED, "203.0.113.8"), (EventType.PRINTED, "203.0.113.8"))),
     DemoShare(1, "Legal review", ((EventType.VIEWED, "192.0.2.44"), (EventType.DOWNLOADED, "192.0.2.44"))),
@@ -118,9 +121,9 @@ def ensure_shares(*, project, renders) -> list[Share]:
             with transaction.atomic():
                 share = share_mint(render=render, label=spec.label, actor_kind=ActorKind.PARTNER,
                                    source_ip="198.51.100.10", user_agent="Mozilla/5.0 (demo dashboard)")
-                for event_type, ip in spec.activity:
+                for event_type, ip, *agent in spec.activity:
                     record_event(render=render, event_type=event_type, actor_kind=ActorKind.RECIPIENT, share=share,
-                                 source_ip=ip, user_agent=RECIPIENT_AGENT)
+                                 source_ip=ip, user_agent=agent[0] if agent else RECIPIENT_AGENT)
                 if spec.revoked:
                     share = share_revoke(share=share, source_ip="198.51.100.10")
         shares.append(share)

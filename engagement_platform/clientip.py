@@ -42,6 +42,20 @@ class TrustedProxies:
         return any(candidate.version == network.version and candidate in network for network in self.networks)
 
 
+def parse_networks(raw: str, *, setting: str, hint: str = "") -> tuple[Network, ...]:
+    """Comma-separated addresses or CIDR ranges of a setting; ImproperlyConfigured for anything else."""
+    networks = []
+    for item in (part.strip() for part in (raw or "").split(",")):
+        if not item:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"{setting} holds {item!r}, which is not an address or a CIDR range{hint}.") from None
+    return tuple(networks)
+
+
 def parse_trusted_proxies(raw: str) -> TrustedProxies:
     """`*`, or comma-separated addresses / CIDR ranges; ImproperlyConfigured for anything else."""
     items = [item.strip() for item in (raw or "").split(",") if item.strip()]
@@ -49,15 +63,8 @@ def parse_trusted_proxies(raw: str) -> TrustedProxies:
         raise ImproperlyConfigured("TRUSTED_PROXIES is empty: set `*` or the proxies' addresses or CIDR ranges.")
     if items == [TRUST_EVERY_PEER]:
         return TrustedProxies(None)
-    networks = []
-    for item in items:
-        try:
-            networks.append(ipaddress.ip_network(item, strict=False))
-        except ValueError:
-            raise ImproperlyConfigured(
-                f"TRUSTED_PROXIES holds {item!r}, which is not an address or a CIDR range "
-                "(use `*` alone to trust every peer).") from None
-    return TrustedProxies(tuple(networks))
+    return TrustedProxies(parse_networks(raw, setting="TRUSTED_PROXIES",
+                                         hint=" (use `*` alone to trust every peer)"))
 
 
 @lru_cache(maxsize=8)

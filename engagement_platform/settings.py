@@ -6,7 +6,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from engagement_platform.clientip import parse_trusted_proxies
+from engagement_platform.clientip import parse_networks, parse_trusted_proxies
 from engagement_platform.env import get_from_env
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -133,6 +133,12 @@ PUBLIC_RATE_LIMIT_PER_MINUTE = get_from_env("PUBLIC_RATE_LIMIT_PER_MINUTE", 120,
 # Whose X-Forwarded-For / X-Real-IP is believed (engagement_platform/clientip.py): `*` every peer, or
 # comma-separated addresses / CIDR ranges of the load balancers. Parsed here, once.
 TRUSTED_PROXIES = parse_trusted_proxies(get_from_env("TRUSTED_PROXIES", "*"))
+# Human and machine traffic (engagement_platform/traffic.py): an email open from these networks is Apple
+# Mail Privacy Protection's proxy, not the reader (comma-separated CIDR ranges); a click less than this many
+# seconds after its message's `delivered` is a gateway's link scanner.
+PRIVACY_PROXY_NETWORKS = parse_networks(get_from_env("PRIVACY_PROXY_NETWORKS", "17.0.0.0/8"),
+                                        setting="PRIVACY_PROXY_NETWORKS")
+MACHINE_CLICK_SECONDS = get_from_env("MACHINE_CLICK_SECONDS", 10, cast=int)
 # Kept response bodies (engagement_platform/bodycache.py) only with a shared cache: a per-process one
 # cannot see other processes' writes, so they are off (0) by default there.
 _BODY_CACHE_SECONDS = 60 if CACHES["default"]["BACKEND"].endswith("RedisCache") else 0
@@ -214,6 +220,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Every event type, as the summary's and the event log's events carry it (one enum, its name kept stable).
+    "ENUM_NAME_OVERRIDES": {"EventOutEventTypeEnum": "renders.models.EventType"},
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
                              "engagement_platform.openapi.document_operations"],
 }

@@ -190,7 +190,7 @@ def account(project_id: str, outcomes: list[Outcome], env: dict) -> dict:
     """Compare every answer with the database. Returns figures and a list of problems."""
     from django.db.models import Count
 
-    from renders.models import LINK_OPENS_COUNTER, EngagementCounter, EngagementEvent
+    from renders.models import LINK_OPENS_COUNTER, EngagementCounter, EngagementEvent, machine_counter_key
     from reports.models import DailyRollup, MessageEvent, RollupGrain
 
     problems = []
@@ -241,6 +241,11 @@ def account(project_id: str, outcomes: list[Outcome], env: dict) -> dict:
     for row in EngagementEvent.objects.filter(project_id=project_id, event_type="viewed",
                                               share__isnull=False).values("render_id").annotate(n=Count("id")):
         raw[(row["render_id"], LINK_OPENS_COUNTER)] = row["n"]
+    for row in EngagementEvent.objects.filter(project_id=project_id, traffic="machine").values(
+            "render_id", "event_type", "share_id").annotate(n=Count("id")):  # the machine counters (section 6)
+        raw[(row["render_id"], machine_counter_key(row["event_type"]))] += row["n"]
+        if row["event_type"] == "viewed" and row["share_id"] is not None:
+            raw[(row["render_id"], machine_counter_key(LINK_OPENS_COUNTER))] += row["n"]
     counters = Counter()  # a count is the sum of its shards
     for c in EngagementCounter.objects.filter(project_id=project_id):
         counters[(c.render_id, c.key)] += c.count

@@ -10,6 +10,7 @@ from django.utils.safestring import mark_safe
 
 from engagement_platform.clock import now
 from engagement_platform.svgchart import Series, line_chart
+from engagement_platform.traffic import Traffic, TrafficFilter
 from renders.models import EngagementCounter, EngagementEvent, EventType, Render, RenderEmail, Share
 from renders.selectors import engagement_by_day, engagement_summary
 from renders.services import render_delete, renders_delete
@@ -85,30 +86,41 @@ class RenderAdmin(admin.ModelAdmin):
 
     @admin.display(description="Engagement")
     def engagement_counts(self, obj):
-        summary = engagement_summary(render=obj)
-        parts = [f"{name}: {count}" for name, count in summary.counts.items()]
-        return ", ".join(parts) + f"; link opens: {summary.link_opens}; total: {summary.total}"
+        lines = [format_html("{}: {}", traffic.label, engagement_line(engagement_summary(render=obj, traffic=traffic)))
+                 for traffic in TrafficFilter]
+        return mark_safe("<br>".join(lines))  # each line escaped by format_html
 
     @admin.display(description="Engagement over time")
     def engagement_chart(self, obj):
         return mark_safe(render_engagement_chart(obj))
 
 
+def engagement_line(summary) -> str:
+    parts = [f"{name}: {count}" for name, count in summary.counts.items()]
+    return ", ".join(parts) + f"; link opens: {summary.link_opens}; total: {summary.total}"
+
+
 def render_engagement_chart(render, days: int = CHART_DAYS) -> str:
-    """Daily events of each type over the last `days` days, as SVG."""
+    """Daily events of each type over the last `days` days, as SVG: one chart for people, one for machines."""
     until = now()
     first_day = (until - timedelta(days=days - 1)).date()
     day_list = [first_day + timedelta(days=i) for i in range(days)]
     since = until.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=days - 1)
     counts = engagement_by_day(render=render, since=since, until=until)
-    series = [Series(t.value, [counts.get((day, t.value), 0) for day in day_list]) for t in EventType]
-    return line_chart(title=f"Engagement per day, last {days} days (UTC)", days=day_list, series=series)
+    charts = []
+    for traffic in Traffic:
+        series = [Series(t.value, [counts.get((day, t.value, traffic.value), 0) for day in day_list])
+                  for t in EventType]
+        charts.append(line_chart(title=f"{traffic.label} engagement per day, last {days} days (UTC)",
+                                 days=day_list, series=series))
+    return "".join(charts)
 
 
 @admin.register(EngagementEvent)
 class EngagementEventAdmin(ReadOnlyAdmin):
-    list_display = ["created_at", "event_type", "actor_kind", "render", "share", "source_ip"]
-    list_filter = ["event_type", "actor_kind", "project"]
+    list_display = ["created_at", "event_type", "actor_kind", "traffic", "machine_reason", "render", "share",
+                    "source_ip"]
+    list_filter = ["traffic", "machine_reason", "event_type", "actor_kind", "project"]
     search_fields = ["render__id", "render__name", "source_ip"]
     list_select_related = ["render", "share"]
     date_hierarchy = "created_at"

@@ -217,7 +217,8 @@ def email_for_token(token: str) -> RenderEmail | None:
             .filter(share__token=token, project__deleted_at__isnull=True).first())
 
 
-def email_open_record(*, token: str, source_ip: str | None, user_agent: str | None) -> bool:
+def email_open_record(*, token: str, source_ip: str | None, user_agent: str | None,
+                      request_purpose: str | None = None) -> bool:
     """The pixel was fetched: `email_opened` on the render and `opened` on the message. False for other tokens."""
     email = email_for_token(token)
     if email is None:
@@ -225,7 +226,8 @@ def email_open_record(*, token: str, source_ip: str | None, user_agent: str | No
     at = now()
     with transaction.atomic():
         result = record_event(render=email.render, event_type=EventType.EMAIL_OPENED, actor_kind=ActorKind.RECIPIENT,
-                              share=email.share, source_ip=source_ip, user_agent=user_agent, at=at)
+                              share=email.share, source_ip=source_ip, user_agent=user_agent, at=at,
+                              request_purpose=request_purpose)
         ingest_message_events(project=email.project, events=[
             message_event(email, event_type="opened", event_id=f"opened:{result.event.id}", at=at,
                           user_agent=user_agent),

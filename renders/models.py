@@ -5,6 +5,7 @@ from django.db import models
 from apikeys.models import Project
 from engagement_platform.clock import now
 from engagement_platform.ids import new_id
+from engagement_platform.traffic import MachineReason, RequestPurpose, Traffic
 
 SHARE_TOKEN_BYTES = 24  # 192 bits, 32 URL-safe characters
 
@@ -22,6 +23,16 @@ class EventType(models.TextChoices):
 PARTNER_EVENT_TYPES = (EventType.VIEWED, EventType.DOWNLOADED, EventType.PRINTED)
 DEDUPED_EVENT_TYPES = frozenset(PARTNER_EVENT_TYPES)
 LINK_OPENS_COUNTER = "linkOpens"
+# Recipient events the traffic rules judge; every other event (partner, system) is human.
+CLASSIFIED_EVENT_TYPES = frozenset((EventType.VIEWED, EventType.DOWNLOADED, EventType.PRINTED,
+                                    EventType.EMAIL_OPENED))
+MACHINE_COUNTER_PREFIX = "machine:"
+
+
+def machine_counter_key(key: str) -> str:
+    """The counter of the machine events among `key`'s (an EventType value or LINK_OPENS_COUNTER); a class's
+    count is read from these: machine = this counter, human = the key's own counter less this one."""
+    return MACHINE_COUNTER_PREFIX + key
 
 
 class ActorKind(models.TextChoices):
@@ -119,11 +130,22 @@ class EngagementEvent(models.Model):
     user_agent = models.CharField(max_length=512, null=True, blank=True)
     metadata = models.JSONField(null=True, blank=True)
     created_at = models.DateTimeField(default=now)
+    # Human or machine (contract section 6), decided when recorded; a machine event says why.
+    traffic = models.CharField(max_length=10, choices=Traffic.choices, default=Traffic.HUMAN,
+                               db_default=Traffic.HUMAN)
+    machine_reason = models.CharField(max_length=20, choices=MachineReason.choices, null=True, blank=True)
+    # What the recording request was for (a HEAD, a prefetch...), so the rules can be applied again later;
+    # NULL for an event that came without a request (backfilled).
+    request_purpose = models.CharField(max_length=12, choices=RequestPurpose.choices, null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [
             models.Index(fields=["render", "-created_at", "-id"], name="event_render_recent"),
+            # One class's newest events (the summary's `recent` for traffic=, the event log's filter) and one
+            # type's (the event log's filter): each read stays a short index range however many events.
+            models.Index(fields=["render", "traffic", "-created_at", "-id"], name="event_render_traffic_recent"),
+            models.Index(fields=["render", "event_type", "-created_at", "-id"], name="event_render_type_recent"),
             models.Index(fields=["project", "created_at"], name="event_project_time"),
         ]
 
@@ -144,7 +166,7 @@ class EngagementCounter(models.Model):
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
     render = models.ForeignKey(Render, on_delete=models.CASCADE, related_name="counters")
-    key = models.CharField(max_length=20)  # an EventType value, or LINK_OPENS_COUNTER
+    key = models.CharField(max_length=20)  # an EventType value, LINK_OPENS_COUNTER, or a machine_counter_key
     shard = models.PositiveSmallIntegerField(default=0, db_default=0)
     count = models.BigIntegerField(default=0)
 

@@ -10,7 +10,16 @@ from django.db.models.functions import TruncDate
 
 from engagement_platform.bodycache import KeptBodies
 from engagement_platform.ids import parse_uuid
-from renders.models import LINK_OPENS_COUNTER, EngagementCounter, EngagementEvent, EventType, Render, Share
+from engagement_platform.traffic import TrafficFilter
+from renders.models import (
+    LINK_OPENS_COUNTER,
+    EngagementCounter,
+    EngagementEvent,
+    EventType,
+    Render,
+    Share,
+    machine_counter_key,
+)
 
 RECENT_EVENTS_LIMIT = 25
 # Encoded engagement summaries kept per render (a summary is a pure function of its events and counters),
@@ -34,26 +43,39 @@ class EngagementSummary:
 EVENT_TYPE_VALUES = tuple(event_type.value for event_type in EventType)
 
 
-def _summary_of(stored: dict, recent: list, recent_json: bytes | None = None) -> EngagementSummary:
-    counts = {event_type: stored.get(event_type, 0) for event_type in EVENT_TYPE_VALUES}
-    return EngagementSummary(counts=counts, link_opens=stored.get(LINK_OPENS_COUNTER, 0), total=sum(counts.values()),
-                             recent=recent, recent_json=recent_json)
+def class_count(stored: dict, key: str, traffic: str) -> int:
+    """One counter of a render for one traffic class (`stored`: the summed counter rows by key): the key's
+    own counter for every class, its machine counter for machine, the difference for human."""
+    if traffic == TrafficFilter.ALL:
+        return stored.get(key, 0)
+    machine = stored.get(machine_counter_key(key), 0)
+    return machine if traffic == TrafficFilter.MACHINE else stored.get(key, 0) - machine
 
 
-def engagement_summary(*, render: Render) -> EngagementSummary:
-    """Two indexed reads whatever the number of events: the counter shards and the 25 newest events."""
+def _summary_of(stored: dict, recent: list, recent_json: bytes | None = None,
+                traffic: str = TrafficFilter.ALL) -> EngagementSummary:
+    counts = {event_type: class_count(stored, event_type, traffic) for event_type in EVENT_TYPE_VALUES}
+    return EngagementSummary(counts=counts, link_opens=class_count(stored, LINK_OPENS_COUNTER, traffic),
+                             total=sum(counts.values()), recent=recent, recent_json=recent_json)
+
+
+def _class_events(queryset, traffic: str):
+    return queryset if traffic == TrafficFilter.ALL else queryset.filter(traffic=traffic)
+
+
+def engagement_summary(*, render: Render, traffic: str = TrafficFilter.ALL) -> EngagementSummary:
+    """Two indexed reads whatever the number of events: the counter shards and the class's 25 newest events."""
     if connection.vendor == "postgresql":
-        stored, recent = _summary_rows_in_one_statement(render)
+        stored, recent = _summary_rows_in_one_statement(render, traffic)
     else:
         stored = dict(EngagementCounter.objects.filter(render=render).order_by().values("key")
                       .annotate(total=Sum("count")).values_list("key", "total"))
-        recent = list(
-            EngagementEvent.objects.filter(render=render).order_by("-created_at", "-id")[:RECENT_EVENTS_LIMIT]
-        )
-    return _summary_of(stored, recent)
+        recent = list(_class_events(EngagementEvent.objects.filter(render=render), traffic)
+                      .order_by("-created_at", "-id")[:RECENT_EVENTS_LIMIT])
+    return _summary_of(stored, recent, traffic=traffic)
 
 
-def engagement_summary_in_project(*, project, render_id) -> EngagementSummary | None:
+def engagement_summary_in_project(*, project, render_id, traffic: str = TrafficFilter.ALL) -> EngagementSummary | None:
     """The summary of the project's render with this id (None: malformed, foreign or unknown id).
 
     On PostgreSQL ONE statement: the render's existence in the project, its counter shards and its
@@ -65,9 +87,10 @@ def engagement_summary_in_project(*, project, render_id) -> EngagementSummary | 
         return None
     if connection.vendor != "postgresql":
         render = render_in_project(project=project, render_id=render_id)
-        return engagement_summary(render=render) if render is not None else None
+        return engagement_summary(render=render, traffic=traffic) if render is not None else None
+    by_class = traffic != TrafficFilter.ALL
     with connection.cursor() as cursor:
-        cursor.execute(_encoded_summary_statement(), [uid, project.pk, uid, uid])
+        cursor.execute(_encoded_summary_statement(by_class), [uid, project.pk, uid, uid, *([traffic] * by_class)])
         rows = cursor.fetchall()
     found, stored, recent_json = False, {}, b"[]"
     for part, key, count, document in rows:
@@ -77,26 +100,29 @@ def engagement_summary_in_project(*, project, render_id) -> EngagementSummary | 
             stored[key] = count
         else:
             recent_json = document.encode()
-    return _summary_of(stored, [], recent_json) if found else None
+    return _summary_of(stored, [], recent_json, traffic=traffic) if found else None
 
 
 def engagement_summary_body(*, project, render_id, encode: Callable[[EngagementSummary], bytes],
-                            refresh: bool = False) -> bytes | None:
-    """The encoded summary of the project's render with this id (None: malformed, foreign or unknown id),
-    from the summary cache when it is current (`refresh` builds it afresh)."""
+                            refresh: bool = False, traffic: str = TrafficFilter.ALL) -> bytes | None:
+    """The encoded summary of the project's render with this id for one traffic filter (None: malformed,
+    foreign or unknown id), from the summary cache when it is current (`refresh` builds it afresh).
+    Each filter's body is kept apart; the default's under the key it always had."""
     uid = parse_uuid(render_id)
     if uid is None:
         return None
 
     def build() -> bytes | None:
-        summary = engagement_summary_in_project(project=project, render_id=uid)
+        summary = engagement_summary_in_project(project=project, render_id=uid, traffic=traffic)
         return None if summary is None else encode(summary)
 
-    return summaries.cached(uid, inputs=(project.pk.hex,), build=build, refresh=refresh)
+    inputs = (project.pk.hex,) if traffic == TrafficFilter.ALL else (project.pk.hex, traffic)
+    return summaries.cached(uid, inputs=inputs, build=build, refresh=refresh)
 
 
 @cache
-def _encoded_summary_statement() -> str:
+def _encoded_summary_statement(by_class: bool = False) -> str:
+    """The summary as one statement; `by_class` adds a traffic condition (one more parameter) to `recent`."""
     renders, events, counters = (model._meta.db_table for model in (Render, EngagementEvent, EngagementCounter))
     event_object = (
         "json_build_object('id', e.id, 'eventType', e.event_type, 'actorKind', e.actor_kind, 'shareId', e.share_id, "
@@ -107,9 +133,16 @@ def _encoded_summary_statement() -> str:
         f"SELECT 0, NULL::varchar, NULL::bigint, NULL::text FROM {renders} WHERE id = %s AND project_id = %s "
         f"UNION ALL SELECT 1, key, sum(count)::bigint, NULL FROM {counters} WHERE render_id = %s GROUP BY key "
         f"UNION ALL SELECT 2, NULL, NULL, coalesce(json_agg({event_object} ORDER BY e.created_at DESC, e.id DESC), "
-        f"'[]')::text FROM (SELECT * FROM {events} WHERE render_id = %s "
+        f"'[]')::text FROM (SELECT * FROM {events} WHERE render_id = %s{_class_condition(by_class)} "
         f"ORDER BY created_at DESC, id DESC LIMIT {RECENT_EVENTS_LIMIT}) AS e"
     )
+
+
+def _class_condition(by_class: bool) -> str:
+    """The SQL condition on the events' traffic class (one parameter) of a summary read for one class."""
+    if not by_class:
+        return ""
+    return f" AND {connection.ops.quote_name(EngagementEvent._meta.get_field('traffic').column)} = %s"
 
 
 def render_in_project(*, project, render_id) -> Render | None:
@@ -135,29 +168,30 @@ def render_in_project(*, project, render_id) -> Render | None:
 
 
 @cache
-def _summary_statement() -> tuple[str, list[str], list]:
-    """The summary's SQL (built once per process), the event attribute names and their converters."""
+def _summary_statement(by_class: bool = False) -> tuple[str, list[str], list]:
+    """The summary's SQL (built once per process and shape), the event attribute names and their converters."""
     fields = EngagementEvent._meta.concrete_fields
     columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
     nulls = ", ".join(f"NULL::{f.db_type(connection)}" for f in fields)
     events, counters = EngagementEvent._meta.db_table, EngagementCounter._meta.db_table
     sql = (
-        f"SELECT NULL::varchar, NULL::bigint, * FROM (SELECT {columns} FROM {events} WHERE render_id = %s "
-        f"ORDER BY created_at DESC, id DESC LIMIT {RECENT_EVENTS_LIMIT}) AS recent "
+        f"SELECT NULL::varchar, NULL::bigint, * FROM (SELECT {columns} FROM {events} WHERE render_id = %s"
+        f"{_class_condition(by_class)} ORDER BY created_at DESC, id DESC LIMIT {RECENT_EVENTS_LIMIT}) AS recent "
         f"UNION ALL SELECT key, sum(count)::bigint, {nulls} FROM {counters} WHERE render_id = %s GROUP BY key"
     )
     converters = [(i, f.from_db_value) for i, f in enumerate(fields) if hasattr(f, "from_db_value")]
     return sql, [f.attname for f in fields], converters
 
 
-def _summary_rows_in_one_statement(render: Render) -> tuple[dict[str, int], list[EngagementEvent]]:
+def _summary_rows_in_one_statement(render: Render, traffic: str) -> tuple[dict[str, int], list[EngagementEvent]]:
     """PostgreSQL: the same two index reads as one raw statement (UNION ALL), without ORM query building.
 
     The summary is the hottest read; building two querysets cost several times the SQL itself.
     """
-    sql, names, converters = _summary_statement()
+    by_class = traffic != TrafficFilter.ALL
+    sql, names, converters = _summary_statement(by_class)
     with connection.cursor() as cursor:
-        cursor.execute(sql, [render.pk, render.pk])
+        cursor.execute(sql, [render.pk, *([traffic] * by_class), render.pk])
         rows = cursor.fetchall()
     stored, recent = {}, []
     for key, count, *values in rows:
@@ -187,17 +221,24 @@ def render_page(*, project, limit: int, after: tuple | None) -> tuple[list[Rende
     return keyset_page(Render.objects.filter(project=project), limit=limit, after=after)
 
 
+def render_event_page(*, render: Render, lookups: dict, limit: int, after: tuple | None
+                      ) -> tuple[list[EngagementEvent], bool]:
+    """One page of a render's events matching `lookups` (field filters), newest first (ties by id), through
+    the (render, created_at, id) index or its per-class and per-type siblings."""
+    return keyset_page(EngagementEvent.objects.filter(render=render, **lookups), limit=limit, after=after)
+
+
 def share_page(*, render: Render, limit: int, after: tuple | None) -> tuple[list[Share], bool]:
     """One page of a render's shares, newest first, through the (render, created_at) index."""
     return keyset_page(Share.objects.filter(render=render), limit=limit, after=after)
 
 
 def engagement_by_day(*, render: Render, since, until) -> dict:
-    """{(day, event type): count} for the admin chart, through the (render, created_at) index."""
+    """{(day, event type, traffic class): count} for the admin charts, through the (render, created_at) index."""
     rows = (
         EngagementEvent.objects.filter(render=render, created_at__gte=since, created_at__lt=until)
         .annotate(day=TruncDate("created_at"))
-        .values("day", "event_type")
+        .values("day", "event_type", "traffic")
         .annotate(n=Count("id"))
     )
-    return {(row["day"], row["event_type"]): row["n"] for row in rows}
+    return {(row["day"], row["event_type"], row["traffic"]): row["n"] for row in rows}

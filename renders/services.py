@@ -12,13 +12,17 @@ from engagement_platform.clientip import client_ip, valid_ip  # noqa: F401 (the 
 from engagement_platform.clock import now
 from engagement_platform.errors import PayloadTooLarge, ValidationFailed
 from engagement_platform.ids import parse_uuid
+from engagement_platform.traffic import HUMAN, EventKind, Traffic, Verdict, classify
 from renders.models import (
+    CLASSIFIED_EVENT_TYPES,
     DEDUPED_EVENT_TYPES,
     LINK_OPENS_COUNTER,
+    ActorKind,
     EngagementEvent,
     EventType,
     Render,
     Share,
+    machine_counter_key,
 )
 from renders.selectors import render_in_project, summaries
 from renders.upserts import add_to_counters, claim_dedupe_mark, record_in_one_statement
@@ -95,58 +99,86 @@ def contains_nul(value) -> bool:
     return False
 
 
-def dedupe_key_for(*, render_id, share_id, event_type: str, source_ip: str | None) -> str:
-    return f"{render_id}|{share_id or '-'}|{event_type}|{source_ip or '-'}"
+def dedupe_key_for(*, render_id, share_id, event_type: str, source_ip: str | None,
+                   traffic: str = Traffic.HUMAN) -> str:
+    """The dedupe key of section 2.3 plus the traffic class (section 6): a machine's event never makes a
+    person's a duplicate. A human key is written as before the class existed, so marks stay valid."""
+    key = f"{render_id}|{share_id or '-'}|{event_type}|{source_ip or '-'}"
+    return key if traffic == Traffic.HUMAN else f"{key}|{traffic}"
 
 
-def counter_increments(event_type: str, share_id) -> dict[str, int]:
+def counter_increments(event_type: str, share_id, traffic: str = Traffic.HUMAN) -> dict[str, int]:
+    """What one event adds to its render's counters: its type (and linkOpens for a share's view), and the
+    same keys' machine counters when it is machine traffic."""
     increments = {event_type: 1}
     if event_type == EventType.VIEWED and share_id is not None:
         increments[LINK_OPENS_COUNTER] = 1
+    if traffic == Traffic.MACHINE:
+        increments.update({machine_counter_key(key): 1 for key in list(increments)})
     return increments
+
+
+def event_verdict(*, event_type: str, actor_kind: str, user_agent: str | None, source_ip: str | None,
+                  request_purpose: str | None) -> Verdict:
+    """The traffic class of a render event: recipients' views, downloads, prints and email opens are judged
+    by the traffic rules; partner and system events are always human."""
+    if actor_kind != ActorKind.RECIPIENT or event_type not in CLASSIFIED_EVENT_TYPES:
+        return HUMAN
+    kind = EventKind.OPEN if event_type == EventType.EMAIL_OPENED else EventKind.VISIT
+    return classify(kind=kind, user_agent=user_agent, source_ip=source_ip, purpose=request_purpose)
+
+
+def new_event(*, project_id, render_id, event_type: str, actor_kind: str, share_id=None,
+              source_ip: str | None = None, user_agent: str | None = None, metadata=None, at,
+              request_purpose: str | None = None) -> EngagementEvent:
+    """An unsaved event with its traffic class decided (what every recording path stores)."""
+    user_agent = truncate_user_agent(user_agent)
+    verdict = event_verdict(event_type=event_type, actor_kind=actor_kind, user_agent=user_agent,
+                            source_ip=source_ip, request_purpose=request_purpose)
+    return EngagementEvent(project_id=project_id, render_id=render_id, share_id=share_id, event_type=event_type,
+                           actor_kind=actor_kind, source_ip=source_ip, user_agent=user_agent, metadata=metadata,
+                           created_at=at, traffic=verdict.traffic, machine_reason=verdict.reason,
+                           request_purpose=request_purpose)
+
+
+def event_dedupe_key(event: EngagementEvent) -> str | None:
+    """The event's dedupe key, or None for a type that is never deduped."""
+    if event.event_type not in DEDUPED_EVENT_TYPES:
+        return None
+    return dedupe_key_for(render_id=event.render_id, share_id=event.share_id, event_type=event.event_type,
+                          source_ip=event.source_ip, traffic=event.traffic)
 
 
 def record_event(*, render: Render, event_type: str, actor_kind: str, share: Share | None = None,
                  source_ip: str | None = None, user_agent: str | None = None, metadata=None,
-                 at=None) -> RecordResult:
+                 at=None, request_purpose: str | None = None) -> RecordResult:
     """Record one engagement event, deduped for viewed/downloaded/printed, counters kept exact.
 
+    Its traffic class is decided here (`event_verdict`); `request_purpose` is what the recording request
+    was for (engagement_platform.traffic.request_purpose), None when there was no request.
     A recorded event drops the render's kept summary once it commits; a deduped one changes nothing.
     """
-    at = at or now()
-    share_id = share.pk if share is not None else None
+    event = new_event(project_id=render.project_id, render_id=render.pk, event_type=event_type,
+                      actor_kind=actor_kind, share_id=share.pk if share is not None else None,
+                      source_ip=source_ip, user_agent=user_agent, metadata=metadata, at=at or now(),
+                      request_purpose=request_purpose)
     if connection.vendor == "postgresql":
-        return _record_event_postgresql(project_id=render.project_id, render_id=render.pk, event_type=event_type,
-                                        actor_kind=actor_kind, share_id=share_id, source_ip=source_ip,
-                                        user_agent=user_agent, metadata=metadata, at=at)
+        return _record_event_postgresql(event)
     with transaction.atomic():
-        if event_type in DEDUPED_EVENT_TYPES and not claim_dedupe_mark(
-            project_id=render.project_id,
-            dedupe_key=dedupe_key_for(render_id=render.pk, share_id=share_id, event_type=event_type,
-                                      source_ip=source_ip),
-            at=at,
-            window=DEDUPE_WINDOW,
-        ):
+        dedupe_key = event_dedupe_key(event)
+        if dedupe_key is not None and not claim_dedupe_mark(project_id=event.project_id, dedupe_key=dedupe_key,
+                                                            at=event.created_at, window=DEDUPE_WINDOW):
             return RecordResult(recorded=False)
-        event = EngagementEvent.objects.create(
-            project_id=render.project_id,
-            render=render,
-            share_id=share_id,
-            event_type=event_type,
-            actor_kind=actor_kind,
-            source_ip=source_ip,
-            user_agent=truncate_user_agent(user_agent),
-            metadata=metadata,
-            created_at=at,
-        )
+        event.save(force_insert=True)
         add_to_counters(project_id=render.project_id, render_id=render.pk,
-                        increments=counter_increments(event_type, share_id))
+                        increments=counter_increments(event.event_type, event.share_id, event.traffic))
     summaries.changed(render.pk)
     return RecordResult(recorded=True, event=event)
 
 
 def render_event_record(*, project, render_id, event_type: str, actor_kind: str, source_ip: str | None = None,
-                        user_agent: str | None = None, metadata=None, at=None) -> RecordResult | None:
+                        user_agent: str | None = None, metadata=None, at=None,
+                        request_purpose: str | None = None) -> RecordResult | None:
     """`record_event` for the project's render named by id; None when the project has no such render.
 
     On PostgreSQL the render's lookup is part of the recording statement: one round trip in all.
@@ -157,45 +189,33 @@ def render_event_record(*, project, render_id, event_type: str, actor_kind: str,
         if render is None:
             return None
         return record_event(render=render, event_type=event_type, actor_kind=actor_kind, source_ip=source_ip,
-                            user_agent=user_agent, metadata=metadata, at=at)
+                            user_agent=user_agent, metadata=metadata, at=at, request_purpose=request_purpose)
     uid = parse_uuid(render_id)
     if uid is None:
         return None
-    return _record_event_postgresql(project_id=project.pk, render_id=uid, event_type=event_type,
-                                    actor_kind=actor_kind, share_id=None, source_ip=source_ip,
-                                    user_agent=user_agent, metadata=metadata, at=at, check_render=True)
+    event = new_event(project_id=project.pk, render_id=uid, event_type=event_type, actor_kind=actor_kind,
+                      source_ip=source_ip, user_agent=user_agent, metadata=metadata, at=at,
+                      request_purpose=request_purpose)
+    return _record_event_postgresql(event, check_render=True)
 
 
-def _record_event_postgresql(*, project_id, render_id, event_type, actor_kind, share_id, source_ip, user_agent,
-                             metadata, at, check_render: bool = False) -> RecordResult | None:
+def _record_event_postgresql(event: EngagementEvent, *, check_render: bool = False) -> RecordResult | None:
     """The same recording as one statement (claim, event, counters): one round trip, no BEGIN/COMMIT.
 
     With `check_render` the statement also checks the render is the project's (None when not).
     """
-    event = EngagementEvent(
-        project_id=project_id,
-        render_id=render_id,
-        share_id=share_id,
-        event_type=event_type,
-        actor_kind=actor_kind,
-        source_ip=source_ip,
-        user_agent=truncate_user_agent(user_agent),
-        metadata=metadata,
-        created_at=at,
-    )
-    dedupe_key = (dedupe_key_for(render_id=render_id, share_id=share_id, event_type=event_type, source_ip=source_ip)
-                  if event_type in DEDUPED_EVENT_TYPES else None)
     # In autocommit the statement is its own transaction; inside a caller's transaction a savepoint
     # keeps a failure from poisoning it, as the atomic block of the portable path does.
     with transaction.atomic() if connection.in_atomic_block else nullcontext():
-        recorded = record_in_one_statement(event=event, dedupe_key=dedupe_key, window=DEDUPE_WINDOW,
-                                           increments=counter_increments(event_type, share_id),
-                                           check_render=check_render)
+        recorded = record_in_one_statement(
+            event=event, dedupe_key=event_dedupe_key(event), window=DEDUPE_WINDOW,
+            increments=counter_increments(event.event_type, event.share_id, event.traffic),
+            check_render=check_render)
     if recorded is None:
         return None
     if not recorded:
         return RecordResult(recorded=False)
-    summaries.changed(render_id)
+    summaries.changed(event.render_id)
     event._state.adding = False
     event._state.db = connection.alias
     return RecordResult(recorded=True, event=event)

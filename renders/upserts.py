@@ -188,8 +188,10 @@ def _insert_new_events_copy(rows: list[tuple], *, wait_for_flush: bool) -> dict[
         raw = cursor.cursor  # psycopg's own cursor: COPY is not part of the DB-API Django wraps
         if not wait_for_flush:
             cursor.execute("SET LOCAL synchronous_commit = off")
-        cursor.execute(sql.SQL("CREATE TEMPORARY TABLE IF NOT EXISTS {} (LIKE {}) ON COMMIT DELETE ROWS")
-                       .format(staging, table).as_string(raw.connection))
+        # INCLUDING DEFAULTS: the columns a backfill line does not carry (its traffic class) take the table's
+        # defaults in the staging copy too, which keeps their NOT NULL.
+        cursor.execute(sql.SQL("CREATE TEMPORARY TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS) "
+                               "ON COMMIT DELETE ROWS").format(staging, table).as_string(raw.connection))
         cursor.execute(sql.SQL("TRUNCATE {}").format(staging).as_string(raw.connection))
         with raw.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(staging, columns)) as copy:
             write_row = copy.write_row

@@ -76,8 +76,9 @@ def test_operator_sees_the_project_and_render_charts(chromium, shared):  # noqa:
 
     response = page.goto(f"{shared['base']}/admin/renders/render/{shared['render_id']}/change/")
     assert response.status == 200
-    chart = page.locator(f".field-engagement_chart {CHART}")
+    chart = page.locator(f".field-engagement_chart {CHART}[aria-label^='Human']")  # partner events: human
     expect(chart).to_be_visible()
+    expect(page.locator(f".field-engagement_chart {CHART}[aria-label^='Machine']")).to_contain_text("viewed (0)")
     expect(chart).to_contain_text("viewed (14)")
     expect(chart).to_contain_text("downloaded (9)")
     chart.scroll_into_view_if_needed()

@@ -110,7 +110,8 @@ def test_a_key_of_a_deleted_project_is_forbidden(project, make_key, make_client)
         ("get", "/v1/renders/{render}/download", [Scope.MESSAGES_WRITE], Scope.RENDERS_READ),
         ("get", "/v1/renders/{render}/engagement", [Scope.RENDERS_WRITE], Scope.RENDERS_READ),
         ("post", "/v1/renders/{render}/events", [Scope.RENDERS_READ], Scope.RENDERS_WRITE),
-        ("options", "/v1/renders/{render}/events", [Scope.REPORTS_VIEW], Scope.RENDERS_WRITE),
+        ("get", "/v1/renders/{render}/events", [Scope.RENDERS_WRITE], Scope.RENDERS_READ),
+        ("options", "/v1/renders/{render}/events", [Scope.REPORTS_VIEW], Scope.RENDERS_READ),
     ],
 )
 def test_a_key_without_the_route_scope_is_forbidden_naming_the_scope(project, render, make_key, make_client,
@@ -130,7 +131,7 @@ def test_a_key_with_exactly_the_route_scope_passes(project, render, make_key, ma
     assert response.json() == {"recorded": True}
 
 
-def test_options_on_a_write_only_route_needs_its_scope_and_never_fails(api, render):
+def test_options_on_a_read_and_write_route_needs_its_scope_and_never_fails(api, render):
     response = api.options(f"/v1/renders/{render.id}/events")
     assert response.status_code == 200
     assert response["Content-Type"] == "application/json"

@@ -133,3 +133,28 @@ def test_a_request_that_fails_after_claiming_the_dedupe_mark_leaves_no_mark(proj
     assert EngagementEvent.objects.count() == 1
     assert DedupeMark.objects.count() == 1
     assert client.post(url, {"eventType": "printed"}, format="json").json() == {"recorded": False}
+
+
+def test_concurrent_views_from_one_ip_record_exactly_one_per_traffic_class(project, make_key, render):
+    """Contract section 6: dedupe per class. 40 identical share-page views from one IP, half from a link
+    previewer and half from a browser, released together: one machine view and one human view."""
+    from django.test import Client
+
+    from tests.test_traffic_rules import CHROME, SLACKBOT
+
+    raw_key = make_key(project).raw_key
+    share = keyed_client(raw_key).post(f"/v1/renders/{render.id}/shares", {}, format="json").json()
+    path = "/s/" + share["url"].rsplit("/s/", 1)[1]
+
+    def view(index):
+        agent = SLACKBOT if index % 2 else CHROME
+        return Client(HTTP_USER_AGENT=agent, REMOTE_ADDR="203.0.113.9").get(path).status_code
+
+    assert run_in_threads(40, view) == [200] * 40
+    views = EngagementEvent.objects.filter(render=render, event_type="viewed")
+    assert sorted(views.values_list("traffic", "machine_reason")) == [("human", None), ("machine", "bot")]
+    assert DedupeMark.objects.count() == 2
+    for traffic in ("human", "machine"):
+        body = keyed_client(raw_key).get(f"/v1/renders/{render.id}/engagement?traffic={traffic}").json()
+        assert (body["counts"]["viewed"], body["linkOpens"], len(body["recent"])) == (1, 1, 1 + (traffic == "human"))
+    assert engagement(raw_key, render)["counts"]["viewed"] == 2

@@ -100,6 +100,36 @@ def test_the_share_list_documents_its_page_parameters_and_next_cursor(schema):
     assert "400" in operation["responses"]
 
 
+def test_the_event_log_documents_its_filters_page_and_traffic_fields(schema):
+    operation = schema["paths"]["/v1/renders/{render_id}/events"]["get"]
+    parameters = {p["name"]: p for p in operation["parameters"] if p["in"] == "query"}
+
+    assert set(parameters) == {"limit", "cursor", "traffic", "eventType", "shareId", "actorKind"}
+    assert parameters["limit"]["schema"] == {"type": "integer", "minimum": 1, "maximum": 100, "default": 50}
+    assert parameters["traffic"]["schema"]["enum"] == ["all", "human", "machine"]
+    assert parameters["shareId"]["schema"] == {"type": "string", "format": "uuid"}
+    assert operation["x-required-scope"] == "renders.read"
+    assert {"400", "404"} <= set(operation["responses"])
+    page = resolve(schema, operation["responses"]["200"]["content"]["application/json"]["schema"])
+    event = resolve(schema, page["properties"]["data"]["items"])
+    assert {"traffic", "machineReason", "eventType", "createdAt"} <= set(event["properties"])
+    reason = event["properties"]["machineReason"]
+    assert reason["nullable"] is True
+    assert resolve(schema, reason["oneOf"][0])["enum"] == ["bot", "prefetch", "privacy_proxy", "scanner",
+                                                           "no_user_agent", "client"]
+
+
+def test_the_summary_documents_its_traffic_parameter_and_keeps_the_event_shape(schema):
+    operation = schema["paths"]["/v1/renders/{render_id}/engagement"]["get"]
+    parameters = {p["name"]: p for p in operation["parameters"] if p["in"] == "query"}
+    assert parameters["traffic"]["schema"] == {"type": "string", "enum": ["all", "human", "machine"],
+                                               "default": "all"}
+    assert "400" in operation["responses"]
+    body = resolve(schema, operation["responses"]["200"]["content"]["application/json"]["schema"])
+    recent = resolve(schema, body["properties"]["recent"]["items"])
+    assert "traffic" not in recent["properties"]
+
+
 def test_the_download_is_documented_as_a_binary_pdf_attachment(schema):
     response = schema["paths"]["/v1/renders/{render_id}/download"]["get"]["responses"]["200"]
 

@@ -153,10 +153,16 @@ def test_print_only_accepts_post(client, api, token, render):
     assert engagement(api, render)["counts"]["printed"] == 0
 
 
-def test_head_requests_record_nothing(client, api, token, render):
+def test_head_requests_record_what_get_would_as_machine_prefetch(client, api, token, render):
+    """Contract section 6 (HEAD on the public routes); tests/test_render_traffic.py has the details."""
     assert client.head(f"/s/{token}").status_code == 200
     assert client.head(f"/s/{token}/download").status_code == 200
-    assert engagement(api, render)["total"] == 1
+    assert client.head(f"/s/{token}/file").status_code == 200
+    body = engagement(api, render)
+    assert (body["counts"]["viewed"], body["counts"]["downloaded"], body["total"]) == (1, 1, 3)
+    assert [(e["eventType"], e["traffic"], e["machineReason"]) for e in api.get(
+        f"/v1/renders/{render.id}/events?traffic=machine").json()["data"]] == [
+        ("downloaded", "machine", "prefetch"), ("viewed", "machine", "prefetch")]
 
 
 @pytest.mark.parametrize("route", RECIPIENT_EVENTS)

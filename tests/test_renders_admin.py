@@ -69,3 +69,35 @@ def test_staff_without_the_view_permission_on_renders_is_refused(client, render)
 def test_the_pdf_of_an_unknown_render_is_404(admin_client):
     assert admin_client.get(reverse("admin:renders_render_pdf", args=[new_id()])).status_code == 404
     assert admin_client.get("/admin/renders/render/not-a-uuid/pdf/").status_code == 404
+
+
+# Section 6: the class of each event, and the charts split into human and machine ---------------------------
+
+def record_mixed_views(render):
+    from renders.services import record_event
+    from tests.test_traffic_rules import CHROME, SLACKBOT
+
+    for index, agent in enumerate([CHROME, SLACKBOT, SLACKBOT, "curl/8.5.0"]):
+        record_event(render=render, event_type="viewed", actor_kind="recipient", source_ip=f"203.0.113.{index}",
+                     user_agent=agent, request_purpose="direct")
+
+
+def test_the_render_page_splits_counts_and_charts_into_human_and_machine(admin_client, render):
+    record_mixed_views(render)
+    page = admin_client.get(reverse("admin:renders_render_change", args=[render.pk])).content.decode()
+    assert "All: viewed: 4," in page and "Human: viewed: 1," in page and "Machine: viewed: 3," in page
+    charts = re.findall(r'<svg [^>]*role="img".*?</svg>', page, flags=re.S)
+    assert len(charts) == 2
+    assert "Human engagement per day" in charts[0] and "Machine engagement per day" in charts[1]
+    assert re.search(r">viewed \(1\)<", charts[0]) and re.search(r">viewed \(3\)<", charts[1])
+
+
+def test_the_event_list_shows_and_filters_by_class(admin_client, render):
+    record_mixed_views(render)
+    url = reverse("admin:renders_engagementevent_changelist")
+    page = admin_client.get(url).content.decode()
+    assert page.count('<td class="field-traffic">Machine</td>') == 3
+    assert page.count('<td class="field-machine_reason">Bot</td>') == 3
+    human_only = admin_client.get(url, {"traffic__exact": "human"}).content.decode()
+    assert human_only.count('<td class="field-traffic">Human</td>') == 1
+    assert '<td class="field-traffic">Machine</td>' not in human_only

@@ -385,8 +385,8 @@ def test_a_malformed_or_unknown_render_id_is_not_found(api, render, render_id, m
         ("trace", "/v1/renders/{id}", {"GET", "DELETE"}),
         ("post", "/v1/renders/{id}/download", {"GET"}),
         ("post", "/v1/renders/{id}/engagement", {"GET"}),
-        ("get", "/v1/renders/{id}/events", {"POST"}),
-        ("delete", "/v1/renders/{id}/events", {"POST"}),
+        ("put", "/v1/renders/{id}/events", {"GET", "POST"}),
+        ("delete", "/v1/renders/{id}/events", {"GET", "POST"}),
     ],
 )
 def test_a_wrong_method_is_405_in_the_envelope(api, render, method, path, allowed):

@@ -288,3 +288,15 @@ def test_printed_curl_lines_answer_200_with_data(client):
     assert len(report["data"]) >= 4  # weekly buckets over the default 30-day window
     assert sum(bucket["sent"] for bucket in report["data"]) > 0
     assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT00:00:00Z", bucket["period"]) for bucket in report["data"])
+
+
+def test_the_demo_has_a_link_previewers_view_as_machine_traffic(client):
+    output = seed()
+    [preview] = EngagementEvent.objects.filter(traffic="machine")
+    assert (preview.event_type, preview.actor_kind, preview.machine_reason) == ("viewed", "recipient", "bot")
+    assert preview.user_agent == data.LINK_PREVIEW_AGENT
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {output[-1]}"}
+    path = f"/v1/renders/{preview.render_id}/engagement"
+    every, human, machine = (client.get(path, {"traffic": t}, **auth).json() for t in ("all", "human", "machine"))
+    assert machine["counts"]["viewed"] == 1 and machine["linkOpens"] == 1
+    assert human["counts"]["viewed"] == every["counts"]["viewed"] - 1 > 0

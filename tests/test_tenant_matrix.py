@@ -93,7 +93,8 @@ MATRIX: dict[str, dict[str, Op]] = {
     "v1/renders/<str:render_id>": {"GET": Op(), "DELETE": Op(writes=True)},
     "v1/renders/<str:render_id>/download": {"GET": Op()},
     "v1/renders/<str:render_id>/engagement": {"GET": Op()},
-    "v1/renders/<str:render_id>/events": {"POST": Op(json=lambda w: {"eventType": "viewed"}, writes=True)},
+    "v1/renders/<str:render_id>/events": {"GET": Op(),
+                                          "POST": Op(json=lambda w: {"eventType": "viewed"}, writes=True)},
     "v1/renders/<str:render_id>/shares": {
         "GET": Op(),
         "POST": Op(json=lambda w: {"label": "matrix"}, writes=True),

@@ -5,6 +5,8 @@ from drf_spectacular.utils import OpenApiParameter
 from rest_framework import serializers
 
 from engagement_platform.cursors import CURSOR_MAX_LENGTH, LIMIT_DEFAULT, LIMIT_MAX
+from engagement_platform.traffic import MachineReason, Traffic, TrafficFilter
+from renders.api.serializers import EVENT_LOG_LIMIT_DEFAULT
 from renders.models import ActorKind, EventType
 
 
@@ -22,12 +24,12 @@ class RenderPageSerializer(serializers.Serializer):
     nextCursor = serializers.CharField(allow_null=True)
 
 
-def page_parameters(items: str) -> list[OpenApiParameter]:
+def page_parameters(items: str, default: int = LIMIT_DEFAULT) -> list[OpenApiParameter]:
     """`limit` and `cursor` of a cursor-paginated list (engagement_platform.cursors)."""
     return [
-        OpenApiParameter("limit", {"type": "integer", "minimum": 1, "maximum": LIMIT_MAX, "default": LIMIT_DEFAULT},
+        OpenApiParameter("limit", {"type": "integer", "minimum": 1, "maximum": LIMIT_MAX, "default": default},
                          OpenApiParameter.QUERY, required=False,
-                         description=f"{items} per page, 1 to {LIMIT_MAX} (default {LIMIT_DEFAULT})."),
+                         description=f"{items} per page, 1 to {LIMIT_MAX} (default {default})."),
         OpenApiParameter("cursor", {"type": "string", "maxLength": CURSOR_MAX_LENGTH}, OpenApiParameter.QUERY,
                          required=False,
                          description="The `nextCursor` of the previous page of this same list; omit it for the "
@@ -40,7 +42,32 @@ RENDER_PAGE_PARAMETERS = page_parameters("Renders")
 SHARE_PAGE_PARAMETERS = page_parameters("Shares")
 
 
+def traffic_parameter(what: str) -> OpenApiParameter:
+    return OpenApiParameter(
+        "traffic", {"type": "string", "enum": list(TrafficFilter.values), "default": TrafficFilter.ALL},
+        OpenApiParameter.QUERY, required=False,
+        description=f"`human` or `machine`: {what} only that traffic class (link previewers, crawlers, mail "
+                    "privacy proxies, link scanners, prefetches are `machine`); `all` (the default) every "
+                    "event. Anything else is a 400 `invalid_request` with `fieldErrors.traffic`.")
+
+
+def choice_parameter(name: str, choices, description: str) -> OpenApiParameter:
+    return OpenApiParameter(name, {"type": "string", "enum": list(choices)}, OpenApiParameter.QUERY, required=False,
+                            description=description + f" Anything else is a 400 with `fieldErrors.{name}`.")
+
+
+EVENT_LOG_PARAMETERS = [
+    *page_parameters("Events", default=EVENT_LOG_LIMIT_DEFAULT),
+    traffic_parameter("the events of"),
+    choice_parameter("eventType", EventType.values, "Only events of this type."),
+    choice_parameter("actorKind", ActorKind.values, "Only events of this actor kind."),
+    OpenApiParameter("shareId", OpenApiTypes.UUID, OpenApiParameter.QUERY, required=False,
+                     description="Only the events of this share. Not a UUID: a 400 with `fieldErrors.shareId`."),
+]
+
+
 SUMMARY_PARAMETERS = [
+    traffic_parameter("`counts`, `linkOpens`, `total` and `recent` cover"),
     OpenApiParameter("Cache-Control", OpenApiTypes.STR, OpenApiParameter.HEADER, required=False,
                      description="`no-cache` builds the summary afresh. Without it, a summary asked for again "
                                  "may be answered from a kept copy; every write that changes the summary (an event "
@@ -73,6 +100,17 @@ class EventOutSerializer(serializers.Serializer):
     userAgent = serializers.CharField(allow_null=True)
     metadata = serializers.JSONField(allow_null=True)
     createdAt = serializers.DateTimeField()
+
+
+class EventLogEventSerializer(EventOutSerializer):
+    traffic = serializers.ChoiceField(choices=Traffic.choices)
+    machineReason = serializers.ChoiceField(choices=MachineReason.choices, allow_null=True,
+                                            help_text="Why the event is machine traffic; null for human.")
+
+
+class EventLogPageSerializer(serializers.Serializer):
+    data = EventLogEventSerializer(many=True)
+    nextCursor = serializers.CharField(allow_null=True)
 
 
 class EngagementSummarySerializer(serializers.Serializer):

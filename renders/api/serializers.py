@@ -6,9 +6,12 @@ from django.urls import reverse
 from rest_framework import serializers
 
 from engagement_platform.clock import iso_ms
+from engagement_platform.cursors import PageParams, parse_page_params
 from engagement_platform.errors import ValidationFailed, validation_failed_from_drf
+from engagement_platform.ids import parse_uuid
 from engagement_platform.jsonio import dumps
-from renders.models import PARTNER_EVENT_TYPES
+from engagement_platform.traffic import TrafficFilter
+from renders.models import PARTNER_EVENT_TYPES, ActorKind, EventType
 from renders.services import METADATA_MAX_BYTES, contains_nul, metadata_size_bytes
 
 NOT_AN_OBJECT = "Expected a JSON object."
@@ -139,9 +142,74 @@ def event_json(event) -> dict:
     }
 
 
+def event_log_json(event) -> dict:
+    """An event of the event log: the summary's event object plus its traffic class."""
+    return {**event_json(event), "traffic": event.traffic, "machineReason": event.machine_reason}
+
+
 def summary_body(summary) -> bytes:
     """The summary as response bytes; its `recent` array may come already encoded by the database."""
     head = dumps({"counts": summary.counts, "linkOpens": summary.link_opens, "total": summary.total})
     recent = summary.recent_json if summary.recent_json is not None else dumps(
         [event_json(event) for event in summary.recent])
     return head[:-1] + b',"recent":' + recent + b"}"
+
+
+# Query parameters of the summary and the event log ----------------------------------------------------------
+
+EVENT_LOG_LIMIT_DEFAULT = 50
+
+
+def one_of(choices) -> str:
+    return "Must be one of " + ", ".join(f'"{choice}"' for choice in choices) + "."
+
+
+def _choice(query, name: str, choices, errors: dict) -> str | None:
+    """`?name=` when it is one of `choices`; None when absent; a bad value is added to `errors`."""
+    value = query.get(name)
+    if value is None:
+        return None
+    if value not in choices:
+        errors[name] = [one_of(choices)]
+        return None
+    return value
+
+
+def parse_traffic(query) -> str:
+    """`?traffic=all|human|machine` (default all)."""
+    errors: dict = {}
+    traffic = _choice(query, "traffic", TrafficFilter.values, errors)
+    if errors:
+        raise ValidationFailed(field_errors=errors)
+    return traffic or TrafficFilter.ALL
+
+
+def parse_event_log_query(query, *, tag: str) -> tuple[PageParams, dict]:
+    """The event log's page (`limit` 1..100, default 50, `cursor`) and filters as event field lookups
+    (`traffic`, `eventType`, `shareId`, `actorKind`); every bad parameter named in one 400."""
+    errors: dict = {}
+    page = None
+    try:
+        page = parse_page_params(query, tag=tag, default=EVENT_LOG_LIMIT_DEFAULT)
+    except ValidationFailed as exc:
+        errors.update(exc.field_errors)
+    lookups = {}
+    traffic = _choice(query, "traffic", TrafficFilter.values, errors)
+    if traffic not in (None, TrafficFilter.ALL):
+        lookups["traffic"] = traffic
+    event_type = _choice(query, "eventType", EventType.values, errors)
+    if event_type is not None:
+        lookups["event_type"] = event_type
+    actor_kind = _choice(query, "actorKind", ActorKind.values, errors)
+    if actor_kind is not None:
+        lookups["actor_kind"] = actor_kind
+    raw_share = query.get("shareId")
+    if raw_share is not None:
+        share_id = parse_uuid(raw_share)
+        if share_id is None:
+            errors["shareId"] = ["Must be a share id (a UUID)."]
+        else:
+            lookups["share_id"] = share_id
+    if errors:
+        raise ValidationFailed(field_errors=errors)
+    return page, lookups

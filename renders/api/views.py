@@ -13,10 +13,13 @@ from engagement_platform.cursors import encode_cursor, list_tag, parse_page_para
 from engagement_platform.errors import InvalidJson, NotFound, PayloadTooLarge, ValidationFailed
 from engagement_platform.jsonio import dumps
 from engagement_platform.openapi import OpenApiResponse, keyed_operation
+from engagement_platform.traffic import request_purpose
 from renders.api.schema import (
+    EVENT_LOG_PARAMETERS,
     RENDER_PAGE_PARAMETERS,
     SUMMARY_PARAMETERS,
     EngagementSummarySerializer,
+    EventLogPageSerializer,
     RecordedSerializer,
     RenderOutSerializer,
     RenderPageSerializer,
@@ -24,13 +27,16 @@ from renders.api.schema import (
 )
 from renders.api.serializers import (
     PartnerEventSerializer,
+    event_log_json,
+    parse_event_log_query,
     parse_partner_event,
+    parse_traffic,
     parse_upload_name,
     render_json,
     summary_body,
 )
 from renders.models import ActorKind, Render
-from renders.selectors import engagement_summary_body, render_in_project, render_page
+from renders.selectors import engagement_summary_body, render_event_page, render_in_project, render_page
 from renders.services import client_ip, render_create, render_delete, render_event_record
 
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
@@ -120,18 +126,35 @@ class RenderEngagementView(ProjectScopedAPIView):
 
     @keyed_operation(scope=Scope.RENDERS_READ, operation_id="getRenderEngagement",
                      summary="Engagement summary of a render", parameters=SUMMARY_PARAMETERS,
-                     responses={200: EngagementSummarySerializer}, errors=[404])
+                     responses={200: EngagementSummarySerializer}, errors=[400, 404])
     def get(self, request, render_id):
+        traffic = parse_traffic(request.query_params)
         body = engagement_summary_body(project=self.project, render_id=render_id, encode=summary_body,
-                                       refresh=asks_for_fresh(request))
+                                       refresh=asks_for_fresh(request), traffic=traffic)
         if body is None:
             raise NotFound("render")
         return HttpResponse(body, content_type="application/json")
 
 
 class RenderEventsView(ProjectScopedAPIView):
-    required_scopes = {"POST": Scope.RENDERS_WRITE}
+    required_scopes = {"GET": Scope.RENDERS_READ, "POST": Scope.RENDERS_WRITE}
     max_body_bytes = EVENT_BODY_MAX_BYTES
+
+    @keyed_operation(scope=Scope.RENDERS_READ, operation_id="listRenderEvents",
+                     summary="A render's events, newest first",
+                     description="Every event of the render with its traffic class (`human` or `machine`, and "
+                                 "for `machine` the reason), newest first (ties by id), cursor-paginated, "
+                                 "optionally filtered.",
+                     parameters=EVENT_LOG_PARAMETERS, responses={200: EventLogPageSerializer}, errors=[400, 404])
+    def get(self, request, render_id):
+        render = self.get_scoped_or_404(Render.objects.all(), render_id, "render")
+        tag = list_tag("render-events", render.pk)
+        page, lookups = parse_event_log_query(request.query_params, tag=tag)
+        events, has_more = render_event_page(render=render, lookups=lookups, limit=page.limit, after=page.after)
+        return Response({
+            "data": [event_log_json(event) for event in events],
+            "nextCursor": next_cursor(events, has_more, tag=tag),
+        })
 
     @keyed_operation(scope=Scope.RENDERS_WRITE, operation_id="recordRenderEvent", summary="Record a partner-side event",
                      request=PartnerEventSerializer, responses={200: RecordedSerializer}, errors=[400, 404, 413])
@@ -152,6 +175,7 @@ class RenderEventsView(ProjectScopedAPIView):
             source_ip=client_ip(request.META),
             user_agent=request.META.get("HTTP_USER_AGENT"),
             metadata=body.get("metadata"),
+            request_purpose=request_purpose(request.method, request.META),
         )
         if result is None:
             raise NotFound("render")

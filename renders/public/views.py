@@ -15,6 +15,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_POST
 
 from engagement_platform.clientip import client_ip
+from engagement_platform.traffic import request_purpose
 from renders.emails import TRANSPARENT_GIF, email_click_record, email_open_record
 from renders.models import ActorKind, EventType, Share
 from renders.public.budget import public_budget_spend
@@ -79,8 +80,10 @@ def open_share(request, token, *, page: bool = True) -> tuple[OpenShare | None, 
 
 
 def record_recipient_event(request, opened: OpenShare, event_type: str) -> None:
+    """A recipient's event from a public route; a HEAD records what its GET would (then machine, `prefetch`)."""
     record_event(render=opened.share.render, event_type=event_type, actor_kind=ActorKind.RECIPIENT,
-                 share=opened.share, source_ip=opened.source_ip, user_agent=request.META.get("HTTP_USER_AGENT"))
+                 share=opened.share, source_ip=opened.source_ip, user_agent=request.META.get("HTTP_USER_AGENT"),
+                 request_purpose=request_purpose(request.method, request.META))
 
 
 def pdf_filename(render) -> str:
@@ -100,8 +103,7 @@ def share_page(request, token):
     if refusal is not None:
         return refusal
     share = opened.share
-    if request.method == "GET":
-        record_recipient_event(request, opened, EventType.VIEWED)
+    record_recipient_event(request, opened, EventType.VIEWED)
     context = {
         "title": share.render.name or "Document",
         "file_url": reverse("share-file", args=[token]),
@@ -126,8 +128,7 @@ def share_download(request, token):
     if refusal is not None:
         return refusal
     response = pdf_response(opened.share, as_attachment=True)
-    if request.method == "GET":
-        record_recipient_event(request, opened, EventType.DOWNLOADED)
+    record_recipient_event(request, opened, EventType.DOWNLOADED)
     return response
 
 
@@ -151,8 +152,9 @@ def email_open_pixel(request, token):
     link = link_resolve(token)
     if link.state is LinkState.OPEN:
         source_ip = client_ip(request.META)
-        if public_budget_spend(share=link.share, source_ip=source_ip) is None and request.method == "GET":
-            email_open_record(token=token, source_ip=source_ip, user_agent=request.META.get("HTTP_USER_AGENT"))
+        if public_budget_spend(share=link.share, source_ip=source_ip) is None:
+            email_open_record(token=token, source_ip=source_ip, user_agent=request.META.get("HTTP_USER_AGENT"),
+                              request_purpose=request_purpose(request.method, request.META))
     return private(HttpResponse(TRANSPARENT_GIF, content_type="image/gif"), PIXEL_CSP)
 
 
