@@ -117,8 +117,8 @@ class MessageEvent(models.Model):
         return f"{self.type} at {self.occurred_at:%Y-%m-%d %H:%M:%S}"
 
 
-class DailyRollup(models.Model):
-    """One UTC day of one grain: event counts and the day's exact distinct openers and clickers.
+class CountedRollup(models.Model):
+    """A grain key's counted figures over a UTC day (or a part of it): what the rollup tables share.
 
     `channel_key` and `domain` are empty when the grain does not split by them.
     """
@@ -135,6 +135,14 @@ class DailyRollup(models.Model):
     delivered = models.BigIntegerField(default=0)
     opens = models.BigIntegerField(default=0)
     clicks = models.BigIntegerField(default=0)
+
+    class Meta:
+        abstract = True
+
+
+class DailyRollup(CountedRollup):
+    """One UTC day of one grain: event counts and the day's exact distinct openers and clickers."""
+
     unique_opens = models.BigIntegerField(default=0)
     unique_clicks = models.BigIntegerField(default=0)
 
@@ -180,7 +188,7 @@ class DailyFirstTouch(models.Model):
         ]
 
 
-class SliceRollup(models.Model):
+class SliceRollup(CountedRollup):
     """The counted figures of one slice (`SLICE_MINUTES`) of a UTC day in one grain key.
 
     A window edge inside a day reads its whole slices from here and only one partial slice from
@@ -188,19 +196,7 @@ class SliceRollup(models.Model):
     day whose first touches are pending (see `FirstTouchesPending`).
     """
 
-    # No index of its own: the unique key leads with the project. No database-level foreign key on this
-    # derived table (rebuilt from raw events by rebuild_rollups); deleting a project still cascades (Django).
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+", db_index=False,
-                                db_constraint=False)
-    day = models.DateField()
     slice = models.SmallIntegerField(help_text="The slice of the UTC day: minutes since midnight // SLICE_MINUTES.")
-    grain = models.CharField(max_length=16, choices=RollupGrain.choices)
-    channel_key = models.CharField(max_length=CHANNEL_KEY_LENGTH, blank=True)
-    domain = models.CharField(max_length=DOMAIN_MAX_LENGTH, blank=True)
-    sent = models.BigIntegerField(default=0)
-    delivered = models.BigIntegerField(default=0)
-    opens = models.BigIntegerField(default=0)
-    clicks = models.BigIntegerField(default=0)
 
     class Meta:
         constraints = [

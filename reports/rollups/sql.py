@@ -793,10 +793,14 @@ def _write_slices(cursor, where: str, params: dict) -> None:
     """Replace the slice rollups of the days in `params`' span (`start` .. `end`) by those of the events
     matching `where` (which lies inside that span)."""
     slices = _table(SliceRollup)
-    cursor.execute(f"DELETE FROM {slices} WHERE project_id = %(p)s AND day >= %(first_day)s "
-                   f"AND day <= %(last_day)s" + (" AND day = ANY(%(days)s)" if "days" in params else ""), params)
+    cursor.execute(f"DELETE FROM {slices} WHERE project_id = %(p)s AND {_span_days(params)}", params)
     cursor.execute(f"INSERT INTO {slices} ({_slice_columns()}) SELECT %(p)s, x.* FROM "
                    f"({_expected_slices_sql(where)}) AS x", params)
+
+
+def _span_days(params: dict) -> str:
+    """The condition on `day` for `_days_params`' span: its days, and only the listed ones when it lists them."""
+    return "day >= %(first_day)s AND day <= %(last_day)s" + (" AND day = ANY(%(days)s)" if "days" in params else "")
 
 
 # Deferred rollups (PostgreSQL bulk loads) ----------------------------------------------------
@@ -916,9 +920,7 @@ def write_pending_first_touches(*, project_id: uuid.UUID, days: Sequence[date]) 
                 params,
             )
             _write_slices(cursor, where, params)
-            cursor.execute(f"DELETE FROM {pending} WHERE project_id = %(p)s AND day >= %(first_day)s "
-                           f"AND day <= %(last_day)s" + (" AND day = ANY(%(days)s)" if "days" in params else ""),
-                           params)
+            cursor.execute(f"DELETE FROM {pending} WHERE project_id = %(p)s AND {_span_days(params)}", params)
 
 
 # The report read ------------------------------------------------------------------------------
@@ -1095,12 +1097,10 @@ class _Edge:
     def _raw(self, range_start: datetime, range_end: datetime, guard: str, guard_params: list, *,
              counted_only: bool = False) -> tuple[str, list]:
         """The figures of the raw events in [range_start, range_end) (`counted_only`: distinct figures 0)."""
-        every_event = bool(self.filters)
-        if counted_only and not every_event:
-            facts_from, recipient = f"FROM {_table(MessageEvent)} e", None
+        if counted_only and not self.filters:  # the counted figures need the event alone
+            facts_from, recipient, dimension_value = f"FROM {_table(MessageEvent)} e", None, None
         else:
-            facts_from, recipient, _dimension = _edge_facts(every_event=every_event)
-        _facts, _recipient_sql, dimension_value = _edge_facts(every_event=True)
+            facts_from, recipient, dimension_value = _edge_facts(every_event=bool(self.filters))
         values = self._values(lambda f: ("0" if counted_only else _distinct(f, "e.type", recipient)) if f.distinct
                               else _counted(f, "e.type"))
         sql = (f"SELECT {_utc_day('e.occurred_at')} AS day, {values} {facts_from} "
