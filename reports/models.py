@@ -109,11 +109,13 @@ class MessageEvent(models.Model):
     # Contract section 6: `opened` and `clicked` are classified when recorded (every other type is human),
     # from what is stored beside the class: the user agent, and for events recorded by the platform's own
     # public routes (pixel, tracked link) the source IP and the request's purpose (NULL: no request).
-    traffic = models.CharField(max_length=10, choices=Traffic.choices, default=Traffic.HUMAN)
+    # Database defaults too: rows loaded around the ORM (COPY) are human traffic, as every unclassified type is.
+    traffic = models.CharField(max_length=10, choices=Traffic.choices, default=Traffic.HUMAN, db_default=Traffic.HUMAN)
     machine_reason = models.CharField(max_length=20, choices=MachineReason.choices, null=True, blank=True)
     traffic_given = models.BooleanField(
-        default=False, help_text="The class came with the event (`machine: true`, or a backfill line's "
-                                 "`traffic`): reclassify_traffic keeps it.")
+        default=False, db_default=False,
+        help_text="The class came with the event (`machine: true`, or a backfill line's `traffic`): "
+                  "reclassify_traffic keeps it.")
     source_ip = models.GenericIPAddressField(null=True, blank=True)
     request_purpose = models.CharField(max_length=12, choices=RequestPurpose.choices, null=True, blank=True)
 
@@ -146,10 +148,10 @@ class CountedRollup(models.Model):
     delivered = models.BigIntegerField(default=0)
     opens = models.BigIntegerField(default=0)
     clicks = models.BigIntegerField(default=0)
-    opens_human = models.BigIntegerField(default=0)
-    opens_machine = models.BigIntegerField(default=0)
-    clicks_human = models.BigIntegerField(default=0)
-    clicks_machine = models.BigIntegerField(default=0)
+    opens_human = models.BigIntegerField(default=0, db_default=0)
+    opens_machine = models.BigIntegerField(default=0, db_default=0)
+    clicks_human = models.BigIntegerField(default=0, db_default=0)
+    clicks_machine = models.BigIntegerField(default=0, db_default=0)
 
     class Meta:
         abstract = True
@@ -160,10 +162,10 @@ class DailyRollup(CountedRollup):
 
     unique_opens = models.BigIntegerField(default=0)
     unique_clicks = models.BigIntegerField(default=0)
-    unique_opens_human = models.BigIntegerField(default=0)
-    unique_opens_machine = models.BigIntegerField(default=0)
-    unique_clicks_human = models.BigIntegerField(default=0)
-    unique_clicks_machine = models.BigIntegerField(default=0)
+    unique_opens_human = models.BigIntegerField(default=0, db_default=0)
+    unique_opens_machine = models.BigIntegerField(default=0, db_default=0)
+    unique_clicks_human = models.BigIntegerField(default=0, db_default=0)
+    unique_clicks_machine = models.BigIntegerField(default=0, db_default=0)
 
     class Meta:
         ordering = ["project", "day", "grain", "channel_key", "domain"]
@@ -324,10 +326,10 @@ class PeriodRollup(models.Model):
     domain = models.CharField(max_length=DOMAIN_MAX_LENGTH, blank=True)
     unique_opens = models.BigIntegerField(default=0)
     unique_clicks = models.BigIntegerField(default=0)
-    unique_opens_human = models.BigIntegerField(default=0)
-    unique_opens_machine = models.BigIntegerField(default=0)
-    unique_clicks_human = models.BigIntegerField(default=0)
-    unique_clicks_machine = models.BigIntegerField(default=0)
+    unique_opens_human = models.BigIntegerField(default=0, db_default=0)
+    unique_opens_machine = models.BigIntegerField(default=0, db_default=0)
+    unique_clicks_human = models.BigIntegerField(default=0, db_default=0)
+    unique_clicks_machine = models.BigIntegerField(default=0, db_default=0)
 
     class Meta:
         constraints = [

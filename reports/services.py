@@ -28,6 +28,7 @@ from reports.models import (
 from reports.rollups import definition as rule
 from reports.rollups.sql import (
     abandoned_runs,
+    days_of_periods,
     deferred_rollups_supported,
     first_touches_pending,
     hold_run_lock,
@@ -286,11 +287,12 @@ def _ingest_once(*, project, rows, firsts, days, wait_for_flush: bool, into_roll
 
 
 def first_touches_write(*, project, days: Iterable[date]) -> None:
-    """Write the first touches of days a deferred backfill left without them."""
+    """Write the first touches of days a deferred backfill left without them: those of `days`, and of every
+    other day of their weeks and months, so those periods' ledgers (rewritten with them) are complete at once."""
     with transaction.atomic():
         lock_project_rollups(project_id=project.pk, exclusive=True)
-        write_pending_first_touches(project_id=project.pk, days=first_touches_pending(project_id=project.pk,
-                                                                                      days=days))
+        write_pending_first_touches(project_id=project.pk, days=first_touches_pending(
+            project_id=project.pk, days=days_of_periods(periods_of(days))))
 
 
 def _event_rows(events: list[dict], *, project) -> tuple[list[tuple], dict[str, dict]]:

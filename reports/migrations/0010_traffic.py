@@ -33,42 +33,42 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='dailyrollup',
             name='clicks_human',
-            field=models.BigIntegerField(default=0),
+            field=models.BigIntegerField(db_default=0, default=0),
         ),
         migrations.AddField(
             model_name='dailyrollup',
             name='clicks_machine',
-            field=models.BigIntegerField(default=0),
+            field=models.BigIntegerField(db_default=0, default=0),
         ),
         migrations.AddField(
             model_name='dailyrollup',
             name='opens_human',
-            field=models.BigIntegerField(default=0),
+            field=models.BigIntegerField(db_default=0, default=0),
         ),
         migrations.AddField(
             model_name='dailyrollup',
             name='opens_machine',
-            field=models.BigIntegerField(default=0),
+            field=models.BigIntegerField(db_default=0, default=0),
         ),
         migrations.AddField(
             model_name='dailyrollup',
             name='unique_clicks_human',
-            field=models.BigIntegerField(default=0),
+            field=models.BigIntegerField(db_default=0, default=0),
         ),
         migrations.AddField(
             model_name='dailyrollup',
             name='unique_clicks_machine',
-            field=models.BigIntegerField(default=0),
+            field=models.BigIntegerField(db_default=0, default=0),
         ),
         migrations.AddField(
             model_name='dailyrollup',
             name='unique_opens_human',
-            field=models.BigIntegerField(default=0),
+            field=models.BigIntegerField(db_default=0, default=0),
         ),
         migrations.AddField(
             model_name='dailyrollup',
             name='unique_opens_machine',
-            field=models.BigIntegerField(default=0),
+            field=models.BigIntegerField(db_default=0, default=0),
         ),
         migrations.AddField(
             model_name='messageevent',
@@ -88,32 +88,32 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='messageevent',
             name='traffic',
-            field=models.CharField(choices=[('human', 'Human'), ('machine', 'Machine')], default='human', max_length=10),
+            field=models.CharField(choices=[('human', 'Human'), ('machine', 'Machine')], db_default='human', default='human', max_length=10),
         ),
         migrations.AddField(
             model_name='messageevent',
             name='traffic_given',
-            field=models.BooleanField(default=False, help_text="The class came with the event (`machine: true`, or a backfill line's `traffic`): reclassify_traffic keeps it."),
+            field=models.BooleanField(db_default=False, default=False, help_text="The class came with the event (`machine: true`, or a backfill line's `traffic`): reclassify_traffic keeps it."),
         ),
         migrations.AddField(
             model_name='slicerollup',
             name='clicks_human',
-            field=models.BigIntegerField(default=0),
+            field=models.BigIntegerField(db_default=0, default=0),
         ),
         migrations.AddField(
             model_name='slicerollup',
             name='clicks_machine',
-            field=models.BigIntegerField(default=0),
+            field=models.BigIntegerField(db_default=0, default=0),
         ),
         migrations.AddField(
             model_name='slicerollup',
             name='opens_human',
-            field=models.BigIntegerField(default=0),
+            field=models.BigIntegerField(db_default=0, default=0),
         ),
         migrations.AddField(
             model_name='slicerollup',
             name='opens_machine',
-            field=models.BigIntegerField(default=0),
+            field=models.BigIntegerField(db_default=0, default=0),
         ),
         migrations.AlterField(
             model_name='dailyfirsttouch',

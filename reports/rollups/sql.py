@@ -874,6 +874,15 @@ def periods_of(days: Iterable[date]) -> set[tuple[str, date]]:
     return {(period, period_start(period, day)) for day in days for period in rule.PERIODS}
 
 
+def days_of_periods(periods: Iterable[tuple[str, date]]) -> set[date]:
+    """Every day of the (period, start) pairs `periods`."""
+    days = set()
+    for period, start in periods:
+        end = period_end(period, start)
+        days.update(start + timedelta(days=offset) for offset in range((end - start).days))
+    return days
+
+
 def period_start(period: str, day: date) -> date:
     if period == "week":
         return day - timedelta(days=day.weekday())
