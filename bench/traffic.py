@@ -73,14 +73,18 @@ class Switch:
         import renders.api.views as api_views
         import renders.public.views as public_views
         import renders.services as services
+        import reports.services as report_services
 
-        self.targets = [(services, "event_verdict"), (api_views, "request_purpose"), (public_views, "request_purpose")]
+        # The report side judges the pixel's `opened` message event (and tracked-link clicks) too.
+        self.targets = [(services, "event_verdict"), (api_views, "request_purpose"), (public_views, "request_purpose"),
+                        (report_services, "verdict_by_rules")]
         self.originals = [getattr(module, name) for module, name in self.targets]
 
     def rules(self, on: bool):
         from engagement_platform.traffic import HUMAN
 
-        replacements = self.originals if on else [lambda **kw: HUMAN, lambda *a: None, lambda *a: None]
+        replacements = self.originals if on else [lambda **kw: HUMAN, lambda *a: None, lambda *a: None,
+                                                  lambda **kw: HUMAN]
         for (module, name), value in zip(self.targets, replacements, strict=True):
             setattr(module, name, value)
 

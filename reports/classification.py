@@ -73,4 +73,18 @@ def earliest_deliveries(*, project_id, client_message_ids: Iterable[str],
     return earliest
 
 
+def earliest_deliveries_of_messages(*, project_id, message_ids: Iterable) -> dict:
+    """Each stored message's earliest `delivered`, by message row id (stored events judged again)."""
+    wanted = sorted(set(message_ids))
+    earliest: dict = {}
+    for start in range(0, len(wanted), LOOKUP_CHUNK):
+        rows = (MessageEvent.objects.filter(project_id=project_id, type=MessageEventType.DELIVERED,
+                                            message_id__in=wanted[start:start + LOOKUP_CHUNK])
+                .order_by().values_list("message_id", "occurred_at"))
+        for message_id, at in rows:
+            if message_id not in earliest or at < earliest[message_id]:
+                earliest[message_id] = at
+    return earliest
+
+
 LOOKUP_CHUNK = 500

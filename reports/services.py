@@ -8,13 +8,20 @@ from dataclasses import dataclass
 from datetime import UTC, date
 
 from django.db import connection, transaction
+from django.db.models import Q
 from django.db.models.functions import TruncDate
 
 from engagement_platform.clock import now
 from engagement_platform.durability import flush_commits
 from engagement_platform.ids import new_id
 from engagement_platform.traffic import Verdict
-from reports.classification import earliest_deliveries, given_verdict, needs_delivery_time, verdict_by_rules
+from reports.classification import (
+    earliest_deliveries,
+    earliest_deliveries_of_messages,
+    given_verdict,
+    needs_delivery_time,
+    verdict_by_rules,
+)
 from reports.grains import day_bounds, day_start, utc_day
 from reports.models import (
     DEFAULT_CHANNEL_NAME,
@@ -462,18 +469,22 @@ def message_traffic_reclassify(*, project, first_day: date | None = None, end_da
 def _reclassify_day(*, project, day: date, progress) -> ReclassifyTally:
     tally = ReclassifyTally()
     start, end = day_bounds(day)
-    events = (MessageEvent.objects.filter(project=project, occurred_at__gte=start, occurred_at__lt=end,
-                                          type__in=rule.CLASSIFIED_TYPES, traffic_given=False)
-              .order_by("id").values_list("id", "type", "user_agent", "source_ip", "request_purpose", "occurred_at",
-                                          "traffic", "machine_reason", "message__client_message_id"))
+    # In the order of the (project, occurred_at) index, resumed after the last event read: each chunk is
+    # one index range, whatever the size of the day.
+    events = (MessageEvent.objects.filter(project=project, occurred_at__lt=end, type__in=rule.CLASSIFIED_TYPES,
+                                          traffic_given=False)
+              .order_by("occurred_at", "id").values_list("id", "type", "user_agent", "source_ip", "request_purpose",
+                                                         "occurred_at", "traffic", "machine_reason", "message_id"))
     after = None
     while True:
-        chunk = list((events.filter(id__gt=after) if after is not None else events)[:RECLASSIFY_CHUNK])
+        page = (events.filter(Q(occurred_at__gt=after[0]) | Q(occurred_at=after[0], id__gt=after[1]))
+                if after is not None else events.filter(occurred_at__gte=start))
+        chunk = list(page[:RECLASSIFY_CHUNK])
         if not chunk:
             return tally
-        after = chunk[-1][0]
+        after = (chunk[-1][5], chunk[-1][0])
         clicked = {row[8] for row in chunk if row[1] == MessageEventType.CLICKED}
-        deliveries = earliest_deliveries(project_id=project.pk, client_message_ids=clicked) if clicked else {}
+        deliveries = earliest_deliveries_of_messages(project_id=project.pk, message_ids=clicked) if clicked else {}
         changes: dict[tuple, list] = defaultdict(list)
         for event_id, type_, user_agent, source_ip, purpose, occurred_at, traffic, reason, message_id in chunk:
             verdict = verdict_by_rules(event_type=type_, user_agent=user_agent, source_ip=source_ip, purpose=purpose,
