@@ -1,8 +1,8 @@
 """The atomic upserts behind event recording.
 
-The two upserts are the same SQL on PostgreSQL and on SQLite (3.35+): an
-`INSERT ... ON CONFLICT ... DO UPDATE` is a single atomic step on each, and
-`RETURNING` tells whether the dedupe mark was claimed. On PostgreSQL the whole
+The upserts (counters, dedupe marks, and reading depth's per-page figures and visit totals) are the
+same SQL on PostgreSQL and on SQLite (3.35+): an `INSERT ... ON CONFLICT ... DO UPDATE` is a single
+atomic step on each, and `RETURNING` tells whether the dedupe mark was claimed. On PostgreSQL the whole
 recording (claim, event, counters) is one statement: `record_in_one_statement`.
 """
 
@@ -12,7 +12,15 @@ from functools import cache
 
 from django.db import connection, models
 
-from renders.models import COUNTER_SHARDS, DedupeMark, EngagementCounter, EngagementEvent, Render
+from renders.models import (
+    COUNTER_SHARDS,
+    DedupeMark,
+    EngagementCounter,
+    EngagementEvent,
+    PageReading,
+    Render,
+    VisitTotals,
+)
 
 
 def claim_dedupe_mark(*, project_id, dedupe_key: str, at, window) -> bool:
@@ -49,6 +57,42 @@ def add_to_counters(*, project_id, render_id, increments: dict[str, int], shard:
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
+
+
+def add_to_page_readings(*, project_id, render_id, traffic: str, pages: dict[int, tuple[int, int]]) -> None:
+    """Add {page: (ms, visits)} to a render's per-page figures of one traffic class, creating missing rows, in
+    one statement (pages in order: concurrent reports lock rows in the same order)."""
+    if not pages:
+        return
+    table = PageReading._meta.db_table
+    rows = sorted(pages.items())
+    values = ", ".join(["(%s, %s, %s, %s, %s, %s)"] * len(rows))
+    params = []
+    for page, (ms, visits) in rows:
+        params += [_uuid_param(project_id), _uuid_param(render_id), traffic, page, ms, visits]
+    sql = (
+        f"INSERT INTO {table} (project_id, render_id, traffic, page, total_ms, visits) VALUES {values} "
+        f"ON CONFLICT (project_id, render_id, traffic, page) DO UPDATE SET "
+        f"total_ms = {table}.total_ms + excluded.total_ms, visits = {table}.visits + excluded.visits"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+
+
+def add_to_visit_totals(*, project_id, render_id, traffic: str, visits: int = 0, duration_ms: int = 0,
+                        completed: int = 0) -> None:
+    """Add to a render's visit totals of one traffic class, creating the row when missing."""
+    table = VisitTotals._meta.db_table
+    sql = (
+        f"INSERT INTO {table} (project_id, render_id, traffic, visits, duration_ms, completed) "
+        f"VALUES (%s, %s, %s, %s, %s, %s) "
+        f"ON CONFLICT (project_id, render_id, traffic) DO UPDATE SET visits = {table}.visits + excluded.visits, "
+        f"duration_ms = {table}.duration_ms + excluded.duration_ms, "
+        f"completed = {table}.completed + excluded.completed"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [_uuid_param(project_id), _uuid_param(render_id), traffic, visits, duration_ms,
+                             completed])
 
 
 def _uuid_param(value):
