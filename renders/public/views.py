@@ -143,7 +143,11 @@ def email_gate(request, share: Share, *, error: str | None = None, value: str = 
     """The form asking a `requireEmail` share's viewer for their address; it records nothing."""
     context = {"title": share.render.name or "Document", "error": error, "value": value}
     response = render_template(request, "renders/share_email_gate.html", context, status=status)
-    return private(response, EMAIL_GATE_CSP)
+    response = private(response, EMAIL_GATE_CSP)
+    # The form's post must carry its Origin for the CSRF check (no-referrer would send `Origin: null`); the
+    # referrer still goes to this origin only.
+    response["Referrer-Policy"] = "same-origin"
+    return response
 
 
 @require_http_methods(["GET", "HEAD", "POST"])
