@@ -548,3 +548,24 @@ def test_deleting_a_render_takes_its_page_images_visits_and_page_figures(api, to
     assert not VisitPage.objects.exists()
     assert api.get(f"/v1/renders/{doc.id}/visits").status_code == 404
     assert api.get(f"/v1/renders/{doc.id}/pages").status_code == 404
+
+
+# The admin: a render's visits and its reading time per page -----------------------------------------------------
+
+def test_the_admin_shows_a_renders_visits_and_a_chart_of_reading_time_per_page(admin_client, token, doc, clock):
+    from django.urls import reverse
+
+    client = Client(HTTP_USER_AGENT=BROWSER)
+    visit = open_reader(client, token)
+    clock.shift(timedelta(seconds=60))
+    report(client, token, visit, [(1, 12_000), (2, 30_000)])
+
+    page = admin_client.get(reverse("admin:renders_render_change", args=[doc.pk])).content.decode()
+    [chart] = [chart for chart in re.findall(r'<svg [^>]*role="img".*?</svg>', page, flags=re.S)
+               if "Reading time per page" in chart]
+    assert "1 visit" in chart
+    assert "<title>2, Human: 30s</title>" in chart and "<title>1, Human: 12s</title>" in chart
+    assert "<td>42 s</td>" in page and "<td>2/3</td>" in page
+    listing = admin_client.get(reverse("admin:renders_visit_changelist"), {"render__id__exact": str(doc.pk)})
+    assert listing.status_code == 200
+    assert "42000" in listing.content.decode()
