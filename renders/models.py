@@ -233,10 +233,16 @@ class Visit(models.Model):
 
 
 class VisitPage(models.Model):
-    """The reading time one visit spent on one page."""
+    """The reading time one visit spent on one page.
+
+    Deleted with its render (`render`, a plain DELETE by render id); a visit's deletion does not collect its pages
+    (DO_NOTHING), so a render's or a project's deletion stays a few statements however many visits it had, not
+    a list of every visit id. The database's constraint still refuses a page left without its visit.
+    """
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
-    visit = models.ForeignKey(Visit, on_delete=models.CASCADE, related_name="pages")
+    render = models.ForeignKey(Render, on_delete=models.CASCADE, related_name="+")
+    visit = models.ForeignKey(Visit, on_delete=models.DO_NOTHING, related_name="pages")
     page = models.PositiveIntegerField()
     ms = models.BigIntegerField(default=0)
 

@@ -19,6 +19,7 @@ from renders.models import (
     EngagementEvent,
     PageReading,
     Render,
+    VisitPage,
     VisitTotals,
 )
 
@@ -77,6 +78,26 @@ def add_to_page_readings(*, project_id, render_id, traffic: str, pages: dict[int
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
+
+
+def add_to_visit_pages(*, project_id, render_id, visit_id, pages: dict[int, int]) -> dict[int, int]:
+    """Add {page: ms} to one visit's pages, creating missing rows, in one statement; returns each page's ms
+    after it (the caller holds the visit's lock, so ms before = after - added)."""
+    if not pages:
+        return {}
+    table = VisitPage._meta.db_table
+    rows = sorted(pages.items())
+    values = ", ".join(["(%s, %s, %s, %s, %s)"] * len(rows))
+    params = []
+    for page, ms in rows:
+        params += [_uuid_param(project_id), _uuid_param(render_id), _uuid_param(visit_id), page, ms]
+    sql = (
+        f"INSERT INTO {table} (project_id, render_id, visit_id, page, ms) VALUES {values} "
+        f"ON CONFLICT (project_id, visit_id, page) DO UPDATE SET ms = {table}.ms + excluded.ms RETURNING page, ms"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return dict(cursor.fetchall())
 
 
 def add_to_visit_totals(*, project_id, render_id, traffic: str, visits: int = 0, duration_ms: int = 0,

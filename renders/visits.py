@@ -16,9 +16,9 @@ from django.db.models import F, Sum
 
 from engagement_platform.clock import iso_ms, now
 from engagement_platform.traffic import TrafficFilter, Verdict
-from renders.models import PageReading, Render, Share, Visit, VisitPage, VisitTotals
+from renders.models import PageReading, Render, Share, Visit, VisitTotals
 from renders.selectors import keyset_page
-from renders.upserts import add_to_page_readings, add_to_visit_totals
+from renders.upserts import add_to_page_readings, add_to_visit_pages, add_to_visit_totals
 
 READ_PAGE_MS = 1000  # a page counts as read (pagesViewed, a page's visits, completion) from 1 s of reading
 CAP_GRACE_MS = 5000  # a visit is never credited more than its wall-clock time since it started plus this
@@ -109,31 +109,19 @@ def activity_record(*, share: Share, visit_id, pages: dict[int, int], at: dateti
             return None
         allowed = max(0, wall_ms(visit.started_at, at) + CAP_GRACE_MS - visit.duration_ms)
         credited = credit_within(pages, allowed)
-        before = dict(VisitPage.objects.filter(visit=visit, page__in=list(credited)).values_list("page", "ms"))
-        read = [page for page, ms in credited.items() if before.get(page, 0) < READ_PAGE_MS <= before.get(page, 0) + ms]
+        after = add_to_visit_pages(project_id=visit.project_id, render_id=visit.render_id, visit_id=visit.pk,
+                                   pages=credited)
+        read = [page for page, ms in credited.items() if after[page] - ms < READ_PAGE_MS <= after[page]]
+        total = sum(credited.values())
         if credited:
-            _add_to_visit_pages(visit, credited, before)
             add_to_page_readings(project_id=visit.project_id, render_id=visit.render_id, traffic=visit.traffic,
                                  pages={page: (ms, int(page in read)) for page, ms in credited.items()})
-            total = sum(credited.values())
-            finished = int(share.render.page_count in read)
             add_to_visit_totals(project_id=visit.project_id, render_id=visit.render_id, traffic=visit.traffic,
-                                duration_ms=total, completed=finished)
-        else:
-            total = 0
+                                duration_ms=total, completed=int(share.render.page_count in read))
         Visit.objects.filter(pk=visit.pk).update(duration_ms=F("duration_ms") + total,
                                                  pages_viewed=F("pages_viewed") + len(read),
                                                  last_activity_at=max(at, visit.last_activity_at))
     return ActivityResult(credited_ms=total, pages_read=read)
-
-
-def _add_to_visit_pages(visit: Visit, credited: dict[int, int], before: dict[int, int]) -> None:
-    """Under the visit's lock: new pages inserted, known ones added to."""
-    VisitPage.objects.bulk_create([VisitPage(project_id=visit.project_id, visit=visit, page=page, ms=ms)
-                                   for page, ms in credited.items() if page not in before])
-    for page, ms in credited.items():
-        if page in before:
-            VisitPage.objects.filter(visit=visit, page=page).update(ms=F("ms") + ms)
 
 
 # Reads -------------------------------------------------------------------------------------------------------
