@@ -179,6 +179,10 @@ def test_the_reader_works_with_a_keyboard(chromium, shared):  # noqa: F811
     share = shared["mint"](label="Keyboard")
     context, page, errors = new_page(chromium)
     page.goto(share["url"], wait_until="load")
+    page.wait_for_function("() => Array.from(document.querySelectorAll('#reader img')).slice(0, 1)"
+                           ".every(image => image.naturalWidth === 1200)")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "reader.png"))
     page.keyboard.press("Tab")
     assert page.evaluate("() => document.activeElement.className") == "skip"
     page.keyboard.press("Tab")
@@ -190,9 +194,6 @@ def test_the_reader_works_with_a_keyboard(chromium, shared):  # noqa: F811
     before = page.evaluate("() => window.scrollY")
     page.keyboard.press("PageDown")
     page.wait_for_function(f"() => window.scrollY > {before}")
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.evaluate("() => window.scrollTo(0, 0)")
-    page.screenshot(path=str(ARTIFACTS / "reader.png"))
     assert errors == []
     context.close()
 
