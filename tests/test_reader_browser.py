@@ -94,9 +94,9 @@ def test_reading_page_two_then_leaving_lands_the_time_on_page_two(chromium, shar
     figures = shared["api"].get(f"{shared['base']}/v1/renders/{shared['render_id']}/pages", timeout=10).json()
     page_ms = [item["totalMs"] for item in figures["data"]]
     assert 2500 <= page_ms[1] <= 3000 + 1000 * (time.monotonic() - started_leaving) + 1500, page_ms
-    assert page_ms[0] < 1500, page_ms  # page 1 was read only until the scroll
+    assert page_ms[0] < page_ms[1] / 2, page_ms  # page 1 was read only until the scroll (its load, here)
     assert page_ms[2] == 0
-    assert visit["pagesViewed"] == 1 and visit["traffic"] == "human"
+    assert visit["pagesViewed"] == sum(ms >= 1000 for ms in page_ms) and visit["traffic"] == "human"
     assert visit["durationMs"] == sum(page_ms)
     assert errors == []
     context.close()

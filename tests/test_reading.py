@@ -569,3 +569,23 @@ def test_the_admin_shows_a_renders_visits_and_a_chart_of_reading_time_per_page(a
     listing = admin_client.get(reverse("admin:renders_visit_changelist"), {"render__id__exact": str(doc.pk)})
     assert listing.status_code == 200
     assert "42000" in listing.content.decode()
+
+
+def test_the_migration_reads_the_page_count_of_renders_stored_before_pages_were_read(doc, project, make_render):
+    import importlib
+
+    from django.apps import apps
+
+    from renders.models import Render
+
+    unreadable = make_render(project, name="old.pdf")
+    Render.objects.filter(pk=doc.pk).update(page_count=None, page_sizes=[])
+    Render.objects.filter(pk=unreadable.pk).update(page_count=None)
+    unreadable.file.storage.delete(unreadable.file.name)  # its file is gone: it keeps a null pageCount
+
+    migration = importlib.import_module("renders.migrations.0005_reading_depth")
+    migration.read_stored_page_counts(apps, None)
+
+    doc.refresh_from_db()
+    assert doc.page_count == 3 and len(doc.page_sizes) == 3
+    assert Render.objects.get(pk=unreadable.pk).page_count is None
