@@ -16,7 +16,7 @@ from renders.models import PageReading, Visit, VisitPage, VisitTotals
 from renders.pdfpages import page_image_name
 from renders.services import render_create, render_delete
 from renders.visits import visits_idle
-from tests.conftest import assert_envelope
+from tests.conftest import assert_envelope, requires_postgres
 from tests.sharing import mint, token_of
 
 pytestmark = pytest.mark.django_db
@@ -589,3 +589,14 @@ def test_the_migration_reads_the_page_count_of_renders_stored_before_pages_were_
     doc.refresh_from_db()
     assert doc.page_count == 3 and len(doc.page_sizes) == 3
     assert Render.objects.get(pk=unreadable.pk).page_count is None
+
+
+@requires_postgres
+@pytest.mark.django_db(transaction=True)  # autocommit, as served: no test savepoints around the statement
+def test_on_postgresql_an_activity_report_is_the_token_lookup_and_one_statement(token, clock,
+                                                                                  django_assert_num_queries):
+    client = reader_client()
+    visit = open_reader(client, token)
+    clock.shift(timedelta(seconds=30))
+    with django_assert_num_queries(2):
+        assert report(client, token, visit, [(1, 2000), (2, 500)]).status_code == 204
