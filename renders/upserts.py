@@ -6,6 +6,7 @@ atomic step on each, and `RETURNING` tells whether the dedupe mark was claimed. 
 recording (claim, event, counters) is one statement: `record_in_one_statement`.
 """
 
+import hashlib
 import json
 import random
 from functools import cache
@@ -115,6 +116,21 @@ def add_to_visit_totals(*, project_id, render_id, traffic: str, visits: int = 0,
     with connection.cursor() as cursor:
         cursor.execute(sql, [_uuid_param(project_id), _uuid_param(render_id), traffic, visits, duration_ms,
                              completed])
+
+
+VIEWER_LOCK_NAMESPACE = 0x56495354  # "VIST"
+
+
+def lock_viewer_of_share(*, share_id, viewer: str) -> None:
+    """PostgreSQL: serialize one viewer's visit starts on one share until the transaction ends (two first views
+    at once make one visit, not two); other viewers and shares are not held. SQLite needs nothing: its
+    IMMEDIATE transactions already run one at a time."""
+    if connection.vendor != "postgresql":
+        return
+    digest = hashlib.blake2s(f"{share_id}|{viewer}".encode(), digest_size=4).digest()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)",
+                       [VIEWER_LOCK_NAMESPACE, int.from_bytes(digest, "big", signed=True)])
 
 
 def _uuid_param(value):

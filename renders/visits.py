@@ -19,7 +19,13 @@ from engagement_platform.clock import iso_ms, now
 from engagement_platform.traffic import TrafficFilter, Verdict
 from renders.models import PageReading, Render, Share, Visit, VisitTotals
 from renders.selectors import keyset_page
-from renders.upserts import add_to_page_readings, add_to_visit_pages, add_to_visit_totals, report_in_one_statement
+from renders.upserts import (
+    add_to_page_readings,
+    add_to_visit_pages,
+    add_to_visit_totals,
+    lock_viewer_of_share,
+    report_in_one_statement,
+)
 
 READ_PAGE_MS = 1000  # a page counts as read (pagesViewed, a page's visits, completion) from 1 s of reading
 CAP_GRACE_MS = 5000  # a visit is never credited more than its wall-clock time since it started plus this
@@ -49,6 +55,7 @@ def visit_view(*, share: Share, viewer: str, verdict: Verdict, source_ip: str | 
     else a new one with this request's source IP, user agent and traffic class."""
     at = at or now()
     with transaction.atomic():
+        lock_viewer_of_share(share_id=share.pk, viewer=viewer)
         visit = current_visit(share=share, viewer=viewer, at=at)
         if visit is not None:
             changes = {"last_activity_at": at}

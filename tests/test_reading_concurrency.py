@@ -65,3 +65,16 @@ def test_concurrent_reports_on_many_visits_of_one_render_add_up(share):
     assert rows == {(1, "human"): (THREADS * 1500, THREADS), (3, "human"): (THREADS * 1200, THREADS)}
     totals = VisitTotals.objects.get()
     assert (totals.visits, totals.duration_ms, totals.completed) == (THREADS, THREADS * 2700, THREADS)
+
+
+def test_one_viewers_first_views_at_once_make_one_visit_and_other_viewers_their_own(share):
+    def view(index):
+        viewer = "viewer-same-aaaaaaaaaaaaaaa" if index % 2 else f"viewer-{index:02d}-aaaaaaaaaaaaaaaa"
+        return visit_view(share=share, viewer=viewer, verdict=HUMAN, source_ip="203.0.113.1", user_agent="UA").pk
+
+    results = run_in_threads(THREADS, view)
+
+    same = {results[index] for index in range(1, THREADS, 2)}
+    assert len(same) == 1
+    assert Visit.objects.count() == 1 + THREADS // 2
+    assert VisitTotals.objects.get().visits == 1 + THREADS // 2
