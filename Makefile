@@ -64,6 +64,11 @@ bench-quick: $(VENV)/.installed
 bench-backfill-all: $(VENV)/.installed
 	$(BIN)/python bench/run.py --backfill-all
 
+## Reading depth (docs/performance.md): in process, on the PostgreSQL database of DATABASE_URL (migrated).
+.PHONY: bench-reading
+bench-reading: $(VENV)/.installed
+	DATABASE_URL=$${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/engagement_bench_reading} $(BIN)/python bench/reading.py
+
 ## Reliability (docs/reliability.md): each run starts its own throwaway PostgreSQL, Redis and gunicorn.
 ## loadtest: 60 s of 32 clients with accounting, the same with PostgreSQL stopped for 10 s, Redis down.
 .PHONY: loadtest fuzz fuzz-ci

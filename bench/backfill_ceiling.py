@@ -68,7 +68,9 @@ def make_fixtures():
 
     tag = secrets.token_hex(4)
     renders_project = project_create(name=f"ceiling-renders-{tag}")
-    pdf = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
+    from demo.pdf import simple_pdf
+
+    pdf = simple_pdf("Ceiling", ["One page."])
     render = render_create(project=renders_project, name="ceiling.pdf",
                            uploaded_file=SimpleUploadedFile("ceiling.pdf", pdf, content_type="application/pdf"))
     messages_project = project_create(name=f"ceiling-messages-{tag}")

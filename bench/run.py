@@ -31,6 +31,7 @@ from bench.bulk import load_message_events, load_render_events, rollups_by_sql, 
 from bench.loadgen import run_wrk  # noqa: E402
 from bench.report import Table  # noqa: E402
 from bench.server import Server  # noqa: E402
+from demo.pdf import simple_pdf  # noqa: E402
 
 SIZES = {
     "full": {
@@ -52,7 +53,7 @@ INGEST_BATCH = 1000
 BACKFILL_VS_COPY = 0.5  # a backfill (and its rerun) against COPY of the same rows into a table shaped like its own
 BACKFILL_RSS_MB = 150
 REDIS_DB = int(os.environ.get("BENCH_REDIS_DB", "14"))
-PDF_BYTES = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
+PDF_BYTES = simple_pdf("Quote Q-1042", ["40 hours of consulting."])  # a real, readable one-page PDF
 
 
 def log(message: str) -> None:

@@ -12,12 +12,14 @@ from django.db.models import Min
 from django.urls import reverse
 
 from apikeys.models import ALL_SCOPES, Scope
-from demo.pdf import simple_pdf
+from demo.pdf import pages_pdf
 from engagement_platform.clock import now
+from engagement_platform.traffic import HUMAN
 from renders.emails import email_click_record, email_links, email_open_record, render_email_send
-from renders.models import ActorKind, EngagementEvent, EventType, Render, RenderEmail, Share
+from renders.models import ActorKind, EngagementEvent, EventType, Render, RenderEmail, Share, Visit
 from renders.services import record_event, render_create
 from renders.shares import share_mint, share_revoke
+from renders.visits import activity_record, visit_mark, visit_view
 from reports.models import Channel
 from reports.services import ingest_message_events
 
@@ -32,6 +34,7 @@ DEMO_RENDERS = [  # (name, page lines, uploaded this many days ago: before any o
     ("Master services agreement.pdf", ["Between Acme Corp and Globex.", "Term: 12 months."], 7),
     ("Invoice INV-7781.pdf", ["Amount due: 4,200.00 EUR.", "Due within 14 days."], 3),
 ]
+DEMO_PAGES = {"Quote Q-1042.pdf": 3, "Master services agreement.pdf": 6}  # the others have one page
 PARTNER_ACTIVITY = [  # (render index, event type, days ago, source ip); later than the render's upload
     (0, EventType.VIEWED, 9, "198.51.100.10"),
     (0, EventType.DOWNLOADED, 9, "198.51.100.10"),
@@ -50,7 +53,9 @@ def ensure_renders(*, project) -> list[Render]:
         return existing
     created, at = [], now()
     for name, lines, days_ago in DEMO_RENDERS:
-        pdf = simple_pdf(name.removesuffix(".pdf"), lines)
+        title = name.removesuffix(".pdf")
+        extra = [(f"{title}, section {n}", [f"Terms, part {n}."]) for n in range(2, DEMO_PAGES.get(name, 1) + 1)]
+        pdf = pages_pdf([(title, lines), *extra])
         render = render_create(project=project, uploaded_file=SimpleUploadedFile(name, pdf), name=name)
         render.created_at = at - timedelta(days=days_ago)
         Render.objects.filter(pk=render.pk).update(created_at=render.created_at)
@@ -128,6 +133,45 @@ def ensure_shares(*, project, renders) -> list[Share]:
                     share = share_revoke(share=share, source_ip="198.51.100.10")
         shares.append(share)
     return shares
+
+
+# Visits: (share index, days ago, viewer, seconds read per page, downloaded, printed); the share page's own
+# visit and reading services record them, as a reader's browser would.
+DEMO_VISITS = [
+    (0, 6, "demo-viewer-alice-0000001", [40, 95, 20], True, False),
+    (0, 5, "demo-viewer-alice-0000001", [10, 30, 55], False, True),
+    (0, 4, "demo-viewer-bob-000000002", [25, 0, 0], False, False),
+    (1, 5, "demo-viewer-legal-0000003", [30, 120, 180, 90, 60, 45], True, False),
+    (1, 2, "demo-viewer-legal-0000004", [15, 40, 0, 0, 0, 0], False, False),
+]
+
+
+def ensure_visits(*, shares: list[Share]) -> str:
+    """The demo's visits with reading time per page, once (so the admin shows the pages chart and the visits)."""
+    if Visit.objects.filter(share__in=shares).exists():
+        return "demo visits already recorded"
+    for share_index, days_ago, viewer, seconds, downloaded, printed in DEMO_VISITS:
+        share = Share.objects.select_related("render").get(pk=shares[share_index].pk)
+        started = now() - timedelta(days=days_ago, hours=2)
+        date_share_back(share, before=started)
+        visit_view(share=share, viewer=viewer, verdict=HUMAN, source_ip="203.0.113.7", user_agent=RECIPIENT_AGENT,
+                   viewer_email=share.recipient, at=started)
+        read_until = started + timedelta(seconds=sum(seconds) + 5)
+        activity = {page: s * 1000 for page, s in enumerate(seconds[:share.render.page_count], start=1) if s}
+        activity_record(share=share, visit_id=Visit.objects.get(share=share, started_at=started).pk,
+                        pages=activity, at=read_until)
+        if downloaded or printed:
+            visit_mark(share=share, viewer=viewer, downloaded=downloaded, printed=printed, at=read_until)
+    return f"{len(DEMO_VISITS)} visits with reading time per page"
+
+
+def date_share_back(share: Share, *, before) -> None:
+    """A demo share minted on this run is dated (with its `share_created`) an hour before its first visit."""
+    if share.created_at >= before:
+        at = before - timedelta(hours=1)
+        Share.objects.filter(pk=share.pk).update(created_at=at)
+        EngagementEvent.objects.filter(share=share, event_type=EventType.SHARE_CREATED).update(created_at=at)
+        share.created_at = at
 
 
 def share_link(share: Share, base_url: str) -> str:

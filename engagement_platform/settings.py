@@ -130,6 +130,8 @@ RATE_LIMIT_FAIL_OPEN = get_from_env("RATE_LIMIT_FAIL_OPEN", True, cast=bool)
 # Public share routes (page, file, download, print, pixel, tracked link): one budget per share and client IP
 # per minute, counted in the shared cache like the API's limit.
 PUBLIC_RATE_LIMIT_PER_MINUTE = get_from_env("PUBLIC_RATE_LIMIT_PER_MINUTE", 120, cast=int)
+# A viewer's reading of a share is one visit while their activity is less than this many minutes apart.
+VISIT_IDLE_MINUTES = get_from_env("VISIT_IDLE_MINUTES", 10, cast=int)
 # Whose X-Forwarded-For / X-Real-IP is believed (engagement_platform/clientip.py): `*` every peer, or
 # comma-separated addresses / CIDR ranges of the load balancers. Parsed here, once.
 TRUSTED_PROXIES = parse_trusted_proxies(get_from_env("TRUSTED_PROXIES", "*"))

@@ -67,3 +67,52 @@ def line_chart(*, title: str, days: list[date], series: list[Series], width: int
                      f'fill="#6b7280">No activity in this period</text>')
     parts.append("</svg>")
     return "".join(parts)
+
+
+def bar_chart(*, title: str, labels: list[str], series: list[Series], unit: str = "", width: int = 880,
+              height: int = 300) -> str:
+    """An accessible SVG chart of grouped bars, one group per label (e.g. a document's pages) and one bar per
+    series in each; an empty-state message when every value is zero."""
+    left, right, top, bottom = 56, 160, 32, 36
+    plot_w, plot_h = width - left - right, height - top - bottom
+    step = _tick_step(max((max(s.values, default=0) for s in series), default=0))
+    peak = step * 4
+    groups = max(len(labels), 1)
+    group_w = plot_w / groups
+    bar_w = max(1.0, group_w * 0.8 / max(len(series), 1))
+
+    def y(value: int) -> float:
+        return top + plot_h - plot_h * value / peak
+
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
+        f'role="img" aria-label="{escape(title)}" style="max-width:100%;height:auto;font:12px sans-serif">',
+        f'<title>{escape(title)}</title>',
+        f'<text x="{left}" y="18" font-weight="bold">{escape(title)}</text>',
+    ]
+    for tick in range(5):
+        value = step * tick
+        parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y(value):.1f}" y2="{y(value):.1f}" '
+                     f'stroke="#e5e7eb"/><text x="{left - 6}" y="{y(value) + 4:.1f}" text-anchor="end" '
+                     f'fill="#6b7280">{value}{escape(unit)}</text>')
+    label_every = max(1, groups // 20)
+    for index, label in enumerate(labels):
+        group_x = left + group_w * index + group_w * 0.1
+        for position, bars in enumerate(series):
+            value = bars.values[index]
+            parts.append(f'<rect x="{group_x + bar_w * position:.1f}" y="{y(value):.1f}" width="{bar_w:.1f}" '
+                         f'height="{top + plot_h - y(value):.1f}" fill="{PALETTE[position % len(PALETTE)]}">'
+                         f'<title>{escape(label)}, {escape(bars.name)}: {value}{escape(unit)}</title></rect>')
+        if index % label_every == 0:
+            parts.append(f'<text x="{left + group_w * (index + 0.5):.1f}" y="{height - 14}" text-anchor="middle" '
+                         f'fill="#6b7280">{escape(label)}</text>')
+    for position, bars in enumerate(series):
+        legend_y = top + 16 * position
+        parts.append(f'<rect x="{left + plot_w + 16}" y="{legend_y}" width="10" height="10" '
+                     f'fill="{PALETTE[position % len(PALETTE)]}"/><text x="{left + plot_w + 32}" y="{legend_y + 9}">'
+                     f'{escape(bars.name)} ({sum(bars.values)}{escape(unit)})</text>')
+    if all(v == 0 for bars in series for v in bars.values):
+        parts.append(f'<text x="{left + plot_w / 2}" y="{top + plot_h / 2}" text-anchor="middle" '
+                     f'fill="#6b7280">No reading yet</text>')
+    parts.append("</svg>")
+    return "".join(parts)

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import requests
 
+from demo.pdf import simple_pdf
 from reliability.servers import ROOT, VENV_BIN, Gunicorn, ThrowawayPostgres, base_env, manage
 
 CHECKS = ",".join([
@@ -35,7 +36,7 @@ CHECKS = ",".join([
     "response_headers_conformance",
     "response_schema_conformance",
 ])
-PDF = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
+PDF = simple_pdf("Quote Q-1042", ["40 hours of consulting."])  # a real, readable one-page PDF
 
 
 def seed(env: dict, base_url: str | None = None) -> dict:

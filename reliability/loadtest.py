@@ -26,9 +26,10 @@ from datetime import UTC, datetime, timedelta
 
 import requests
 
+from demo.pdf import simple_pdf
 from reliability.servers import RUN_SECRET_KEY, Gunicorn, ThrowawayPostgres, ThrowawayRedis, base_env, manage
 
-PDF = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
+PDF = simple_pdf("Quote Q-1042", ["40 hours of consulting."])  # a real, readable one-page PDF
 CHANNELS = [str(uuid.UUID(int=(0x0196A000 << 96) | (0x7000 << 64) | (0x8 << 60) | i)) for i in range(1, 4)]
 SENDERS = ["news@alpha.example", "billing@beta.example"]
 FAIL_FAST_SECONDS = 5.0

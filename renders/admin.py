@@ -5,17 +5,19 @@ from django.contrib.admin.utils import quote, unquote
 from django.core.exceptions import PermissionDenied
 from django.http import FileResponse, Http404
 from django.urls import path, reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from engagement_platform.clock import now
-from engagement_platform.svgchart import Series, line_chart
+from engagement_platform.svgchart import Series, bar_chart, line_chart
 from engagement_platform.traffic import Traffic, TrafficFilter
-from renders.models import EngagementCounter, EngagementEvent, EventType, Render, RenderEmail, Share
+from renders.models import EngagementCounter, EngagementEvent, EventType, Render, RenderEmail, Share, Visit
 from renders.selectors import engagement_by_day, engagement_summary
 from renders.services import render_delete, renders_delete
+from renders.visits import reading_by_page, visit_list_page
 
 CHART_DAYS = 30
+RECENT_VISITS = 20
 
 
 class ShareInline(admin.TabularInline):
@@ -47,10 +49,10 @@ class RenderAdmin(admin.ModelAdmin):
     list_filter = ["project"]
     search_fields = ["name", "id"]
     list_select_related = ["project"]
-    readonly_fields = ["id", "project", "status", "pdf_link", "size_bytes", "created_at", "engagement_counts",
-                       "engagement_chart"]
-    fields = ["id", "project", "name", "status", "pdf_link", "size_bytes", "created_at", "engagement_counts",
-              "engagement_chart"]
+    readonly_fields = ["id", "project", "status", "pdf_link", "size_bytes", "page_count", "created_at",
+                       "engagement_counts", "engagement_chart", "reading_chart", "recent_visits"]
+    fields = ["id", "project", "name", "status", "pdf_link", "size_bytes", "page_count", "created_at",
+              "engagement_counts", "engagement_chart", "reading_chart", "recent_visits"]
     inlines = [ShareInline]
     date_hierarchy = "created_at"
 
@@ -93,6 +95,44 @@ class RenderAdmin(admin.ModelAdmin):
     @admin.display(description="Engagement over time")
     def engagement_chart(self, obj):
         return mark_safe(render_engagement_chart(obj))
+
+
+    @admin.display(description="Reading time per page")
+    def reading_chart(self, obj):
+        return mark_safe(render_reading_chart(obj))
+
+    @admin.display(description="Visits")
+    def recent_visits(self, obj):
+        return render_recent_visits(obj)
+
+
+def render_reading_chart(render) -> str:
+    """Seconds read on each page, people and machines side by side (the kept per-page figures)."""
+    by_class = {traffic: reading_by_page(render=render, traffic=traffic) for traffic in Traffic}
+    labels = [str(number) for number in range(1, (render.page_count or 0) + 1)]
+    series = [Series(traffic.label, [page.total_ms // 1000 for page in reading.pages])
+              for traffic, reading in by_class.items()]
+    visits = sum(reading.visits for reading in by_class.values())
+    return bar_chart(title=f"Reading time per page (seconds), {visits} visit{'s' if visits != 1 else ''}",
+                     labels=labels, series=series, unit="s")
+
+
+def render_recent_visits(render):
+    """The render's newest visits as a table (one read of a page of visits), and a link to all of them."""
+    visits, more = visit_list_page(render=render, lookups={}, limit=RECENT_VISITS, after=None)
+    if not visits:
+        return "No visits yet."
+    rows = format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{} s</td><td>{}/{}</td><td>{}</td>"
+                                "<td>{}</td></tr>",
+                            ((f"{visit.started_at:%Y-%m-%d %H:%M}", visit.viewer_email or "-", visit.traffic,
+                              visit.duration_ms // 1000, visit.pages_viewed, render.page_count or 0,
+                              "yes" if visit.downloaded else "no", "yes" if visit.printed else "no")
+                             for visit in visits))
+    link = reverse("admin:renders_visit_changelist") + f"?render__id__exact={render.pk}"
+    return format_html('<table><thead><tr><th>Started (UTC)</th><th>Viewer</th><th>Traffic</th><th>Read</th>'
+                       '<th>Pages read</th><th>Downloaded</th><th>Printed</th></tr></thead><tbody>{}</tbody></table>'
+                       '<p><a href="{}">{}</a></p>', rows, link,
+                       "All visits" if more else "Open in the visits list")
 
 
 def engagement_line(summary) -> str:
@@ -141,6 +181,17 @@ class RenderEmailAdmin(ReadOnlyAdmin):
     search_fields = ["recipient", "message_id", "render__name"]
     list_select_related = ["render"]
     date_hierarchy = "sent_at"
+
+
+@admin.register(Visit)
+class VisitAdmin(ReadOnlyAdmin):
+    list_display = ["started_at", "render", "share", "viewer_email", "traffic", "duration_ms", "pages_viewed",
+                    "downloaded", "printed", "last_activity_at"]
+    list_filter = ["traffic", "downloaded", "printed", "project"]
+    search_fields = ["render__id", "render__name", "viewer_email"]
+    list_select_related = ["render", "share"]
+    date_hierarchy = "started_at"
+    exclude = ["viewer"]
 
 
 admin.site.register(EngagementCounter, ReadOnlyAdmin)

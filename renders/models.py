@@ -56,6 +56,10 @@ class Render(models.Model):
     status = models.CharField(max_length=20, choices=RenderStatus.choices, default=RenderStatus.SUCCEEDED)
     file = models.FileField(upload_to=render_upload_path, max_length=300)
     size_bytes = models.BigIntegerField()
+    # Read from the PDF at upload (renders/pdfpages.py); null only for a render stored before pages were read
+    # whose file did not open.
+    page_count = models.PositiveIntegerField(null=True, blank=True)
+    page_sizes = models.JSONField(default=list, blank=True, help_text="Each page's [width, height] in points.")
     created_at = models.DateTimeField(default=now, editable=False)
 
     class Meta:
@@ -80,6 +84,8 @@ class Share(models.Model):
     created_at = models.DateTimeField(default=now, editable=False)
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # The share page asks for the viewer's email address before it shows anything of the document.
+    require_email = models.BooleanField(default=False, db_default=False)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -192,3 +198,87 @@ class DedupeMark(models.Model):
             models.UniqueConstraint(fields=["project", "dedupe_key"], name="dedupe_unique_per_project_key"),
         ]
 
+
+
+class Visit(models.Model):
+    """One viewer's continuous reading of one share (contract 7.3): started by a `viewed`, continued by the
+    same viewer's activity less than VISIT_IDLE_MINUTES apart. Its figures are kept as reports arrive."""
+
+    id = models.UUIDField(primary_key=True, default=new_id, editable=False)
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    render = models.ForeignKey(Render, on_delete=models.CASCADE, related_name="visits")
+    share = models.ForeignKey(Share, on_delete=models.CASCADE, related_name="visits")
+    viewer = models.CharField(max_length=64, help_text="The viewer's first-party cookie value.")
+    viewer_email = models.EmailField(max_length=254, blank=True)
+    started_at = models.DateTimeField(default=now)
+    last_activity_at = models.DateTimeField(default=now)
+    duration_ms = models.BigIntegerField(default=0)
+    pages_viewed = models.PositiveIntegerField(default=0, help_text="Pages read for at least 1 s.")
+    downloaded = models.BooleanField(default=False)
+    printed = models.BooleanField(default=False)
+    traffic = models.CharField(max_length=10, choices=Traffic.choices, default=Traffic.HUMAN)
+    machine_reason = models.CharField(max_length=20, choices=MachineReason.choices, null=True, blank=True)
+    source_ip = models.GenericIPAddressField(null=True, blank=True, unpack_ipv4=False)
+    user_agent = models.CharField(max_length=512, null=True, blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+        indexes = [
+            models.Index(fields=["render", "-started_at", "-id"], name="visit_render_recent"),
+            models.Index(fields=["render", "traffic", "-started_at", "-id"], name="visit_render_traffic_recent"),
+            models.Index(fields=["share", "-started_at", "-id"], name="visit_share_recent"),
+            models.Index(fields=["share", "viewer", "-last_activity_at"], name="visit_viewer_current"),
+            models.Index(fields=["last_activity_at"], name="visit_last_activity"),
+        ]
+
+    def __str__(self):
+        return f"visit of {self.share_id} by {self.viewer_email or self.viewer[:8]}"
+
+
+class VisitPage(models.Model):
+    """The reading time one visit spent on one page.
+
+    Deleted with its render (`render`, a plain DELETE by render id); a visit's deletion does not collect its pages
+    (DO_NOTHING), so a render's or a project's deletion stays a few statements however many visits it had, not
+    a list of every visit id. The database's constraint still refuses a page left without its visit.
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    render = models.ForeignKey(Render, on_delete=models.CASCADE, related_name="+")
+    visit = models.ForeignKey(Visit, on_delete=models.DO_NOTHING, related_name="pages")
+    page = models.PositiveIntegerField()
+    ms = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["project", "visit", "page"], name="visit_page_unique")]
+
+
+class PageReading(models.Model):
+    """One page of a render for one traffic class, over all its visits: reading time and the visits that read
+    it for at least 1 s. Kept in the transaction of each activity report, so the pages read is O(pages)."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    render = models.ForeignKey(Render, on_delete=models.CASCADE, related_name="page_readings")
+    traffic = models.CharField(max_length=10, choices=Traffic.choices)
+    page = models.PositiveIntegerField()
+    total_ms = models.BigIntegerField(default=0)
+    visits = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["project", "render", "traffic", "page"],
+                                               name="page_reading_unique")]
+
+
+class VisitTotals(models.Model):
+    """A render's visits of one traffic class in all: how many, their summed reading time, and how many read
+    the last page for at least 1 s (kept with each visit start and activity report)."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    render = models.ForeignKey(Render, on_delete=models.CASCADE, related_name="visit_totals")
+    traffic = models.CharField(max_length=10, choices=Traffic.choices)
+    visits = models.BigIntegerField(default=0)
+    duration_ms = models.BigIntegerField(default=0)
+    completed = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["project", "render", "traffic"], name="visit_totals_unique")]

@@ -205,13 +205,13 @@ def _summary_rows_in_one_statement(render: Render, traffic: str) -> tuple[dict[s
     return stored, recent
 
 
-def keyset_page(queryset, *, limit: int, after: tuple | None) -> tuple[list, bool]:
-    """One page of `queryset`, newest first, keyset-paginated on (created_at, id): the rows and
-    whether more follow. Every cursor-paginated list reads through this."""
-    queryset = queryset.order_by("-created_at", "-id")
+def keyset_page(queryset, *, limit: int, after: tuple | None, field: str = "created_at") -> tuple[list, bool]:
+    """One page of `queryset`, newest first, keyset-paginated on (`field`, id), `field` a timestamp
+    (created_at unless told): the rows and whether more follow. Every cursor-paginated list reads through this."""
+    queryset = queryset.order_by(f"-{field}", "-id")
     if after is not None:
-        created_at, item_id = after
-        queryset = queryset.filter(Q(created_at__lt=created_at) | Q(created_at=created_at, id__lt=item_id))
+        at, item_id = after
+        queryset = queryset.filter(Q(**{f"{field}__lt": at}) | Q(**{field: at, "id__lt": item_id}))
     rows = list(queryset[: limit + 1])
     return rows[:limit], len(rows) > limit
 

@@ -25,6 +25,7 @@ from renders.models import (
     Share,
     machine_counter_key,
 )
+from renders.pdfpages import page_image_names, pdf_outline
 from renders.selectors import render_in_project, summaries
 from renders.upserts import add_to_counters, claim_dedupe_mark, record_in_one_statement
 from reports.services import ReclassifyTally
@@ -42,14 +43,18 @@ class RecordResult:
 
 
 def render_create(*, project, uploaded_file, name: str | None = None) -> Render:
-    """Store an uploaded PDF as a render of `project`."""
+    """Store an uploaded PDF as a render of `project`, with its page count; a file that is not a readable PDF
+    with at least one page (corrupt, password-protected, empty) is a 400."""
     if uploaded_file.size > settings.RENDER_MAX_BYTES:
         raise PayloadTooLarge(settings.RENDER_MAX_BYTES)
     uploaded_file.seek(0)
     if uploaded_file.read(len(PDF_MAGIC)) != PDF_MAGIC:
         raise ValidationFailed(field_errors={"file": ["The file is not a PDF (it must start with %PDF-)."]})
     uploaded_file.seek(0)
-    render = Render(project=project, name=name or "", size_bytes=uploaded_file.size)
+    outline = pdf_outline(uploaded_file.read())
+    uploaded_file.seek(0)
+    render = Render(project=project, name=name or "", size_bytes=uploaded_file.size,
+                    page_count=outline.page_count, page_sizes=outline.page_sizes)
     render.file.save(f"{render.id}.pdf", uploaded_file, save=False)
     render.save()
     return render
@@ -61,17 +66,19 @@ def render_delete(*, render: Render) -> None:
 
 
 def renders_delete(*, renders) -> int:
-    """Delete these renders with their shares (whose links then answer 404), emails, events and counters, and
-    their files once the deletion commits; their kept summaries are dropped then, so they answer 404 at once.
-    Report-side messages of their emails stay (they belong to the report). Returns how many were deleted."""
+    """Delete these renders with their shares (whose links then answer 404), emails, events, counters, visits
+    and per-page figures, and their files and page images once the deletion commits; their kept summaries are
+    dropped then, so they answer 404 at once. Report-side messages of their emails stay (they belong to the
+    report). Returns how many were deleted."""
     with transaction.atomic():
-        found = list(renders.values_list("pk", "file"))
+        found = list(renders.only("pk", "project_id", "file", "page_count"))
         if not found:
             return 0
-        Render.objects.filter(pk__in=[pk for pk, _ in found]).delete()
-        summaries.changed(*(pk for pk, _ in found))
+        Render.objects.filter(pk__in=[render.pk for render in found]).delete()
+        summaries.changed(*(render.pk for render in found))
         storage = Render._meta.get_field("file").storage
-        names = [name for _, name in found if name]
+        names = [name for render in found for name in ([render.file.name] if render.file.name else [])
+                 + page_image_names(render)]
         transaction.on_commit(lambda: _delete_files(storage, names))
     return len(found)
 

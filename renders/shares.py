@@ -29,7 +29,7 @@ class ResolvedLink:
     share: Share | None = None
 
 
-def share_mint(*, render: Render, label: str = "", expires_at=None, recipient: str = "",
+def share_mint(*, render: Render, label: str = "", expires_at=None, recipient: str = "", require_email: bool = False,
                actor_kind: str = ActorKind.PARTNER, source_ip: str | None = None,
                user_agent: str | None = None) -> Share:
     """Create a share of `render` and record `share_created` for it, in one transaction."""
@@ -40,6 +40,7 @@ def share_mint(*, render: Render, label: str = "", expires_at=None, recipient: s
             label=label[:SHARE_LABEL_MAX_LENGTH],
             recipient=recipient,
             expires_at=expires_at,
+            require_email=require_email,
         )
         record_event(render=render, event_type=EventType.SHARE_CREATED, actor_kind=actor_kind, share=share,
                      source_ip=source_ip, user_agent=user_agent, at=share.created_at)

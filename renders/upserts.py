@@ -1,18 +1,29 @@
 """The atomic upserts behind event recording.
 
-The two upserts are the same SQL on PostgreSQL and on SQLite (3.35+): an
-`INSERT ... ON CONFLICT ... DO UPDATE` is a single atomic step on each, and
-`RETURNING` tells whether the dedupe mark was claimed. On PostgreSQL the whole
+The upserts (counters, dedupe marks, and reading depth's per-page figures and visit totals) are the
+same SQL on PostgreSQL and on SQLite (3.35+): an `INSERT ... ON CONFLICT ... DO UPDATE` is a single
+atomic step on each, and `RETURNING` tells whether the dedupe mark was claimed. On PostgreSQL the whole
 recording (claim, event, counters) is one statement: `record_in_one_statement`.
 """
 
+import hashlib
 import json
 import random
 from functools import cache
 
 from django.db import connection, models
 
-from renders.models import COUNTER_SHARDS, DedupeMark, EngagementCounter, EngagementEvent, Render
+from renders.models import (
+    COUNTER_SHARDS,
+    DedupeMark,
+    EngagementCounter,
+    EngagementEvent,
+    PageReading,
+    Render,
+    Visit,
+    VisitPage,
+    VisitTotals,
+)
 
 
 def claim_dedupe_mark(*, project_id, dedupe_key: str, at, window) -> bool:
@@ -49,6 +60,77 @@ def add_to_counters(*, project_id, render_id, increments: dict[str, int], shard:
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
+
+
+def add_to_page_readings(*, project_id, render_id, traffic: str, pages: dict[int, tuple[int, int]]) -> None:
+    """Add {page: (ms, visits)} to a render's per-page figures of one traffic class, creating missing rows, in
+    one statement (pages in order: concurrent reports lock rows in the same order)."""
+    if not pages:
+        return
+    table = PageReading._meta.db_table
+    rows = sorted(pages.items())
+    values = ", ".join(["(%s, %s, %s, %s, %s, %s)"] * len(rows))
+    params = []
+    for page, (ms, visits) in rows:
+        params += [_uuid_param(project_id), _uuid_param(render_id), traffic, page, ms, visits]
+    sql = (
+        f"INSERT INTO {table} (project_id, render_id, traffic, page, total_ms, visits) VALUES {values} "
+        f"ON CONFLICT (project_id, render_id, traffic, page) DO UPDATE SET "
+        f"total_ms = {table}.total_ms + excluded.total_ms, visits = {table}.visits + excluded.visits"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+
+
+def add_to_visit_pages(*, project_id, render_id, visit_id, pages: dict[int, int]) -> dict[int, int]:
+    """Add {page: ms} to one visit's pages, creating missing rows, in one statement; returns each page's ms
+    after it (the caller holds the visit's lock, so ms before = after - added)."""
+    if not pages:
+        return {}
+    table = VisitPage._meta.db_table
+    rows = sorted(pages.items())
+    values = ", ".join(["(%s, %s, %s, %s, %s)"] * len(rows))
+    params = []
+    for page, ms in rows:
+        params += [_uuid_param(project_id), _uuid_param(render_id), _uuid_param(visit_id), page, ms]
+    sql = (
+        f"INSERT INTO {table} (project_id, render_id, visit_id, page, ms) VALUES {values} "
+        f"ON CONFLICT (project_id, visit_id, page) DO UPDATE SET ms = {table}.ms + excluded.ms RETURNING page, ms"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return dict(cursor.fetchall())
+
+
+def add_to_visit_totals(*, project_id, render_id, traffic: str, visits: int = 0, duration_ms: int = 0,
+                        completed: int = 0) -> None:
+    """Add to a render's visit totals of one traffic class, creating the row when missing."""
+    table = VisitTotals._meta.db_table
+    sql = (
+        f"INSERT INTO {table} (project_id, render_id, traffic, visits, duration_ms, completed) "
+        f"VALUES (%s, %s, %s, %s, %s, %s) "
+        f"ON CONFLICT (project_id, render_id, traffic) DO UPDATE SET visits = {table}.visits + excluded.visits, "
+        f"duration_ms = {table}.duration_ms + excluded.duration_ms, "
+        f"completed = {table}.completed + excluded.completed"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [_uuid_param(project_id), _uuid_param(render_id), traffic, visits, duration_ms,
+                             completed])
+
+
+VIEWER_LOCK_NAMESPACE = 0x56495354  # "VIST"
+
+
+def lock_viewer_of_share(*, share_id, viewer: str) -> None:
+    """PostgreSQL: serialize one viewer's visit starts on one share until the transaction ends (two first views
+    at once make one visit, not two); other viewers and shares are not held. SQLite needs nothing: its
+    IMMEDIATE transactions already run one at a time."""
+    if connection.vendor != "postgresql":
+        return
+    digest = hashlib.blake2s(f"{share_id}|{viewer}".encode(), digest_size=4).digest()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)",
+                       [VIEWER_LOCK_NAMESPACE, int.from_bytes(digest, "big", signed=True)])
 
 
 def _uuid_param(value):
@@ -242,3 +324,60 @@ def _hex(canonical: str) -> str:
     return canonical.replace("-", "")
 
 
+
+
+def report_in_one_statement(*, share_id, visit_id, pages: dict[int, int], at, last_page: int, grace_ms: int,
+                            read_ms: int) -> tuple[int, list[int]] | None:
+    """PostgreSQL: a reading report in ONE statement (the portable path is renders.visits.activity_record's
+    transaction, the same steps): lock the share's visit, credit {page: ms} up to its wall-clock time since it
+    started plus `grace_ms` (pages in order, as `credit_within`), add to its pages, to the render's per-page
+    figures (a page's visit counted when it passes `read_ms`) and totals, and update the visit.
+
+    Returns (credited ms, the pages that passed `read_ms`), or None when the share has no such visit.
+    """
+    visits, visit_pages = Visit._meta.db_table, VisitPage._meta.db_table
+    readings, totals = PageReading._meta.db_table, VisitTotals._meta.db_table
+    rows = sorted(pages.items())
+    asked = ", ".join(["(%s::integer, %s::bigint)"] * len(rows)) if rows else "(NULL::integer, NULL::bigint)"
+    sql = (
+        f"WITH v AS (SELECT id, project_id, render_id, traffic, GREATEST(0, "
+        f"(EXTRACT(EPOCH FROM (%s::timestamptz - started_at)) * 1000)::bigint + %s - duration_ms) AS allowed "
+        f"FROM {visits} WHERE id = %s AND share_id = %s FOR UPDATE), "
+        f"asked (page, ms) AS (VALUES {asked}), "
+        f"credited AS (SELECT a.page, LEAST(a.ms, GREATEST(0, v.allowed - COALESCE(SUM(a.ms) OVER (ORDER BY a.page "
+        f"ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0)))::bigint AS ms FROM asked a CROSS JOIN v "
+        f"WHERE a.page IS NOT NULL), "
+        f"added AS (INSERT INTO {visit_pages} (project_id, render_id, visit_id, page, ms) "
+        f"SELECT v.project_id, v.render_id, v.id, c.page, c.ms FROM credited c CROSS JOIN v WHERE c.ms > 0 "
+        f"ORDER BY c.page ON CONFLICT (project_id, visit_id, page) DO UPDATE SET ms = {visit_pages}.ms + excluded.ms "
+        f"RETURNING page, ms AS after), "
+        f"counted AS (SELECT c.page, c.ms, (a.after - c.ms < %s AND a.after >= %s) AS passed "
+        f"FROM added a JOIN credited c ON c.page = a.page), "
+        f"per_page AS (INSERT INTO {readings} (project_id, render_id, traffic, page, total_ms, visits) "
+        f"SELECT v.project_id, v.render_id, v.traffic, r.page, r.ms, r.passed::integer FROM counted r CROSS JOIN v "
+        f"ORDER BY r.page ON CONFLICT (project_id, render_id, traffic, page) DO UPDATE SET "
+        f"total_ms = {readings}.total_ms + excluded.total_ms, visits = {readings}.visits + excluded.visits), "
+        f"sums AS (SELECT COALESCE(SUM(ms), 0)::bigint AS total, COUNT(*) FILTER (WHERE passed) AS passed, "
+        f"COUNT(*) FILTER (WHERE passed AND page = %s) AS finished FROM counted), "
+        f"in_all AS (INSERT INTO {totals} (project_id, render_id, traffic, visits, duration_ms, completed) "
+        f"SELECT v.project_id, v.render_id, v.traffic, 0, s.total, s.finished FROM v CROSS JOIN sums s "
+        f"WHERE s.total > 0 ON CONFLICT (project_id, render_id, traffic) DO UPDATE SET "
+        f"duration_ms = {totals}.duration_ms + excluded.duration_ms, "
+        f"completed = {totals}.completed + excluded.completed), "
+        f"moved AS (UPDATE {visits} SET duration_ms = {visits}.duration_ms + s.total, "
+        f"pages_viewed = {visits}.pages_viewed + s.passed, "
+        f"last_activity_at = GREATEST({visits}.last_activity_at, %s::timestamptz) "
+        f"FROM sums s WHERE {visits}.id = (SELECT id FROM v)) "
+        f"SELECT (SELECT COUNT(*) FROM v), s.total, "
+        f"(SELECT COALESCE(array_agg(page ORDER BY page), '{{}}') FROM counted WHERE passed) FROM sums s"
+    )
+    params = [at, grace_ms, visit_id, share_id]
+    for page, ms in rows:
+        params += [page, ms]
+    params += [read_ms, read_ms, last_page, at]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        found, total, passed = cursor.fetchone()
+    if not found:
+        return None
+    return int(total), list(passed)

@@ -13,10 +13,11 @@ from rest_framework.test import APIClient
 
 from apikeys.models import ALL_SCOPES
 from apikeys.services import apikey_issue, project_create
+from demo.pdf import simple_pdf
 from renders.services import render_create
 from tests.rediscache import clear_test_cache, delete_own_keys, redis_cache_settings, redis_url_or_skip
 
-PDF_BYTES = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
+PDF_BYTES = simple_pdf("Quote Q-1042", ["40 hours of consulting."])  # a real, readable one-page PDF
 
 requires_postgres = pytest.mark.skipif(
     connection.vendor != "postgresql", reason="row-level concurrency is only meaningful on PostgreSQL"

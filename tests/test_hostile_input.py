@@ -274,7 +274,7 @@ def test_traversal_in_ids_is_not_found(route, method, bad, world, make_client):
 def test_traversal_in_tokens_never_5xx_and_records_nothing(route, bad, world, client):
     method, expected = TOKEN_MATRIX.get(route.pattern, ("GET", 404))
     before = EngagementEvent.objects.count()
-    response = client.generic(method, route.path(token=bad))
+    response = client.generic(method, route.path(token=bad, number=1))
     assert response.status_code < 500
     if expected not in (200, 302):
         assert response.status_code in (404, 405)

@@ -59,17 +59,23 @@ def parse(html: bytes) -> _Refs:
     return refs
 
 
-def test_the_page_shows_the_pdf_in_a_viewer_with_download_and_print(client, token, render):
+def test_the_page_shows_the_page_images_in_the_platforms_reader_with_download_and_print(client, token, render):
     response = client.get(f"/s/{token}")
 
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/html")
     page = parse(response.content)
     tags = {(tag, attrs.get("id")): attrs for tag, attrs in page.tags}
-    assert tags[("iframe", "document-viewer")]["src"] == f"/s/{token}/file"
+    assert not [tag for tag, _ in page.tags if tag in ("iframe", "embed", "object")]  # no browser PDF viewer
+    images = [attrs for tag, attrs in page.tags if tag == "img"]
+    assert [image["src"] for image in images] == [f"/s/{token}/pages/1"]
+    assert images[0]["alt"] == "Page 1 of 1"
     assert tags[("a", "download-button")]["href"] == f"/s/{token}/download"
     assert ("button", "print-button") in tags
-    assert f'data-print-url="/s/{token}/print"' in response.content.decode()
+    reader = tags[("main", "reader")]
+    assert reader["data-print-url"] == f"/s/{token}/print"
+    assert reader["data-activity-url"] == f"/s/{token}/activity"
+    assert reader["data-visit"]
     assert render.name in response.content.decode()
     assert b'name="viewport"' in response.content
 
@@ -94,7 +100,8 @@ def test_the_page_carries_private_headers_and_a_self_only_policy(client, token):
     assert response["Referrer-Policy"] == "no-referrer"
     policy = dict(part.strip().split(" ", 1) for part in response["Content-Security-Policy"].split(";"))
     assert policy["default-src"] == "'none'"
-    for directive in ("script-src", "style-src", "frame-src", "connect-src", "img-src"):
+    assert "frame-src" not in policy  # the reader frames nothing
+    for directive in ("script-src", "style-src", "connect-src", "img-src"):
         assert policy[directive] == "'self'"
     assert policy["frame-ancestors"] == "'none'"
     assert response["X-Frame-Options"] == "DENY"
@@ -107,7 +114,7 @@ def test_the_page_uses_only_its_own_assets_and_no_inline_code(client, token):
 
     assert page.refs  # the stylesheet, the script, the viewer and the two actions
     for ref in page.refs:
-        assert ref.startswith("/") and not ref.startswith("//"), ref
+        assert (ref.startswith("/") and not ref.startswith("//")) or ref == "#reader", ref
     assert page.inline_scripts == [] and page.inline_styles == 0
     assert any(ref.endswith(".js") for ref in page.refs) and any(ref.endswith(".css") for ref in page.refs)
 

@@ -16,7 +16,7 @@ from renders.models import Render
 from tests.conftest import PDF_BYTES, assert_envelope
 
 MS_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
-RENDER_FIELDS = {"id", "name", "status", "sizeBytes", "createdAt", "downloadUrl"}
+RENDER_FIELDS = {"id", "name", "status", "sizeBytes", "pageCount", "createdAt", "downloadUrl"}
 NOT_A_PDF = "The file is not a PDF (it must start with %PDF-)."
 FILE_REQUIRED = "Required: the PDF as a multipart file field."
 BAD_LIMIT = "Must be an integer from 1 to 100."
@@ -69,6 +69,7 @@ def test_uploading_a_pdf_answers_201_with_the_render_in_camel_case(api, clock):
         "name": "Quarterly quote",
         "status": "succeeded",
         "sizeBytes": len(PDF_BYTES),
+        "pageCount": 1,
         "createdAt": "2026-05-03T10:20:00.000Z",
         "downloadUrl": f"http://testserver/v1/renders/{render_id}/download",
     }

@@ -18,7 +18,7 @@ def test_minting_a_share_answers_the_share_with_an_absolute_unguessable_link(api
 
     assert response.status_code == 201
     body = response.json()
-    assert set(body) == {"id", "renderId", "url", "label", "createdAt", "expiresAt", "revokedAt"}
+    assert set(body) == {"id", "renderId", "url", "label", "createdAt", "expiresAt", "revokedAt", "requireEmail"}
     assert uuid.UUID(body["id"]).version == 7
     assert body["renderId"] == str(render.id)
     assert body["label"] == "For Alice"

@@ -92,6 +92,8 @@ MATRIX: dict[str, dict[str, Op]] = {
     },
     "v1/renders/<str:render_id>": {"GET": Op(), "DELETE": Op(writes=True)},
     "v1/renders/<str:render_id>/download": {"GET": Op()},
+    "v1/renders/<str:render_id>/visits": {"GET": Op()},
+    "v1/renders/<str:render_id>/pages": {"GET": Op()},
     "v1/renders/<str:render_id>/engagement": {"GET": Op()},
     "v1/renders/<str:render_id>/events": {"GET": Op(),
                                           "POST": Op(json=lambda w: {"eventType": "viewed"}, writes=True)},
@@ -119,6 +121,8 @@ TOKEN_MATRIX: dict[str, tuple[str, int]] = {
     "s/<str:token>/file": ("GET", 410),
     "s/<str:token>/download": ("GET", 410),
     "s/<str:token>/print": ("POST", 410),
+    "s/<str:token>/pages/<int:number>": ("GET", 410),
+    "s/<str:token>/activity": ("POST", 410),
     # The open pixel answers the same GIF for any token and records nothing for a dead one.
     "t/<str:token>.gif": ("GET", 200),
     # The tracked link sends the recipient to the share page (which says 404 for an unknown token).
@@ -369,7 +373,7 @@ def test_dead_share_token_is_gone_and_records_nothing(route, state, world, clien
         share.expires_at = now() - timedelta(seconds=1)
     share.save()
     before = row_counts()
-    response = client.generic(method, route.path(token=share.token))
+    response = client.generic(method, route.path(token=share.token, number=1))
     assert response.status_code == expected, (route.pattern, response.status_code)
     if expected == 302:
         followed = client.get(response["Location"])
@@ -381,7 +385,7 @@ def test_dead_share_token_is_gone_and_records_nothing(route, state, world, clien
 def test_unknown_token_is_not_found_and_records_nothing(route, world, client):
     method, expected = TOKEN_MATRIX.get(route.pattern, ("GET", 404))
     before = row_counts()
-    response = client.generic(method, route.path(token="A" * 32))
+    response = client.generic(method, route.path(token="A" * 32, number=1))
     if expected in (200, 302):  # the pixel and the click answer alike for every token
         assert response.status_code == expected
     else:

@@ -15,6 +15,7 @@ class RenderOutSerializer(serializers.Serializer):
     name = serializers.CharField()
     status = serializers.ChoiceField(choices=["succeeded"])
     sizeBytes = serializers.IntegerField()
+    pageCount = serializers.IntegerField(allow_null=True, help_text="The PDF's number of pages, read at upload.")
     createdAt = serializers.DateTimeField()
     downloadUrl = serializers.URLField()
 
@@ -66,6 +67,55 @@ EVENT_LOG_PARAMETERS = [
 ]
 
 
+VISIT_LIST_PARAMETERS = [
+    *page_parameters("Visits"),
+    traffic_parameter("the visits of"),
+    OpenApiParameter("shareId", OpenApiTypes.UUID, OpenApiParameter.QUERY, required=False,
+                     description="Only the visits of this share. Not a UUID: a 400 with `fieldErrors.shareId`."),
+]
+PAGES_PARAMETERS = [traffic_parameter("the figures cover the visits of")]
+
+
+class VisitOutSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    shareId = serializers.UUIDField()
+    viewerEmail = serializers.EmailField(allow_null=True, help_text="An emailed share's recipient, or the address "
+                                                                    "given to a `requireEmail` share's form.")
+    startedAt = serializers.DateTimeField()
+    lastActivityAt = serializers.DateTimeField()
+    durationMs = serializers.IntegerField(help_text="Summed reading time, never more than the wall-clock time "
+                                                    "since the visit started plus 5 s.")
+    pagesViewed = serializers.IntegerField(help_text="Pages read for at least 1 s.")
+    pageCount = serializers.IntegerField()
+    completion = serializers.FloatField(help_text="pagesViewed / pageCount, 0..1.")
+    downloaded = serializers.BooleanField()
+    printed = serializers.BooleanField()
+    traffic = serializers.ChoiceField(choices=Traffic.choices)
+    sourceIp = serializers.CharField(allow_null=True, help_text="Of the visit's first view.")
+    userAgent = serializers.CharField(allow_null=True, help_text="Of the visit's first view.")
+
+
+class VisitPageSerializer(serializers.Serializer):
+    data = VisitOutSerializer(many=True)
+    nextCursor = serializers.CharField(allow_null=True)
+
+
+class PageFiguresSerializer(serializers.Serializer):
+    page = serializers.IntegerField()
+    visits = serializers.IntegerField(help_text="Visits that read the page for at least 1 s.")
+    totalMs = serializers.IntegerField()
+    averageMs = serializers.IntegerField(help_text="totalMs / visits; 0 without visits.")
+
+
+class ReadingByPageSerializer(serializers.Serializer):
+    pageCount = serializers.IntegerField()
+    visits = serializers.IntegerField()
+    averageDurationMs = serializers.IntegerField()
+    completionRate = serializers.FloatField(help_text="The share of visits that read the last page for at least "
+                                                      "1 s; 0 without visits.")
+    data = PageFiguresSerializer(many=True)
+
+
 SUMMARY_PARAMETERS = [
     traffic_parameter("`counts`, `linkOpens`, `total` and `recent` cover"),
     OpenApiParameter("Cache-Control", OpenApiTypes.STR, OpenApiParameter.HEADER, required=False,
@@ -77,7 +127,8 @@ SUMMARY_PARAMETERS = [
 
 
 class RenderUploadSerializer(serializers.Serializer):
-    file = serializers.FileField(help_text="The PDF (must start with %PDF-).")
+    file = serializers.FileField(help_text="The PDF: must start with %PDF- and open as a PDF with at least one "
+                                           "page (not corrupt, not password-protected).")
     name = serializers.CharField(required=False, max_length=255)
 
 

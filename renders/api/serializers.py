@@ -124,6 +124,7 @@ def render_json(render, request) -> dict:
         "name": render.name,
         "status": render.status,
         "sizeBytes": render.size_bytes,
+        "pageCount": render.page_count,
         "createdAt": iso_ms(render.created_at),
         "downloadUrl": request.build_absolute_uri(reverse("render-download", args=[render.id])),
     }
@@ -184,6 +185,37 @@ def parse_traffic(query) -> str:
     return traffic or TrafficFilter.ALL
 
 
+def parse_visit_query(query, *, tag: str) -> tuple[PageParams, dict]:
+    """The visit list's page (`limit` 1..100, default 20, `cursor`) and filters as visit field lookups
+    (`traffic`, `shareId`); every bad parameter named in one 400."""
+    errors: dict = {}
+    page = None
+    try:
+        page = parse_page_params(query, tag=tag)
+    except ValidationFailed as exc:
+        errors.update(exc.field_errors)
+    lookups = _traffic_and_share_lookups(query, errors)
+    if errors:
+        raise ValidationFailed(field_errors=errors)
+    return page, lookups
+
+
+def _traffic_and_share_lookups(query, errors: dict) -> dict:
+    """The `traffic` and `shareId` filters shared by the event log and the visit list, as field lookups."""
+    lookups = {}
+    traffic = _choice(query, "traffic", TrafficFilter.values, errors)
+    if traffic not in (None, TrafficFilter.ALL):
+        lookups["traffic"] = traffic
+    raw_share = query.get("shareId")
+    if raw_share is not None:
+        share_id = parse_uuid(raw_share)
+        if share_id is None:
+            errors["shareId"] = ["Must be a share id (a UUID)."]
+        else:
+            lookups["share_id"] = share_id
+    return lookups
+
+
 def parse_event_log_query(query, *, tag: str) -> tuple[PageParams, dict]:
     """The event log's page (`limit` 1..100, default 50, `cursor`) and filters as event field lookups
     (`traffic`, `eventType`, `shareId`, `actorKind`); every bad parameter named in one 400."""
@@ -193,23 +225,13 @@ def parse_event_log_query(query, *, tag: str) -> tuple[PageParams, dict]:
         page = parse_page_params(query, tag=tag, default=EVENT_LOG_LIMIT_DEFAULT)
     except ValidationFailed as exc:
         errors.update(exc.field_errors)
-    lookups = {}
-    traffic = _choice(query, "traffic", TrafficFilter.values, errors)
-    if traffic not in (None, TrafficFilter.ALL):
-        lookups["traffic"] = traffic
+    lookups = _traffic_and_share_lookups(query, errors)
     event_type = _choice(query, "eventType", EventType.values, errors)
     if event_type is not None:
         lookups["event_type"] = event_type
     actor_kind = _choice(query, "actorKind", ActorKind.values, errors)
     if actor_kind is not None:
         lookups["actor_kind"] = actor_kind
-    raw_share = query.get("shareId")
-    if raw_share is not None:
-        share_id = parse_uuid(raw_share)
-        if share_id is None:
-            errors["shareId"] = ["Must be a share id (a UUID)."]
-        else:
-            lookups["share_id"] = share_id
     if errors:
         raise ValidationFailed(field_errors=errors)
     return page, lookups

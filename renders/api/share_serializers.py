@@ -51,9 +51,22 @@ class StringField(serializers.CharField):
         return super().to_internal_value(data)
 
 
+class StrictBooleanField(serializers.BooleanField):
+    """A BooleanField that takes only JSON true and false (DRF's would take "yes", 1, "on"...)."""
+
+    default_error_messages = {"invalid": "Must be true or false."}
+
+    def to_internal_value(self, data):
+        if type(data) is not bool:
+            self.fail("invalid")
+        return data
+
+
 class ShareCreateSerializer(StrictObjectSerializer):
     label = StringField(required=False, allow_blank=True, max_length=SHARE_LABEL_MAX_LENGTH, default="")
     expiresAt = Rfc3339Field(required=False, allow_null=True, default=None)
+    requireEmail = StrictBooleanField(required=False, default=False,
+                                      help_text="Ask the viewer's email address before showing the document.")
 
     def validate_expiresAt(self, value):
         if value is not None and value <= now():
@@ -103,6 +116,7 @@ def share_json(share, request) -> dict:
         "createdAt": iso_ms(share.created_at),
         "expiresAt": iso_ms(share.expires_at),
         "revokedAt": iso_ms(share.revoked_at),
+        "requireEmail": share.require_email,
     }
 
 
@@ -120,6 +134,7 @@ class ShareOutSerializer(serializers.Serializer):
     createdAt = serializers.DateTimeField()
     expiresAt = serializers.DateTimeField(allow_null=True)
     revokedAt = serializers.DateTimeField(allow_null=True)
+    requireEmail = serializers.BooleanField(help_text="Whether the share page asks the viewer's email first.")
 
 
 class ShareListSerializer(serializers.Serializer):

@@ -59,6 +59,7 @@ class RenderSharesView(ProjectScopedAPIView):
         render = self.get_scoped_or_404(Render.objects.all(), render_id, "render")
         body = parse_or_raise(ShareCreateSerializer, optional_json_body(request))
         share = share_mint(render=render, label=body["label"], expires_at=body["expiresAt"],
+                           require_email=body["requireEmail"],
                            actor_kind=ActorKind.PARTNER, source_ip=client_ip(request.META),
                            user_agent=request.META.get("HTTP_USER_AGENT"))
         return Response(share_json(share, request), status=201)

@@ -16,14 +16,18 @@ from engagement_platform.openapi import OpenApiResponse, keyed_operation
 from engagement_platform.traffic import request_purpose
 from renders.api.schema import (
     EVENT_LOG_PARAMETERS,
+    PAGES_PARAMETERS,
     RENDER_PAGE_PARAMETERS,
     SUMMARY_PARAMETERS,
+    VISIT_LIST_PARAMETERS,
     EngagementSummarySerializer,
     EventLogPageSerializer,
+    ReadingByPageSerializer,
     RecordedSerializer,
     RenderOutSerializer,
     RenderPageSerializer,
     RenderUploadSerializer,
+    VisitPageSerializer,
 )
 from renders.api.serializers import (
     PartnerEventSerializer,
@@ -32,23 +36,25 @@ from renders.api.serializers import (
     parse_partner_event,
     parse_traffic,
     parse_upload_name,
+    parse_visit_query,
     render_json,
     summary_body,
 )
 from renders.models import ActorKind, Render
 from renders.selectors import engagement_summary_body, render_event_page, render_in_project, render_page
 from renders.services import client_ip, render_create, render_delete, render_event_record
+from renders.visits import reading_by_page, reading_json, visit_json, visit_list_page
 
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 EVENT_BODY_MAX_BYTES = 64 * 1024
 RECORDED_BODIES = {recorded: dumps({"recorded": recorded}) for recorded in (True, False)}
 
 
-def next_cursor(items: list, has_more: bool, *, tag: str) -> str | None:
-    """The `nextCursor` of a page: the position of its last item, or None on the last page."""
+def next_cursor(items: list, has_more: bool, *, tag: str, field: str = "created_at") -> str | None:
+    """The `nextCursor` of a page: the position (`field`, id) of its last item, or None on the last page."""
     if not has_more:
         return None
-    return encode_cursor(tag=tag, created_at=items[-1].created_at, item_id=items[-1].id)
+    return encode_cursor(tag=tag, created_at=getattr(items[-1], field), item_id=items[-1].id)
 
 
 def require_body(request) -> None:
@@ -99,8 +105,9 @@ class RenderDetailView(ProjectScopedAPIView):
         return Response(render_json(render, request))
 
     @keyed_operation(scope=Scope.RENDERS_WRITE, operation_id="deleteRender", summary="Delete a render",
-                     description="Deletes the render, its file, its shares (their links then answer 404), events "
-                                 "and counters. Report-side message events of its emails stay.",
+                     description="Deletes the render, its file and page images, its shares (their links then "
+                                 "answer 404), events, counters, visits and per-page reading figures. Report-side "
+                                 "message events of its emails stay.",
                      responses={204: OpenApiResponse(description="Deleted.")}, errors=[404])
     def delete(self, request, render_id):
         render = self.get_scoped_or_404(Render.objects.all(), render_id, "render")
@@ -180,3 +187,38 @@ class RenderEventsView(ProjectScopedAPIView):
         if result is None:
             raise NotFound("render")
         return HttpResponse(RECORDED_BODIES[result.recorded], content_type="application/json")
+
+
+class RenderVisitsView(ProjectScopedAPIView):
+    required_scopes = {"GET": Scope.RENDERS_READ}
+
+    @keyed_operation(scope=Scope.RENDERS_READ, operation_id="listRenderVisits",
+                     summary="A render's visits, newest first",
+                     description="Each visit is one viewer's continuous reading of one share (activity less than "
+                                 "`VISIT_IDLE_MINUTES` apart), newest first (ties by id), cursor-paginated, "
+                                 "optionally filtered by share and traffic class.",
+                     parameters=VISIT_LIST_PARAMETERS, responses={200: VisitPageSerializer}, errors=[400, 404])
+    def get(self, request, render_id):
+        render = self.get_scoped_or_404(Render.objects.all(), render_id, "render")
+        tag = list_tag("render-visits", render.pk)
+        page, lookups = parse_visit_query(request.query_params, tag=tag)
+        visits, has_more = visit_list_page(render=render, lookups=lookups, limit=page.limit, after=page.after)
+        return Response({
+            "data": [visit_json(visit, render.page_count) for visit in visits],
+            "nextCursor": next_cursor(visits, has_more, tag=tag, field="started_at"),
+        })
+
+
+class RenderPagesView(ProjectScopedAPIView):
+    required_scopes = {"GET": Scope.RENDERS_READ}
+
+    @keyed_operation(scope=Scope.RENDERS_READ, operation_id="getRenderPages",
+                     summary="Reading time per page of a render",
+                     description="One item per page 1..pageCount (zero-filled) with its reading time and the "
+                                 "visits that read it for at least 1 s, and the visits' averages. Read from "
+                                 "figures kept as reports arrive: its cost does not grow with the visits.",
+                     parameters=PAGES_PARAMETERS, responses={200: ReadingByPageSerializer}, errors=[400, 404])
+    def get(self, request, render_id):
+        render = self.get_scoped_or_404(Render.objects.all(), render_id, "render")
+        traffic = parse_traffic(request.query_params)
+        return Response(reading_json(reading_by_page(render=render, traffic=traffic)))

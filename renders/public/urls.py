@@ -9,6 +9,8 @@ urlpatterns = [
     path("s/<str:token>/file", views.share_file, name="share-file"),
     path("s/<str:token>/download", views.share_download, name="share-download"),
     path("s/<str:token>/print", views.share_print, name="share-print"),
+    path("s/<str:token>/pages/<int:number>", views.share_page_image, name="share-page-image"),
+    path("s/<str:token>/activity", views.share_activity, name="share-activity"),
     path("t/<str:token>.gif", views.email_open_pixel, name="email-pixel"),
     path("c/<str:token>", views.email_click, name="email-click"),
 ]

@@ -33,12 +33,13 @@ class Command(BaseCommand):
             renders = data.ensure_renders(project=demo)
         activity = data.ensure_activity(project=demo, renders=renders)
         shares = data.ensure_shares(project=demo, renders=renders)
+        visits = data.ensure_visits(shares=shares)
         email = data.ensure_email(project=demo, renders=renders, base_url=base_url)
         traffic = data.ensure_message_traffic(project=demo)
         redated = data.ensure_consistent_timeline(project=demo)
         keys = demo_keys_ensure(project=demo, scopes_by_label=data.DEMO_KEY_SCOPES,
                                 keys_file=None if no_keys_file else keys_file or default_keys_file())
-        contents = [activity, f"{len(shares)} shares with recipient activity", email, traffic]
+        contents = [activity, f"{len(shares)} shares with recipient activity", visits, email, traffic]
         if redated:
             contents.append(f"{redated} renders dated back to their first event")
         self.print_summary(demo, renders, [*contents, self.keys_line(keys)], shares, keys.raw_keys, base_url)
