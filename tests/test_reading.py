@@ -583,7 +583,7 @@ def test_the_migration_reads_the_page_count_of_renders_stored_before_pages_were_
     Render.objects.filter(pk=unreadable.pk).update(page_count=None)
     unreadable.file.storage.delete(unreadable.file.name)  # its file is gone: it keeps a null pageCount
 
-    migration = importlib.import_module("renders.migrations.0005_reading_depth")
+    migration = importlib.import_module("renders.migrations.0006_reading_depth")
     migration.read_stored_page_counts(apps, None)
 
     doc.refresh_from_db()

@@ -26,7 +26,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('apikeys', '0001_initial'),
-        ('renders', '0004_event_traffic'),
+        ('renders', '0005_event_traffic_given'),
     ]
 
     operations = [
