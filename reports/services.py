@@ -477,7 +477,9 @@ def _reclassify_day(*, project, day: date, progress) -> ReclassifyTally:
                                                          "occurred_at", "traffic", "machine_reason", "message_id"))
     after = None
     while True:
-        page = (events.filter(Q(occurred_at__gt=after[0]) | Q(occurred_at=after[0], id__gt=after[1]))
+        # The plain lower bound keeps the index range tight; the OR resumes within equal timestamps.
+        page = (events.filter(Q(occurred_at__gt=after[0]) | Q(occurred_at=after[0], id__gt=after[1]),
+                              occurred_at__gte=after[0])
                 if after is not None else events.filter(occurred_at__gte=start))
         chunk = list(page[:RECLASSIFY_CHUNK])
         if not chunk:
