@@ -307,11 +307,9 @@ class PeriodFirstTouch(models.Model):
     recipient = models.CharField(max_length=EMAIL_MAX_LENGTH)
     last_at = models.DateTimeField()
 
-    class Meta:
-        indexes = [
-            models.Index(fields=["project", "period", "grain", "channel_key", "domain", "kind", "start", "last_at"],
-                         name="period_touch_last_at"),
-        ]
+    # No index besides the key: every event writes this table's rows (two periods, each grain and kind), and
+    # the key alone gives a bucket's rows (equal period, start, kind and grain key) as one range, whose
+    # `last_at` the partial bucket's count filters.
 
 
 class PeriodRollup(models.Model):

@@ -38,9 +38,6 @@ class Migration(migrations.Migration):
                 ('last_at', models.DateTimeField()),
                 ('project', models.ForeignKey(db_constraint=False, db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='apikeys.project')),
             ],
-            options={
-                'indexes': [models.Index(fields=['project', 'period', 'grain', 'channel_key', 'domain', 'kind', 'start', 'last_at'], name='period_touch_last_at')],
-            },
         ),
         migrations.CreateModel(
             name='PeriodRollup',
