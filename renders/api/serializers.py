@@ -8,6 +8,7 @@ from rest_framework import serializers
 from engagement_platform.clock import iso_ms
 from engagement_platform.cursors import PageParams, parse_page_params
 from engagement_platform.errors import ValidationFailed, validation_failed_from_drf
+from engagement_platform.exports import CSV, NDJSON
 from engagement_platform.ids import parse_uuid
 from engagement_platform.jsonio import dumps
 from engagement_platform.traffic import TrafficFilter
@@ -184,15 +185,25 @@ def parse_traffic(query) -> str:
     return traffic or TrafficFilter.ALL
 
 
-def parse_event_log_query(query, *, tag: str) -> tuple[PageParams, dict]:
-    """The event log's page (`limit` 1..100, default 50, `cursor`) and filters as event field lookups
-    (`traffic`, `eventType`, `shareId`, `actorKind`); every bad parameter named in one 400."""
+EVENT_LOG_PAGE = "json"
+EVENT_LOG_FORMATS = (EVENT_LOG_PAGE, NDJSON, CSV)
+
+
+def parse_event_log_query(query, *, tag: str) -> tuple[PageParams | None, dict, str | None]:
+    """The event log's page (`limit` 1..100, default 50, `cursor`), its filters as event field lookups
+    (`traffic`, `eventType`, `shareId`, `actorKind`) and its export format (`ndjson`, `csv`; None for the
+    page, `format` absent or `json`: an export has no page, so `limit` and `cursor` are not read then);
+    every bad parameter named in one 400."""
     errors: dict = {}
+    export_format = _choice(query, "format", EVENT_LOG_FORMATS, errors)
+    if export_format == EVENT_LOG_PAGE:
+        export_format = None
     page = None
-    try:
-        page = parse_page_params(query, tag=tag, default=EVENT_LOG_LIMIT_DEFAULT)
-    except ValidationFailed as exc:
-        errors.update(exc.field_errors)
+    if export_format is None:
+        try:
+            page = parse_page_params(query, tag=tag, default=EVENT_LOG_LIMIT_DEFAULT)
+        except ValidationFailed as exc:
+            errors.update(exc.field_errors)
     lookups = {}
     traffic = _choice(query, "traffic", TrafficFilter.values, errors)
     if traffic not in (None, TrafficFilter.ALL):
@@ -212,4 +223,4 @@ def parse_event_log_query(query, *, tag: str) -> tuple[PageParams, dict]:
             lookups["share_id"] = share_id
     if errors:
         raise ValidationFailed(field_errors=errors)
-    return page, lookups
+    return page, lookups, export_format
