@@ -6,6 +6,7 @@ The clock is frozen at 2026-05-03T10:20:00Z (a Sunday); the default plan keeps 9
 import csv
 import io
 import json
+import time
 from datetime import timedelta
 
 import orjson
@@ -109,7 +110,7 @@ def test_the_report_as_csv_has_the_header_row_and_the_json_buckets_values(api, t
     assert ",".join(header) == REPORT_HEADER
     assert len(rows) == len(expected) > 0
     assert rows == [[str(bucket[name]) for name in header] for bucket in expected]
-    assert body_of(response).endswith(b"\r\n")
+    assert body_of(response).endswith(b"\n") and b"\r" not in body_of(response)
 
 
 @pytest.mark.parametrize("query", [{"channel": CHANNEL_B}, {"identity": "other.example"},
@@ -143,7 +144,7 @@ def test_the_default_json_body_is_unchanged_by_the_format_parameter(api, traffic
 
 def test_an_empty_csv_report_is_its_header_row(api, clock):
     response = get_report(api, format="csv", **WIDE)
-    assert body_of(response) == (REPORT_HEADER + "\r\n").encode()
+    assert body_of(response) == (REPORT_HEADER + "\n").encode()
 
 
 def test_an_unknown_report_format_is_a_422_naming_format_beside_the_other_bad_fields(api):
@@ -371,7 +372,7 @@ def test_the_json_event_log_page_is_unchanged_by_format_json(api, render, histor
 # Streaming: a server-side cursor, chunks as they come ----------------------------------------------------------
 
 
-def test_exports_stream_in_chunks_from_one_cursor(api, project, clock, monkeypatch):
+def test_exports_stream_in_chunks_as_the_database_sends_them(api, project, clock, monkeypatch):
     monkeypatch.setattr(exports, "FETCH_ROWS", 50)
     monkeypatch.setattr(exports, "CHUNK_BYTES", 1024)
     ingest(project, [wire_event("sent", f"2026-04-01T00:{minute:02d}:{second:02d}Z")
@@ -379,16 +380,59 @@ def test_exports_stream_in_chunks_from_one_cursor(api, project, clock, monkeypat
 
     response = export_messages(api, **WIDE)
     chunks = iter(response.streaming_content)
-    first = next(chunks)
+    try:
+        first = next(chunks)
+        active = copies_running() if connection.vendor == "postgresql" else []
+        rest = b"".join(chunks)
+    finally:
+        response.close()
     assert 1024 <= len(first) < 1024 + 400
-    if connection.vendor == "postgresql":  # the rows come from a named cursor, inside a transaction
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT count(*) FROM pg_cursors WHERE NOT is_holdable")
-            assert cursor.fetchone()[0] == 1
-    rest = b"".join(chunks)
+    if connection.vendor == "postgresql":  # the rest was still being copied out of the database
+        assert len(active) == 1, active
     assert len((first + rest).splitlines()) == 300
     assert [orjson.loads(line)["occurredAt"] for line in (first + rest).splitlines()][-1] == "2026-04-01T00:09:58Z"
+
+
+@pytest.mark.django_db(transaction=True)  # PostgreSQL: the abandoned copy's connection is closed
+def test_an_export_closed_early_frees_its_connection(api, project, clock, monkeypatch):
+    """A client that goes away mid-export: the response is closed, the copy ends, the connection serves again."""
+    monkeypatch.setattr(exports, "CHUNK_BYTES", 1024)
+    ingest(project, [wire_event("sent", f"2026-04-01T00:{minute:02d}:{second:02d}Z")
+                     for minute in range(10) for second in range(0, 60, 2)])
+    response = export_messages(api, **WIDE)
+    chunks = iter(response.streaming_content)
+    assert next(chunks)
     response.close()
+
+    if connection.vendor == "postgresql":  # the server ends the copy once it sees the connection closed
+        deadline = time.monotonic() + 5
+        while copies_running() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert copies_running() == []
+    assert get_report(api, **WIDE).json()["data"][0]["sent"] == 300
+    assert len(ndjson_lines(export_messages(api, **WIDE))) == 300
+
+
+def copies_running() -> list[str]:
+    """The COPY statements other sessions of the test database are running (seen from a connection of its own)."""
+    import psycopg
+
+    database = connection.settings_dict
+    with psycopg.connect(host=database["HOST"], port=database["PORT"] or 5432, user=database["USER"],
+                         dbname=database["NAME"], autocommit=True) as other:
+        rows = other.execute("SELECT query FROM pg_stat_activity WHERE datname = current_database() "
+                             "AND pid <> pg_backend_pid() AND query LIKE 'COPY (%%'").fetchall()
+    return [query for (query,) in rows]
+
+
+def test_text_needing_escapes_survives_the_export_unchanged(api, project, clock):
+    tricky = 'back\\slash \\" quote\ttab\nnewline \u00e9\u2028 \U0001f600 ,;'
+    ingest(project, [wire_event("clicked", "2026-04-01T00:00:00Z", url="https://x.example/?q=" + tricky,
+                                userAgent=tricky, event_id="id,\"x\"\\")])
+    [line] = ndjson_lines(export_messages(api, **WIDE))
+    assert (line["userAgent"], line["url"], line["id"]) == (tricky, "https://x.example/?q=" + tricky, 'id,"x"\\')
+    header, row = csv_rows(export_messages(api, format="csv", **WIDE))
+    assert dict(zip(header, row, strict=True))["userAgent"] == tricky
 
 
 # 9: the OpenAPI document names the formats -------------------------------------------------------------------

@@ -37,7 +37,7 @@ from renders.api.serializers import (
     render_json,
     summary_body,
 )
-from renders.exports import RENDER_EVENT_COLUMNS, render_event_line, render_event_rows
+from renders.exports import RENDER_EVENT_LINE, render_events_matching
 from renders.models import ActorKind, Render
 from renders.selectors import engagement_summary_body, render_event_page, render_in_project, render_page
 from renders.services import client_ip, render_create, render_delete, render_event_record
@@ -157,8 +157,8 @@ class RenderEventsView(ProjectScopedAPIView):
         tag = list_tag("render-events", render.pk)
         page, lookups, export_format = parse_event_log_query(request.query_params, tag=tag)
         if export_format is not None:
-            return stream_export(render_event_rows(render=render, lookups=lookups), line=render_event_line,
-                                 columns=RENDER_EVENT_COLUMNS, export_format=export_format,
+            return stream_export(render_events_matching(render=render, lookups=lookups),
+                                 columns=RENDER_EVENT_LINE, export_format=export_format,
                                  filename=f"render-{render.pk}-events")
         events, has_more = render_event_page(render=render, lookups=lookups, limit=page.limit, after=page.after)
         return Response({

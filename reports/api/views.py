@@ -22,7 +22,7 @@ from reports.api.serializers import (
     MessageEventBatchSerializer,
     parse_event_batch,
 )
-from reports.exports import MESSAGE_EVENT_COLUMNS, message_event_line, message_event_rows, report_csv
+from reports.exports import MESSAGE_EVENT_LINE, message_events_in_window, report_csv
 from reports.selectors import GroupBy, engagement_report, engagement_report_body, report_window
 from reports.services import ingest_message_events
 
@@ -59,7 +59,7 @@ MESSAGE_EVENT_EXPORT_DESCRIPTION = (
     "Every raw message event of the project in the window (`from <= occurredAt < to`, defaults and retention as "
     "the report's), oldest first, streamed as an attachment in the ingestion format: backfilling an export into "
     "another project with `backfill_message_events` gives it the same report. Keys (NDJSON) or columns (CSV): "
-    + ", ".join(f"`{name}`" for name in MESSAGE_EVENT_COLUMNS) + ".")
+    + ", ".join(f"`{column.key}`" for column in MESSAGE_EVENT_LINE) + ".")
 
 
 def wants_csv(request, requested_format: str | None) -> bool:
@@ -97,8 +97,8 @@ class MessageEventsView(ProjectScopedAPIView):
     def get(self, request):
         query = parse_message_export_query(request.query_params)
         window = report_window(project=self.project, start=query.start, end=query.end)
-        return stream_export(message_event_rows(project=self.project, window=window), line=message_event_line,
-                             columns=MESSAGE_EVENT_COLUMNS, export_format=query.format, filename="message-events")
+        return stream_export(message_events_in_window(project=self.project, window=window),
+                             columns=MESSAGE_EVENT_LINE, export_format=query.format, filename="message-events")
 
 
 class EngagementReportView(ProjectScopedAPIView):
