@@ -369,7 +369,31 @@ def test_the_json_event_log_page_is_unchanged_by_format_json(api, render, histor
     assert render_events(api, render, format="json", limit=2).content == render_events(api, render, limit=2).content
 
 
-# Streaming: a server-side cursor, chunks as they come ----------------------------------------------------------
+@pytest.mark.django_db(transaction=True)
+def test_render_export_lines_load_into_another_render_with_backfill_render_events(
+        api, render, history, make_project, make_render, make_key, make_client, tmp_path):
+    """The export's lines are backfill lines: with the render id replaced (ids are global, a render of another
+    project is another render) and the keys the backfill does not read yet dropped, they load unchanged."""
+    target = make_project("Target")
+    copy = make_render(target)
+    lines = ndjson_lines(render_events(api, render, format="ndjson", actorKind="partner", eventType="viewed"))
+    lines += ndjson_lines(render_events(api, render, format="ndjson", eventType="downloaded"))
+    path = tmp_path / "render.ndjson"
+    path.write_bytes(b"".join(orjson.dumps({**{key: value for key, value in line.items()
+                                               if key not in ("id", "traffic", "machineReason")},
+                                            "renderId": str(copy.pk)}) + b"\n" for line in lines))
+    out = io.StringIO()
+    call_command("backfill_render_events", "--project", str(target.pk), str(path), stdout=out, stderr=io.StringIO())
+    assert f"accepted {len(lines)}" in out.getvalue()
+
+    copied = ndjson_lines(render_events(make_client(make_key(target).raw_key), copy, format="ndjson"))
+
+    def kept(line):
+        return {key: line[key] for key in RENDER_KEYS if key not in ("id", "renderId")}
+    assert [kept(line) for line in copied] == [kept(line) for line in lines]
+
+
+# Streaming: chunks as the database sends them, a client gone mid-export ----------------------------------------
 
 
 def test_exports_stream_in_chunks_as_the_database_sends_them(api, project, clock, monkeypatch):
