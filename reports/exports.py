@@ -1,7 +1,8 @@
 """Exports of the report side (contract section 9): the report as CSV, and the raw message events.
 
 A raw event is exported in the ingestion format of section 4, so `backfill_message_events` of an
-export into another project gives that project the same report. `MESSAGE_EVENT_LINE` is the one
+export into another project gives that project the same report (each line carries its event's
+traffic class, which the backfill takes as given). `MESSAGE_EVENT_LINE` is the one
 definition of that line (its keys, in order, and the stored field each comes from); the database's
 and Python's ways of writing it are both derived from it (engagement_platform.exports).
 """
@@ -25,6 +26,8 @@ MESSAGE_EVENT_LINE = (
     Column("occurredAt", "occurred_at", TIME_EXACT),
     Column("url", "url"),
     Column("userAgent", "user_agent"),
+    Column("traffic", "traffic", ENUM),
+    Column("machineReason", "machine_reason", ENUM),
 )
 
 

@@ -8,6 +8,7 @@ from django.db import models
 from apikeys.models import Project
 from engagement_platform.clock import now
 from engagement_platform.ids import new_id
+from engagement_platform.traffic import MachineReason, RequestPurpose, Traffic
 
 EVENT_ID_MAX_LENGTH = 128
 MESSAGE_ID_MAX_LENGTH = 255
@@ -105,6 +106,18 @@ class MessageEvent(models.Model):
     url = models.TextField(null=True, blank=True)
     user_agent = models.CharField(max_length=USER_AGENT_MAX_LENGTH, null=True, blank=True)
     received_at = models.DateTimeField(default=now, editable=False)
+    # Contract section 6: `opened` and `clicked` are classified when recorded (every other type is human),
+    # from what is stored beside the class: the user agent, and for events recorded by the platform's own
+    # public routes (pixel, tracked link) the source IP and the request's purpose (NULL: no request).
+    # Database defaults too: rows loaded around the ORM (COPY) are human traffic, as every unclassified type is.
+    traffic = models.CharField(max_length=10, choices=Traffic.choices, default=Traffic.HUMAN, db_default=Traffic.HUMAN)
+    machine_reason = models.CharField(max_length=20, choices=MachineReason.choices, null=True, blank=True)
+    traffic_given = models.BooleanField(
+        default=False, db_default=False,
+        help_text="The class came with the event (`machine: true`, or a backfill line's `traffic`): "
+                  "reclassify_traffic keeps it.")
+    source_ip = models.GenericIPAddressField(null=True, blank=True)
+    request_purpose = models.CharField(max_length=12, choices=RequestPurpose.choices, null=True, blank=True)
 
     class Meta:
         ordering = ["-occurred_at"]
@@ -135,6 +148,10 @@ class CountedRollup(models.Model):
     delivered = models.BigIntegerField(default=0)
     opens = models.BigIntegerField(default=0)
     clicks = models.BigIntegerField(default=0)
+    opens_human = models.BigIntegerField(default=0, db_default=0)
+    opens_machine = models.BigIntegerField(default=0, db_default=0)
+    clicks_human = models.BigIntegerField(default=0, db_default=0)
+    clicks_machine = models.BigIntegerField(default=0, db_default=0)
 
     class Meta:
         abstract = True
@@ -145,6 +162,10 @@ class DailyRollup(CountedRollup):
 
     unique_opens = models.BigIntegerField(default=0)
     unique_clicks = models.BigIntegerField(default=0)
+    unique_opens_human = models.BigIntegerField(default=0, db_default=0)
+    unique_opens_machine = models.BigIntegerField(default=0, db_default=0)
+    unique_clicks_human = models.BigIntegerField(default=0, db_default=0)
+    unique_clicks_machine = models.BigIntegerField(default=0, db_default=0)
 
     class Meta:
         ordering = ["project", "day", "grain", "channel_key", "domain"]
@@ -173,7 +194,8 @@ class DailyFirstTouch(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+", db_index=False,
                                 db_constraint=False)
     day = models.DateField()
-    kind = models.CharField(max_length=16, choices=MessageEventType.choices)
+    kind = models.CharField(max_length=16, help_text="The distinct figure's kind: its event type, and its "
+                                                     "traffic class when it counts one (`opened:human`).")
     grain = models.CharField(max_length=16, choices=RollupGrain.choices)
     channel_key = models.CharField(max_length=CHANNEL_KEY_LENGTH, blank=True)
     domain = models.CharField(max_length=DOMAIN_MAX_LENGTH, blank=True)
@@ -253,3 +275,64 @@ class PendingRecount(models.Model):
 
     def __str__(self):
         return f"{self.day} (backfill {self.run})"
+
+
+class PeriodGrain(models.TextChoices):
+    """The report buckets longer than a day whose distinct figures are also kept exact (`unique=exact`)."""
+
+    WEEK = "week", "ISO week (Monday)"
+    MONTH = "month", "Calendar month"
+
+
+class PeriodFirstTouch(models.Model):
+    """That a recipient opened (or clicked) within one ISO week or month and grain key: the exact-uniques ledger.
+
+    The daily ledger's twin for longer buckets: only the insert that creates a row adds one to the
+    period's distinct count (`PeriodRollup`), and `last_at` (the recipient's latest touch in the period)
+    answers the part of a period from a moment to its end.
+    """
+
+    pk = models.CompositePrimaryKey("project", "period", "start", "kind", "grain", "channel_key", "domain",
+                                    "recipient")
+    # No database-level foreign key on this derived table (rebuilt from raw events); deleting a project
+    # still cascades (Django).
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+", db_index=False,
+                                db_constraint=False)
+    period = models.CharField(max_length=8, choices=PeriodGrain.choices)
+    start = models.DateField(help_text="The period's first day (a Monday, or the 1st).")
+    kind = models.CharField(max_length=16)
+    grain = models.CharField(max_length=16, choices=RollupGrain.choices)
+    channel_key = models.CharField(max_length=CHANNEL_KEY_LENGTH, blank=True)
+    domain = models.CharField(max_length=DOMAIN_MAX_LENGTH, blank=True)
+    recipient = models.CharField(max_length=EMAIL_MAX_LENGTH)
+    last_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["project", "period", "grain", "channel_key", "domain", "kind", "start", "last_at"],
+                         name="period_touch_last_at"),
+        ]
+
+
+class PeriodRollup(models.Model):
+    """One ISO week or month of one grain key: its exact distinct openers and clickers (per class too)."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+", db_index=False,
+                                db_constraint=False)
+    period = models.CharField(max_length=8, choices=PeriodGrain.choices)
+    start = models.DateField()
+    grain = models.CharField(max_length=16, choices=RollupGrain.choices)
+    channel_key = models.CharField(max_length=CHANNEL_KEY_LENGTH, blank=True)
+    domain = models.CharField(max_length=DOMAIN_MAX_LENGTH, blank=True)
+    unique_opens = models.BigIntegerField(default=0)
+    unique_clicks = models.BigIntegerField(default=0)
+    unique_opens_human = models.BigIntegerField(default=0, db_default=0)
+    unique_opens_machine = models.BigIntegerField(default=0, db_default=0)
+    unique_clicks_human = models.BigIntegerField(default=0, db_default=0)
+    unique_clicks_machine = models.BigIntegerField(default=0, db_default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "period", "grain", "channel_key", "domain", "start"],
+                                    name="period_rollup_unique"),
+        ]

@@ -2,6 +2,7 @@
 
 import threading
 import uuid
+from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date
@@ -12,7 +13,9 @@ from django.db.models.functions import TruncDate
 from engagement_platform.clock import now
 from engagement_platform.durability import flush_commits
 from engagement_platform.ids import new_id
-from reports.grains import day_start, utc_day
+from engagement_platform.traffic import Verdict
+from reports.classification import earliest_deliveries, given_verdict, needs_delivery_time, verdict_by_rules
+from reports.grains import day_bounds, day_start, utc_day
 from reports.models import (
     DEFAULT_CHANNEL_NAME,
     USER_AGENT_MAX_LENGTH,
@@ -20,10 +23,12 @@ from reports.models import (
     DailyFirstTouch,
     DailyRollup,
     MessageEvent,
+    MessageEventType,
 )
 from reports.rollups import definition as rule
 from reports.rollups.sql import (
     abandoned_runs,
+    days_of_periods,
     deferred_rollups_supported,
     first_touches_pending,
     hold_run_lock,
@@ -31,7 +36,9 @@ from reports.rollups.sql import (
     lock_project_rollups,
     mark_days_pending,
     pending_days,
+    periods_of,
     rebuild_day,
+    rebuild_periods,
     recount_days,
     release_run_lock,
     store_batch_pipelined,
@@ -105,7 +112,10 @@ def ingest_message_events(*, project, events: list[dict], wait_for_flush: bool =
     """Store validated message events idempotently and count them into the daily rollups.
 
     Each event is a dict with `id`, `type`, `message_id`, `channel_id` (UUID), `from_address`,
-    `recipient`, `occurred_at` (aware), `url` and `user_agent`.
+    `recipient`, `occurred_at` (aware), `url` and `user_agent`; optionally `machine` (the client's flag),
+    `traffic` and `machine_reason` (a class given by a backfill line), and for events of the platform's
+    own public routes `source_ip` and `request_purpose`. `opened` and `clicked` are classified here
+    (`reports.classification`).
     Channels and messages are created on first use. An event whose `id` the project already
     has (or that repeats one earlier in the batch) is a duplicate and changes no figure.
     Everything happens in one transaction, exact under concurrent batches.
@@ -170,7 +180,7 @@ class DeferredRollups:
             accepted = _ingest(project=self.project, events=events, wait_for_flush=wait_for_flush,
                                into_rollups=False)
         else:
-            rows, firsts = _event_rows(events)
+            rows, firsts = _event_rows(events, project=self.project)
             accepted = store_batch_pipelined(project_id=self.project.pk, received_at=now(),
                                              messages=_message_rows(project=self.project, firsts=firsts,
                                                                     channels=self._channel_ids(firsts)),
@@ -250,7 +260,7 @@ def _ingest(*, project, events: list[dict], wait_for_flush: bool, into_rollups: 
     Counting into the rollups needs the first touches of the batch's days: days a deferred backfill
     left without them (`FirstTouchesPending`) get them written first, and the batch starts again.
     """
-    rows, firsts = _event_rows(events)
+    rows, firsts = _event_rows(events, project=project)
     days = {utc_day(row[3]) for row in rows} if into_rollups else set()
     while True:
         try:
@@ -277,18 +287,21 @@ def _ingest_once(*, project, rows, firsts, days, wait_for_flush: bool, into_roll
 
 
 def first_touches_write(*, project, days: Iterable[date]) -> None:
-    """Write the first touches of days a deferred backfill left without them."""
+    """Write the first touches of days a deferred backfill left without them: those of `days`, and of every
+    other day of their weeks and months, so those periods' ledgers (rewritten with them) are complete at once."""
     with transaction.atomic():
         lock_project_rollups(project_id=project.pk, exclusive=True)
-        write_pending_first_touches(project_id=project.pk, days=first_touches_pending(project_id=project.pk,
-                                                                                      days=days))
+        write_pending_first_touches(project_id=project.pk, days=first_touches_pending(
+            project_id=project.pk, days=days_of_periods(periods_of(days))))
 
 
-def _event_rows(events: list[dict]) -> tuple[list[tuple], dict[str, dict]]:
-    """The batch's event rows for `ingest_batch` (the first of each repeated id) and each message's first event."""
+def _event_rows(events: list[dict], *, project) -> tuple[list[tuple], dict[str, dict]]:
+    """The batch's event rows for `ingest_batch` (the first of each repeated id), each with its traffic class,
+    and each message's first event."""
     seen: set[str] = set()
-    rows: list[tuple] = []
+    kept: list[tuple[dict, Verdict | None]] = []
     firsts: dict[str, dict] = {}  # client message id -> the batch's first event of it (the message's attributes)
+    timed: set[str] = set()  # messages of clicks whose class the click-timing rule may decide
     for event in events:
         event_id = event["id"]
         if event_id in seen:
@@ -297,9 +310,26 @@ def _event_rows(events: list[dict]) -> tuple[list[tuple], dict[str, dict]]:
         message_id = event["message_id"]
         if message_id not in firsts:
             firsts[message_id] = event
+        given = given_verdict(event)
+        if given is None and needs_delivery_time(event["type"], None):
+            timed.add(message_id)
+        kept.append((event, given))
+    deliveries = earliest_deliveries(
+        project_id=project.pk, client_message_ids=timed,
+        in_batch=[(event["message_id"], event["occurred_at"]) for event, _given in kept
+                  if event["type"] == MessageEventType.DELIVERED and event["message_id"] in timed],
+    ) if timed else {}
+    rows = []
+    for event, given in kept:
         user_agent = event.get("user_agent")
-        rows.append((event_id, event["type"], message_id, event["occurred_at"], event.get("url"),
-                     user_agent[:USER_AGENT_MAX_LENGTH] if user_agent else None))
+        user_agent = user_agent[:USER_AGENT_MAX_LENGTH] if user_agent else None
+        verdict = given or verdict_by_rules(event_type=event["type"], user_agent=user_agent,
+                                            source_ip=event.get("source_ip"), purpose=event.get("request_purpose"),
+                                            occurred_at=event["occurred_at"],
+                                            delivered_at=deliveries.get(event["message_id"]))
+        rows.append((event["id"], event["type"], event["message_id"], event["occurred_at"], event.get("url"),
+                     user_agent, verdict.traffic, verdict.reason, given is not None, event.get("source_ip"),
+                     event.get("request_purpose")))
     return rows, firsts
 
 
@@ -329,6 +359,11 @@ def rollups_rebuild(*, project, first_day: date | None = None, end_day: date | N
             if day_changed:
                 report_bodies.changed(project.pk)
             changed += day_changed
+    for period in sorted(periods_of(days)):  # the weeks and months holding them, whole, one per transaction
+        with transaction.atomic():
+            lock_project_rollups(project_id=project.pk, exclusive=True)
+            rebuild_periods(project_id=project.pk, periods=[period])
+        report_bodies.changed(project.pk)
     return RebuildResult(days=len(days), rows_changed=changed)
 
 
@@ -374,3 +409,84 @@ def _apply_rollup_rows(*, project, day: date, expected: dict[tuple, dict[str, in
     if existing:
         DailyRollup.objects.filter(pk__in=[row.pk for row in existing.values()]).delete()
     return len(to_create) + len(to_update) + len(existing)
+
+
+# Reclassifying traffic ------------------------------------------------------------------------
+
+RECLASSIFY_CHUNK = 2000  # events judged (and their changes written) per round trip
+
+
+@dataclass
+class ReclassifyTally:
+    """What a reclassification read and changed (contract section 6's last line)."""
+
+    read: int = 0
+    to_machine: int = 0
+    to_human: int = 0
+
+    def add(self, other: "ReclassifyTally") -> None:
+        self.read += other.read
+        self.to_machine += other.to_machine
+        self.to_human += other.to_human
+
+
+def message_traffic_reclassify(*, project, first_day: date | None = None, end_day: date | None = None,
+                               progress: Callable[[int], None] | None = None) -> ReclassifyTally:
+    """Judge the project's stored `opened` and `clicked` events of [first_day, end_day) again by the current
+    rules, with everything known now (a click's `delivered` stored after it included), and bring the
+    rollups in line. Events whose class was given (`machine: true`, a backfill line's `traffic`) keep it.
+
+    One UTC day per transaction, under the exclusive rollup lock: the day's changed classes and its
+    rebuilt rollups commit together; then the weeks and months holding changed days are rebuilt.
+    Memory stays one chunk of events whatever the number of events. Idempotent.
+    """
+    tally = ReclassifyTally()
+    changed_days = []
+    for day in _days_with_report_data(project=project, first_day=first_day, end_day=end_day):
+        with transaction.atomic():
+            lock_project_rollups(project_id=project.pk, exclusive=True)
+            day_tally = _reclassify_day(project=project, day=day, progress=progress)
+            if day_tally.to_machine or day_tally.to_human:
+                _rebuild_day(project=project, day=day)
+                changed_days.append(day)
+        tally.add(day_tally)
+    for period in sorted(periods_of(changed_days)):
+        with transaction.atomic():
+            lock_project_rollups(project_id=project.pk, exclusive=True)
+            rebuild_periods(project_id=project.pk, periods=[period])
+    if changed_days:
+        report_bodies.changed(project.pk)
+    return tally
+
+
+def _reclassify_day(*, project, day: date, progress) -> ReclassifyTally:
+    tally = ReclassifyTally()
+    start, end = day_bounds(day)
+    events = (MessageEvent.objects.filter(project=project, occurred_at__gte=start, occurred_at__lt=end,
+                                          type__in=rule.CLASSIFIED_TYPES, traffic_given=False)
+              .order_by("id").values_list("id", "type", "user_agent", "source_ip", "request_purpose", "occurred_at",
+                                          "traffic", "machine_reason", "message__client_message_id"))
+    after = None
+    while True:
+        chunk = list((events.filter(id__gt=after) if after is not None else events)[:RECLASSIFY_CHUNK])
+        if not chunk:
+            return tally
+        after = chunk[-1][0]
+        clicked = {row[8] for row in chunk if row[1] == MessageEventType.CLICKED}
+        deliveries = earliest_deliveries(project_id=project.pk, client_message_ids=clicked) if clicked else {}
+        changes: dict[tuple, list] = defaultdict(list)
+        for event_id, type_, user_agent, source_ip, purpose, occurred_at, traffic, reason, message_id in chunk:
+            verdict = verdict_by_rules(event_type=type_, user_agent=user_agent, source_ip=source_ip, purpose=purpose,
+                                       occurred_at=occurred_at, delivered_at=deliveries.get(message_id))
+            if (verdict.traffic, verdict.reason) != (traffic, reason):
+                changes[(str(verdict.traffic), verdict.reason and str(verdict.reason))].append(event_id)
+                if verdict.traffic != traffic:
+                    if verdict.is_machine:
+                        tally.to_machine += 1
+                    else:
+                        tally.to_human += 1
+        for (traffic, reason), ids in changes.items():
+            MessageEvent.objects.filter(pk__in=ids).update(traffic=traffic, machine_reason=reason)
+        tally.read += len(chunk)
+        if progress:
+            progress(len(chunk))

@@ -36,7 +36,8 @@ pytestmark = pytest.mark.django_db
 
 WIDE = {"from_": "2026-03-01T00:00:00Z", "to": "2026-05-01T00:00:00Z"}
 REPORT_HEADER = "period,sent,delivered,opens,unique_opens,clicks,unique_clicks,open_rate,click_rate"
-MESSAGE_KEYS = ["id", "type", "messageId", "channel", "from", "recipient", "occurredAt", "url", "userAgent"]
+MESSAGE_KEYS = ["id", "type", "messageId", "channel", "from", "recipient", "occurredAt", "url", "userAgent",
+                "traffic", "machineReason"]
 RENDER_KEYS = ["id", "renderId", "eventType", "actorKind", "shareId", "sourceIp", "userAgent", "metadata",
                "createdAt", "traffic", "machineReason"]
 
@@ -82,11 +83,11 @@ def traffic(project, clock):
                    channel=CHANNEL_B),
         wire_event("clicked", "2026-04-01T09:00:00Z", recipient="bob@example.org", message="m2", channel=CHANNEL_B,
                    url="https://acme.example/offer?a=1,b=\"2\""),
-        wire_event("opened", "2026-04-01T12:00:00Z", recipient="alice@example.org", message="m1"),
+        wire_event("opened", "2026-04-01T12:00:00Z", recipient="alice@example.org", message="m1", machine=True),
         *delivered_message("2026-04-02T07:00:00Z", recipient="carol@example.org", message="m3",
                            sender=OTHER_SENDER),
         wire_event("clicked", "2026-04-02T07:30:00Z", recipient="carol@example.org", message="m3",
-                   sender=OTHER_SENDER, url="https://other.example/"),
+                   sender=OTHER_SENDER, url="https://other.example/", machine=True),
         *delivered_message("2026-04-06T07:00:00Z", recipient="alice@example.org", message="m4"),
         wire_event("opened", "2026-04-06T23:59:59Z", recipient="alice@example.org", message="m4"),
         wire_event("opened", "2026-04-07T00:00:00Z", recipient="dave@example.org", message="m5",
@@ -169,9 +170,12 @@ def export_messages(client, **params):
 
 
 def as_exported(event: dict) -> dict:
-    """A wire event as the export writes it back: every key, null where absent, the recipient lower-cased."""
+    """A wire event as the export writes it back: every key, null where absent, the recipient lower-cased, its
+    traffic class (the fixture's machine events are marked `"machine": true`)."""
     line = {key: event.get(key) for key in MESSAGE_KEYS}
     line["recipient"] = line["recipient"].lower()
+    machine = event.get("machine") is True
+    line["traffic"], line["machineReason"] = ("machine", "client") if machine else ("human", None)
     return line
 
 
@@ -258,7 +262,8 @@ REPORT_QUERIES = [
     {"group_by": group_by, **filters}
     for group_by in ("day", "week", "month")
     for filters in ({}, {"channel": CHANNEL_A}, {"channel": CHANNEL_B}, {"identity": "acme.example"},
-                    {"identity": "alerts@other.example", "channel": CHANNEL_B})
+                    {"identity": "alerts@other.example", "channel": CHANNEL_B}, {"traffic": "human"},
+                    {"traffic": "machine"}, {"unique": "exact"}, {"traffic": "human", "unique": "exact"})
 ] + [{"group_by": "day", "from_": "2026-04-01T08:30:00Z", "to": "2026-04-06T12:00:00Z"}]
 
 
@@ -373,14 +378,17 @@ def test_the_json_event_log_page_is_unchanged_by_format_json(api, render, histor
 def test_render_export_lines_load_into_another_render_with_backfill_render_events(
         api, render, history, make_project, make_render, make_key, make_client, tmp_path):
     """The export's lines are backfill lines: with the render id replaced (ids are global, a render of another
-    project is another render) and the keys the backfill does not read yet dropped, they load unchanged."""
+    project is another render) and the event id dropped (ids are global too), they load with their classes."""
     target = make_project("Target")
     copy = make_render(target)
     lines = ndjson_lines(render_events(api, render, format="ndjson", actorKind="partner", eventType="viewed"))
     lines += ndjson_lines(render_events(api, render, format="ndjson", eventType="downloaded"))
+    lines += [{**line, "shareId": None} for line in ndjson_lines(render_events(api, render, format="ndjson",
+                                                                                traffic="machine"))]
+    assert {line["traffic"] for line in lines} == {"human", "machine"}
     path = tmp_path / "render.ndjson"
     path.write_bytes(b"".join(orjson.dumps({**{key: value for key, value in line.items()
-                                               if key not in ("id", "traffic", "machineReason")},
+                                               if key != "id"},
                                             "renderId": str(copy.pk)}) + b"\n" for line in lines))
     out = io.StringIO()
     call_command("backfill_render_events", "--project", str(target.pk), str(path), stdout=out, stderr=io.StringIO())

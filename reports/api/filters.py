@@ -2,8 +2,8 @@
 
 Each parameter has one parser returning its value or raising ValueError with the reason the
 422 names; errors come in the order of `REPORT_PARAMETERS` (from, to, group_by, channel,
-identity, format). A parameter given twice counts by its last value; an empty one is absent.
-The raw message event export (`GET /v1/messages/events`) reads its window with the same parsers.
+identity, traffic, unique, format). A parameter given twice counts by its last value; an empty one is
+absent. The raw message event export (`GET /v1/messages/events`) reads its window with the same parsers.
 """
 
 import uuid
@@ -12,13 +12,16 @@ from datetime import datetime
 
 from engagement_platform.errors import ValidationFailed
 from engagement_platform.exports import CSV, NDJSON
-from reports.selectors import GroupBy, ReportFilters
+from engagement_platform.traffic import TrafficFilter
+from reports.selectors import GroupBy, ReportFilters, UniqueMode
 from reports.validation import email_domain, is_valid_email, normalize_domain, parse_rfc3339
 
 IDENTITY_MAX_LENGTH = 254
 GROUP_BY_REASON = "Must be one of " + ", ".join(GroupBy.values) + "."
 CHANNEL_REASON = "Must be a UUID."
 IDENTITY_REASON = "Must be an email address or a domain, e.g. example.com."
+TRAFFIC_REASON = "Must be one of " + ", ".join(TrafficFilter.values) + "."
+UNIQUE_REASON = "Must be one of " + ", ".join(UniqueMode.values) + "."
 REPORT_JSON = "json"
 REPORT_FORMATS = (REPORT_JSON, CSV)
 MESSAGE_EXPORT_FORMATS = (NDJSON, CSV)
@@ -51,6 +54,18 @@ def parse_channel(value: str) -> uuid.UUID | None:
         raise ValueError(CHANNEL_REASON) from None
 
 
+def parse_traffic(value: str) -> str:
+    if value not in TrafficFilter.values:
+        raise ValueError(TRAFFIC_REASON)
+    return value
+
+
+def parse_unique(value: str) -> str:
+    if value not in UniqueMode.values:
+        raise ValueError(UNIQUE_REASON)
+    return value
+
+
 def parse_identity(value: str) -> str | None:
     """A sending identity: an email address (only its domain counts) or a bare domain, lowercased."""
     value = value.strip()
@@ -68,6 +83,8 @@ PARSERS = {
     "group_by": parse_group_by,
     "channel": parse_channel,
     "identity": parse_identity,
+    "traffic": parse_traffic,
+    "unique": parse_unique,
     "format": format_parser(REPORT_FORMATS),
 }
 MESSAGE_EXPORT_PARSERS = {**WINDOW_PARSERS, "format": format_parser(MESSAGE_EXPORT_FORMATS)}
@@ -106,7 +123,9 @@ def parse_report_query(query_params) -> ReportQuery:
         start=values["from"],
         end=values["to"],
         group_by=values["group_by"] or GroupBy.DAY,
-        filters=ReportFilters(channel_id=values["channel"], domain=values["identity"]),
+        filters=ReportFilters(channel_id=values["channel"], domain=values["identity"],
+                              traffic=values["traffic"] or TrafficFilter.ALL,
+                              unique=values["unique"] or UniqueMode.DAILY),
         format=values["format"],
     )
 

@@ -10,6 +10,7 @@ from apikeys.scoping import ProjectScopedAPIView
 from engagement_platform.bodycache import asks_for_fresh
 from engagement_platform.exports import CONTENT_TYPES, CSV, NDJSON, export_response, stream_export
 from engagement_platform.openapi import OpenApiResponse, keyed_operation
+from engagement_platform.traffic import TrafficFilter
 from reports.api.filters import (
     MESSAGE_EXPORT_FORMATS,
     REPORT_FORMATS,
@@ -23,7 +24,7 @@ from reports.api.serializers import (
     parse_event_batch,
 )
 from reports.exports import MESSAGE_EVENT_LINE, message_events_in_window, report_csv
-from reports.selectors import GroupBy, engagement_report, engagement_report_body, report_window
+from reports.selectors import GroupBy, UniqueMode, engagement_report, engagement_report_body, report_window
 from reports.services import ingest_message_events
 
 # 1000 events with long URLs and user agents fit; larger bodies are refused before parsing.
@@ -40,6 +41,15 @@ REPORT_PARAMETERS = [
     OpenApiParameter("channel", OpenApiTypes.UUID, description="Only this channel (UUID)."),
     OpenApiParameter("identity", str, description="Only this sending domain: an email address (its domain "
                      "counts) or a bare domain; case-insensitive."),
+    OpenApiParameter("traffic", str, enum=TrafficFilter.values,
+                     description="`all` (default), `human` or `machine` (contract section 6): opens, clicks, their "
+                                 "uniques and rates count only that class; sent and delivered are not classified. "
+                                 "A bucket whose figures are all 0 for the class is omitted."),
+    OpenApiParameter("unique", str, enum=UniqueMode.values,
+                     description="`daily` (default): a week or month bucket's unique opens and clicks are the sum "
+                                 "of its days' (a recipient active on several days counts once per day). `exact`: "
+                                 "each recipient counts once in the bucket (the part inside the window). Day "
+                                 "buckets agree in both modes."),
     OpenApiParameter("Cache-Control", str, location=OpenApiParameter.HEADER, required=False,
                      description="`no-cache` builds the report afresh. Without it, a report asked for again "
                                  "(same window, bucket and filters) may be answered from a kept copy; every "

@@ -35,6 +35,8 @@ from reports.models import (
     Message,
     MessageEvent,
     PendingRecount,
+    PeriodFirstTouch,
+    PeriodRollup,
     SliceRollup,
 )
 from reports.rollups import definition as rule
@@ -229,10 +231,10 @@ def _facts_join() -> str:
 
 
 def _facts_sql(where: str) -> str:
-    """The facts of the events matching `where`: day, type, recipient and one column per dimension."""
+    """The facts of the events matching `where`: day, type, traffic, recipient and one column per dimension."""
     dimensions = ", ".join(f"{_dimension_source(d)} AS {_name(d.column)}" for d in rule.DIMENSIONS)
     return (f"SELECT {_utc_day('e.occurred_at')} AS day, {_utc_slice('e.occurred_at')} AS slice, e.type, "
-            f"e.occurred_at, {_recipient()} AS recipient, {dimensions} {_facts_join()} WHERE {where}")
+            f"e.traffic, e.occurred_at, {_recipient()} AS recipient, {dimensions} {_facts_join()} WHERE {where}")
 
 
 def _grain_expansion(alias: str) -> tuple[str, list[str]]:
@@ -258,12 +260,26 @@ def _grain_expansion(alias: str) -> tuple[str, list[str]]:
                           for d in rule.DIMENSIONS)])
 
 
-def _counted(figure: rule.Figure, type_expression: str) -> str:
-    return f"count(*) FILTER (WHERE {type_expression} IN ({_literals(figure.event_types)}))"
+def _matches(figure: rule.Figure, alias: str) -> str:
+    """Whether an event (its facts under `alias`, "" for bare columns) adds to `figure`: its type, and its class."""
+    condition = f"{alias}type IN ({_literals(figure.event_types)})"
+    return f"{condition} AND {alias}traffic = {_literal(figure.traffic)}" if figure.traffic else condition
 
 
-def _distinct(figure: rule.Figure, type_expression: str, recipient_expression: str) -> str:
-    return f"count(DISTINCT {recipient_expression}) FILTER (WHERE {type_expression} = {_literal(figure.kind)})"
+def _counted(figure: rule.Figure, alias: str = "") -> str:
+    return f"count(*) FILTER (WHERE {_matches(figure, alias)})"
+
+
+def _distinct(figure: rule.Figure, alias: str, recipient_expression: str) -> str:
+    return f"count(DISTINCT {recipient_expression}) FILTER (WHERE {_matches(figure, alias)})"
+
+
+def _ledger_kinds(alias: str) -> str:
+    """A JOIN giving each event (facts under `alias`) one row per ledger kind it records, as `k.kind`."""
+    rows = " UNION ALL ".join(
+        f"SELECT {_literal(f.kind)} AS kind, {_literal(f.event_types[0])} AS type, {_literal(f.traffic)} AS traffic"
+        for f in rule.DISTINCT)
+    return (f"JOIN ({rows}) AS k ON k.type = {alias}.type AND (k.traffic = '' OR k.traffic = {alias}.traffic)")
 
 
 def _figures_select(per_figure) -> str:
@@ -324,7 +340,7 @@ def _counted_sql(source: str, *, by_slice: bool = False) -> str:
     width = len(period) + len(rule.KEY_COLUMNS)
     dimensions = ", ".join(_name(d.column) for d in rule.DIMENSIONS)
     expand_x, key_x = _grain_expansion("x")
-    counted = ", ".join(f"{_counted(f, 'type')} AS {_name(f.column)}" for f in rule.COUNTED)
+    counted = ", ".join(f"{_counted(f)} AS {_name(f.column)}" for f in rule.COUNTED)
     summed = ", ".join(f"CAST(sum(x.{_name(f.column)}) AS BIGINT) AS {_name(f.column)}" for f in rule.COUNTED)
     key_aliases_x = ", ".join(f"{expr} AS {_name(column)}" for expr, column in zip(key_x, rule.KEY_COLUMNS,
                                                                                     strict=True))
@@ -349,14 +365,14 @@ def _expected_rollups_sql(where: str) -> str:
     expand_b, key_b = _grain_expansion("b")
     join = " AND ".join(f"u.{_name(column)} = n.{_name(column)}" for column in ("day", *rule.KEY_COLUMNS))
     materialized = "MATERIALIZED " if _postgres() else ""
-    distinct = ", ".join(f"{_distinct(f, 'b.type', 'b.recipient')} AS {_name(f.column)}" for f in rule.DISTINCT)
+    distinct = ", ".join(f"{_distinct(f, 'b.', 'b.recipient')} AS {_name(f.column)}" for f in rule.DISTINCT)
     key_aliases_b = ", ".join(f"{expr} AS {_name(column)}" for expr, column in zip(key_b, rule.KEY_COLUMNS,
                                                                                     strict=True))
     values = _figures_select(lambda f: f"coalesce(u.{_name(f.column)}, 0)" if f.distinct else f"n.{_name(f.column)}")
     return (
         f"WITH base AS {materialized}({_facts_sql(where)}), "
         f"uniques AS (SELECT b.day AS day, {key_aliases_b}, {distinct} FROM base b {expand_b} "
-        f"WHERE b.type IN ({_literals(rule.TOUCH_KINDS)}) GROUP BY {_ordinals(1, width)}), "
+        f"WHERE b.type IN ({_literals(rule.TOUCH_TYPES)}) GROUP BY {_ordinals(1, width)}), "
         f"totals AS ({_counted_sql('base')}) "
         f"SELECT n.day, {', '.join(f'n.{_name(c)}' for c in rule.KEY_COLUMNS)}, {values} FROM totals n "
         f"LEFT JOIN uniques u ON {join}"
@@ -368,10 +384,62 @@ def _expected_touches_sql(where: str) -> str:
     expand, key = _grain_expansion("b")
     names = ("kind", *rule.KEY_COLUMNS, "recipient")
     columns = ", ".join(f"{_bytewise(expression)} AS {_name(name)}"
-                        for expression, name in zip(("b.type", *key, "b.recipient"), names, strict=True))
+                        for expression, name in zip(("k.kind", *key, "b.recipient"), names, strict=True))
     return (f"SELECT b.day AS day, {columns}, max(b.occurred_at) AS {_name('last_at')} "
-            f"FROM ({_facts_sql(where)}) AS b {expand} "
-            f"WHERE b.type IN ({_literals(rule.TOUCH_KINDS)}) GROUP BY {_ordinals(1, len(names) + 1)}")
+            f"FROM ({_facts_sql(where)}) AS b {_ledger_kinds('b')} {expand} "
+            f"GROUP BY {_ordinals(1, len(names) + 1)}")
+
+
+def _bucket_start(group_by: str, day: str) -> str:
+    """The SQL of the first day of the `group_by` bucket (day, ISO week, month) holding the date `day`."""
+    if group_by == "day":
+        return day
+    if _postgres():
+        return f"date_trunc({_literal(group_by)}, {day}::timestamp)::date"
+    return f"date({day}, 'weekday 0', '-6 days')" if group_by == "week" else f"date({day}, 'start of month')"
+
+
+def _period_expansion(alias: str) -> tuple[str, str]:
+    """A FROM fragment repeating each row of `alias` once per period (`rule.PERIODS`), and the SQL of the
+    row's period start in it (as `pg.period`, start)."""
+    rows = " UNION ALL ".join(f"SELECT {_literal(period)} AS period" for period in rule.PERIODS)
+    start = ("CASE pg.period " + " ".join(f"WHEN {_literal(period)} THEN {_bucket_start(period, f'{alias}.day')}"
+                                          for period in rule.PERIODS) + " END")
+    return f"CROSS JOIN ({rows}) AS pg", start
+
+
+PERIOD_TOUCH_KEY_COLUMNS = ("project_id", "period", "start", "kind", *rule.KEY_COLUMNS, "recipient")
+PERIOD_ROLLUP_KEY_COLUMNS = ("project_id", "period", *rule.KEY_COLUMNS, "start")
+
+
+def _expected_period_touches_sql(where: str) -> str:
+    """The period ledger rows (period, start, kind, grain key, recipient, last touch) of the events matching
+    `where`."""
+    expand, key = _grain_expansion("b")
+    periods, start = _period_expansion("b")
+    names = ("period", "start", "kind", *rule.KEY_COLUMNS, "recipient")
+    columns = ", ".join(f"{expression} AS {_name(name)}" for expression, name in zip(
+        ("pg.period", start, *(_bytewise(e) for e in ("k.kind", *key, "b.recipient"))), names, strict=True))
+    return (f"SELECT {columns}, max(b.occurred_at) AS {_name('last_at')} "
+            f"FROM ({_facts_sql(where)}) AS b {_ledger_kinds('b')} {periods} {expand} "
+            f"GROUP BY {_ordinals(1, len(names))}")
+
+
+def _period_touch_columns() -> str:
+    return ", ".join(_name(column) for column in (*PERIOD_TOUCH_KEY_COLUMNS, "last_at"))
+
+
+def _period_rollup_columns() -> str:
+    return ", ".join(_name(column) for column in ("project_id", "period", "start", *rule.KEY_COLUMNS,
+                                                   *(f.column for f in rule.DISTINCT)))
+
+
+def _period_rollup_conflict() -> str:
+    return f"({', '.join(_name(column) for column in PERIOD_ROLLUP_KEY_COLUMNS)})"
+
+
+def _period_touch_conflict() -> str:
+    return f"({', '.join(_name(column) for column in PERIOD_TOUCH_KEY_COLUMNS)})"
 
 
 def _days_where(*, listed: bool) -> str:
@@ -425,8 +493,9 @@ def release_run_lock(run: uuid.UUID) -> None:
 #
 # A batch arrives as `messages`: (channel row id, client message id, from address, from domain,
 # lowercased recipient), one per client message id (existing ones are left as they are), and
-# `events`: (client event id, type, client message id, occurred_at, url, user agent), ids unique
-# within the batch. The caller holds the project's shared rollup lock in the same transaction.
+# `events`: (client event id, type, client message id, occurred_at, url, user agent, traffic, machine
+# reason, traffic given, source IP, request purpose), ids unique within the batch. The caller holds the
+# project's shared rollup lock in the same transaction.
 
 
 def ingest_batch(*, project_id: uuid.UUID, received_at, messages: Sequence[tuple], events: Sequence[tuple],
@@ -499,12 +568,14 @@ def _events_insert_sql(returning: str) -> str:
     """
     return (
         f"INSERT INTO {_table(MessageEvent)} (id, project_id, message_id, client_event_id, type, occurred_at, url, "
-        f"user_agent, received_at) "
+        f"user_agent, traffic, machine_reason, traffic_given, source_ip, request_purpose, received_at) "
         f"SELECT {uuid7_sql('b.position')}, %(p)b, m.id, b.client_event_id, b.type, b.occurred_at, b.url, "
-        f"b.user_agent, %(at)b "
+        f"b.user_agent, b.traffic, b.machine_reason, b.traffic_given, b.source_ip, b.request_purpose, %(at)b "
         f"FROM unnest(%(event)b::text[], %(type)b::text[], %(event_message)b::text[], %(occurred)b::timestamptz[], "
-        f"%(url)b::text[], %(agent)b::text[]) WITH ORDINALITY "
-        f"AS b(client_event_id, type, client_message_id, occurred_at, url, user_agent, position) "
+        f"%(url)b::text[], %(agent)b::text[], %(traffic)b::text[], %(reason)b::text[], %(given)b::boolean[], "
+        f"%(source_ip)b::inet[], %(purpose)b::text[]) WITH ORDINALITY "
+        f"AS b(client_event_id, type, client_message_id, occurred_at, url, user_agent, traffic, machine_reason, "
+        f"traffic_given, source_ip, request_purpose, position) "
         f"CROSS JOIN LATERAL (SELECT id FROM {_table(Message)} WHERE project_id = %(p)b "
         f"AND client_message_id = b.client_message_id LIMIT 1) AS m "
         f'ORDER BY b.client_event_id COLLATE "C" ON CONFLICT (project_id, client_event_id) DO NOTHING '
@@ -526,24 +597,31 @@ def _events_counted_statement() -> str:
     width = 1 + len(rule.KEY_COLUMNS)
     dimensions = ", ".join(f"{_dimension_source(d)} AS {_name(d.column)}" for d in rule.DIMENSIONS)
     key_aliases = ", ".join(f"{expr} AS {_name(column)}" for expr, column in zip(key, rule.KEY_COLUMNS, strict=True))
-    counted = _figures_select(lambda f: "0" if f.distinct else _counted(f, "type"))
+    counted = _figures_select(lambda f: "0" if f.distinct else _counted(f))
     uniques = _figures_select(lambda f: f"count(*) FILTER (WHERE kind = {_literal(f.kind)})" if f.distinct else "0")
     sums = ", ".join(f"sum({_name(column)})" for column in rule.FIGURE_COLUMNS)
     rollups, slices, touches = _table(DailyRollup), _table(SliceRollup), _table(DailyFirstTouch)
+    period_touches, period_rollups = _table(PeriodFirstTouch), _table(PeriodRollup)
+    periods, period_start = _period_expansion("facts")
+    period_touch_width = 3 + len(rule.KEY_COLUMNS) + 1  # period, start, kind, grain key, recipient
+    period_key_width = 2 + len(rule.KEY_COLUMNS)
+    period_updates = ", ".join(f"{_name(f.column)} = {period_rollups}.{_name(f.column)} + excluded.{_name(f.column)}"
+                               for f in rule.DISTINCT)
+    period_uniques = ", ".join(f"count(*) FILTER (WHERE kind = {_literal(f.kind)})" for f in rule.DISTINCT)
     updates = ", ".join(f"{_name(column)} = {rollups}.{_name(column)} + excluded.{_name(column)}"
                         for column in rule.FIGURE_COLUMNS)
     slice_updates = ", ".join(f"{_name(f.column)} = {slices}.{_name(f.column)} + excluded.{_name(f.column)}"
                               for f in rule.COUNTED)
-    slice_counts = ", ".join(f"{_counted(f, 'type')}" for f in rule.COUNTED)
+    slice_counts = ", ".join(f"{_counted(f)}" for f in rule.COUNTED)
     bytewise_keys = ", ".join(_bytewise(_name(k)) for k in rule.KEY_COLUMNS)
-    touch_key = ", ".join(["day", *(_bytewise(column) for column in ("type", *(_name(c) for c in rule.KEY_COLUMNS),
+    touch_key = ", ".join(["day", *(_bytewise(column) for column in ("k.kind", *(_name(c) for c in rule.KEY_COLUMNS),
                                                                      "recipient"))])
     return (
-        f"WITH inserted AS ({_events_insert_sql('message_id, type, occurred_at')}), "
+        f"WITH inserted AS ({_events_insert_sql('message_id, type, traffic, occurred_at')}), "
         # The accepted events fetch their message's facts by primary key: the stored message's count.
         f"facts AS MATERIALIZED ("
         f"SELECT (i.occurred_at AT TIME ZONE 'UTC')::date AS day, {_utc_slice('i.occurred_at')} AS slice, i.type, "
-        f"i.occurred_at, f.recipient, {key_aliases} "
+        f"i.traffic, i.occurred_at, f.recipient, {key_aliases} "
         f"FROM inserted i CROSS JOIN LATERAL (SELECT {_recipient()} AS recipient, {dimensions} "
         f"FROM {_table(Message)} m JOIN {_table(Channel)} c ON c.id = m.channel_id WHERE m.id = i.message_id "
         f"LIMIT 1) AS f {expand}), "
@@ -551,8 +629,8 @@ def _events_counted_statement() -> str:
         # a later touch of a recipient already counted only moves its last time.
         f"touched AS ("
         f"INSERT INTO {touches} AS t ({_touch_columns()}) "
-        f"SELECT %(p)b::uuid, {touch_key}, max(occurred_at) FROM facts "
-        f"WHERE type IN ({_literals(rule.TOUCH_KINDS)}) GROUP BY {_ordinals(2, width + 2)} "
+        f"SELECT %(p)b::uuid, {touch_key}, max(facts.occurred_at) FROM facts {_ledger_kinds('facts')} "
+        f"GROUP BY {_ordinals(2, width + 2)} "
         f"ORDER BY {_ordinals(2, width + 2)} "
         f"ON CONFLICT {_touch_conflict()} {_later_touch('t')} RETURNING day, kind, {keys}, (xmax = 0) AS created), "
         f"increments AS ("
@@ -567,19 +645,35 @@ def _events_counted_statement() -> str:
         f"INSERT INTO {slices} ({_slice_columns()}) "
         f"SELECT %(p)b::uuid, day, slice, {bytewise_keys}, {slice_counts} FROM facts "
         f"GROUP BY {_ordinals(2, width + 1)} ORDER BY {_ordinals(2, width + 1)} "
-        f"ON CONFLICT {_slice_conflict()} DO UPDATE SET {slice_updates} RETURNING 1) "
-        f"SELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM added), (SELECT count(*) FROM sliced)"
+        f"ON CONFLICT {_slice_conflict()} DO UPDATE SET {slice_updates} RETURNING 1), "
+        # The same ledger and counts per ISO week and month (exact uniques of longer buckets).
+        f"period_touched AS ("
+        f"INSERT INTO {period_touches} AS t ({_period_touch_columns()}) "
+        f"SELECT %(p)b::uuid, pg.period, {period_start}, {touch_key.removeprefix('day, ')}, max(facts.occurred_at) "
+        f"FROM facts {_ledger_kinds('facts')} {periods} GROUP BY {_ordinals(2, period_touch_width)} "
+        f"ORDER BY {_ordinals(2, period_touch_width)} "
+        f"ON CONFLICT {_period_touch_conflict()} {_later_touch('t')} "
+        f"RETURNING period, start, kind, {keys}, (xmax = 0) AS created), "
+        f"period_added AS ("
+        f"INSERT INTO {period_rollups} ({_period_rollup_columns()}) "
+        f"SELECT %(p)b::uuid, period, start, {bytewise_keys}, {period_uniques} FROM period_touched WHERE created "
+        f"GROUP BY {_ordinals(2, period_key_width)} ORDER BY {_ordinals(2, period_key_width)} "
+        f"ON CONFLICT {_period_rollup_conflict()} DO UPDATE SET {period_updates} RETURNING 1) "
+        f"SELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM added), (SELECT count(*) FROM sliced), "
+        f"(SELECT count(*) FROM period_added)"
     )
 
 
 def _batch_params(project_id: uuid.UUID, received_at, messages: Sequence[tuple], events: Sequence[tuple]) -> tuple:
     channel, message, sender, domain, recipient = map(list, zip(*messages, strict=True))
-    event, type_, event_message, occurred, url, agent = map(list, zip(*events, strict=True))
+    (event, type_, event_message, occurred, url, agent, traffic, reason, given, source_ip,
+     purpose) = map(list, zip(*events, strict=True))
     common = {"p": project_id, "at": received_at}
     return ({**common, "channel": channel, "message": message, "sender": sender, "domain": domain,
              "recipient": recipient},
             {**common, "event": event, "type": type_, "event_message": event_message, "occurred": occurred,
-             "url": url, "agent": agent})
+             "url": url, "agent": agent, "traffic": traffic, "reason": reason, "given": given,
+             "source_ip": source_ip, "purpose": purpose})
 
 
 def _ingest_set_based(*, project_id, received_at, messages, events, wait_for_flush: bool,
@@ -594,7 +688,7 @@ def _ingest_set_based(*, project_id, received_at, messages, events, wait_for_flu
             cursor.execute(_events_only_statement(), event_params)
             return cursor.fetchone()[0]
         cursor.execute(_events_counted_statement(), event_params)
-        accepted, _rollup_rows, _slice_rows = cursor.fetchone()
+        accepted, _rollup_rows, _slice_rows, _period_rows = cursor.fetchone()
     return accepted
 
 
@@ -647,10 +741,12 @@ def _ingest_portable(*, project_id, received_at, messages, events, into_rollups:
         _table(MessageEvent),
         (("id", "uuid"), ("project_id", "uuid"), ("message_id", "uuid"), ("client_event_id", "text"),
          ("type", "text"), ("occurred_at", "timestamptz"), ("url", "text"), ("user_agent", "text"),
-         ("received_at", "timestamptz")),
+         ("traffic", "text"), ("machine_reason", "text"), ("traffic_given", "boolean"), ("source_ip", "inet"),
+         ("request_purpose", "text"), ("received_at", "timestamptz")),
         [(p.uuid(new_id()), p.uuid(project_id), message_ids[message_id], event_id, type_, p.datetime(occurred_at),
-          url, agent, p.datetime(received_at))
-         for event_id, type_, message_id, occurred_at, url, agent in sorted(events, key=lambda row: row[0])],
+          url, agent, *classified, p.datetime(received_at))
+         for event_id, type_, message_id, occurred_at, url, agent, *classified in sorted(events,
+                                                                                          key=lambda row: row[0])],
         "ON CONFLICT (project_id, client_event_id) DO NOTHING RETURNING id",
         returning=True,
     )]
@@ -681,6 +777,7 @@ def _count_into_rollups(*, project_id: uuid.UUID, event_ids: Sequence) -> None:
     touches = _table(DailyFirstTouch)
     increments: dict[tuple, Counter] = defaultdict(Counter)
     slice_increments: dict[tuple, Counter] = defaultdict(Counter)
+    period_increments: dict[tuple, Counter] = defaultdict(Counter)
     with connection.cursor() as cursor:
         for start in range(0, len(event_ids), LOOKUP_CHUNK):
             chunk = list(event_ids[start:start + LOOKUP_CHUNK])
@@ -703,8 +800,100 @@ def _count_into_rollups(*, project_id: uuid.UUID, event_ids: Sequence) -> None:
                 increments[(_as_date(day), *key)][rule.DISTINCT_BY_KIND[kind].column] += 1
             cursor.execute(f"INSERT INTO {touches} ({_touch_columns()}) {expected} "
                            f"ON CONFLICT {_touch_conflict()} {_later_touch(touches)}", [p.uuid(project_id), *chunk])
+            _count_into_period_ledger(cursor, project_id, where, chunk, period_increments)
     _add_to_rollups(project_id=project_id, increments=increments)
     _add_to_slices(project_id=project_id, increments=slice_increments)
+    _add_to_period_rollups(project_id=project_id, increments=period_increments)
+
+
+def _count_into_period_ledger(cursor, project_id: uuid.UUID, where: str, params: list,
+                              increments: dict[tuple, Counter]) -> None:
+    """The period ledger's rows for the events matching `where`: a created row adds one to its period's
+    distinct figure (in `increments`, by (period, start, *grain key)); a later touch moves `last_at`."""
+    p = _Params()
+    period_touches = _table(PeriodFirstTouch)
+    keys = ", ".join(_name(column) for column in rule.KEY_COLUMNS)
+    expected = f"SELECT %s, x.* FROM ({_expected_period_touches_sql(where)}) AS x WHERE true"
+    cursor.execute(f"INSERT INTO {period_touches} ({_period_touch_columns()}) {expected} "
+                   f"ON CONFLICT {_period_touch_conflict()} DO NOTHING RETURNING period, start, kind, {keys}",
+                   [p.uuid(project_id), *params])
+    for period, start, kind, *key in cursor.fetchall():
+        increments[(period, _as_date(start), *key)][rule.DISTINCT_BY_KIND[kind].column] += 1
+    cursor.execute(f"INSERT INTO {period_touches} ({_period_touch_columns()}) {expected} "
+                   f"ON CONFLICT {_period_touch_conflict()} {_later_touch(period_touches)}",
+                   [p.uuid(project_id), *params])
+
+
+def _add_to_period_rollups(*, project_id: uuid.UUID, increments: dict[tuple, dict[str, int]]) -> None:
+    """Add per-(period, start, *grain key) increments of the distinct figures to the period rollups."""
+    if not increments:
+        return
+    table = _table(PeriodRollup)
+    p = _Params()
+    distinct = tuple(figure.column for figure in rule.DISTINCT)
+    values = [(p.uuid(project_id), period, p.date(start), *key, *(counts.get(column, 0) for column in distinct))
+              for (period, start, *key), counts in sorted(increments.items())]
+    updates = ", ".join(f"{_name(c)} = {table}.{_name(c)} + excluded.{_name(c)}" for c in distinct)
+    _insert(
+        table,
+        (("project_id", "uuid"), ("period", "text"), ("start", "date"), *((c, "text") for c in rule.KEY_COLUMNS),
+         *((c, "bigint") for c in distinct)),
+        values,
+        f"ON CONFLICT {_period_rollup_conflict()} DO UPDATE SET {updates}",
+    )
+
+
+def rebuild_periods(*, project_id: uuid.UUID, periods: Iterable[tuple[str, date]]) -> None:
+    """Rewrite the period ledgers and period rollups of `periods` ((period, start) pairs) from raw events.
+
+    The caller holds the exclusive rollup lock in the same transaction.
+    """
+    p = _Params()
+    period_touches, period_rollups = _table(PeriodFirstTouch), _table(PeriodRollup)
+    distinct = ", ".join(f"count(*) FILTER (WHERE kind = {_literal(f.kind)})" for f in rule.DISTINCT)
+    keys = ", ".join(_name(column) for column in rule.KEY_COLUMNS)
+    with connection.cursor() as cursor:
+        for period, start in sorted(set(periods)):
+            end = period_end(period, start)
+            params = {"p": p.uuid(project_id), "period": period, "start_day": p.date(start),
+                      "start": p.datetime(datetime.combine(start, datetime.min.time(), tzinfo=UTC)),
+                      "end": p.datetime(datetime.combine(end, datetime.min.time(), tzinfo=UTC))}
+            own = "project_id = %(p)s AND period = %(period)s AND start = %(start_day)s"
+            cursor.execute(f"DELETE FROM {period_touches} WHERE {own}", params)
+            cursor.execute(f"DELETE FROM {period_rollups} WHERE {own}", params)
+            cursor.execute(f"INSERT INTO {period_touches} ({_period_touch_columns()}) SELECT %(p)s, x.* FROM "
+                           f"({_expected_period_touches_sql(_days_where(listed=False))}) AS x "
+                           f"WHERE x.period = %(period)s", params)
+            cursor.execute(f"INSERT INTO {period_rollups} ({_period_rollup_columns()}) "
+                           f"SELECT project_id, period, start, {keys}, {distinct} FROM {period_touches} "
+                           f"WHERE {own} GROUP BY project_id, period, start, {keys}", params)
+
+
+def periods_of(days: Iterable[date]) -> set[tuple[str, date]]:
+    """The (period, start) pairs of `rule.PERIODS` holding any of `days`."""
+    return {(period, period_start(period, day)) for day in days for period in rule.PERIODS}
+
+
+def days_of_periods(periods: Iterable[tuple[str, date]]) -> set[date]:
+    """Every day of the (period, start) pairs `periods`."""
+    days = set()
+    for period, start in periods:
+        end = period_end(period, start)
+        days.update(start + timedelta(days=offset) for offset in range((end - start).days))
+    return days
+
+
+def period_start(period: str, day: date) -> date:
+    if period == "week":
+        return day - timedelta(days=day.weekday())
+    return day.replace(day=1)
+
+
+def period_end(period: str, start: date) -> date:
+    """The first day after the period that starts on `start`."""
+    if period == "week":
+        return start + timedelta(days=7)
+    return (start.replace(day=28) + timedelta(days=4)).replace(day=1)
 
 
 def _add_to_rollups(*, project_id: uuid.UUID, increments: dict[tuple, dict[str, int]]) -> None:
@@ -896,7 +1085,8 @@ def first_touches_pending(*, project_id: uuid.UUID, days: Iterable[date]) -> lis
 
 
 def write_pending_first_touches(*, project_id: uuid.UUID, days: Sequence[date]) -> None:
-    """Write the first touches and slice rollups of `days` from their raw events and clear their marks.
+    """Write the first touches and slice rollups of `days` (and the period ledgers of their weeks and months)
+    from their raw events and clear their marks.
 
     The caller holds the exclusive rollup lock in the same transaction, so the touches written are
     exactly the ones the days' rollups counted. PostgreSQL writes all days at once, SQLite day by day.
@@ -921,6 +1111,9 @@ def write_pending_first_touches(*, project_id: uuid.UUID, days: Sequence[date]) 
             )
             _write_slices(cursor, where, params)
             cursor.execute(f"DELETE FROM {pending} WHERE project_id = %(p)s AND {_span_days(params)}", params)
+    # The weeks and months holding those days: their ledgers counted the days' events without the first
+    # touches; written afresh from their raw events.
+    rebuild_periods(project_id=project_id, periods=periods_of(days))
 
 
 # The report read ------------------------------------------------------------------------------
@@ -928,19 +1121,18 @@ def write_pending_first_touches(*, project_id: uuid.UUID, days: Sequence[date]) 
 # One statement per report: the rollup rows of the whole days, UNION ALL the partial edge days
 # counted from raw events (only when the window has any), grouped into buckets by the database.
 
-_PERIODS = {
-    "postgresql": {"day": "day", "week": "date_trunc('week', day::timestamp)::date",
-                   "month": "date_trunc('month', day::timestamp)::date"},
-    "sqlite": {"day": "day", "week": "date(day, 'weekday 0', '-6 days')", "month": "date(day, 'start of month')"},
-}
 
 
 def report_rows(*, project_id: uuid.UUID, whole_days: tuple[date, date] | None,
                 partial: Sequence[tuple[datetime, datetime]], key: rule.GrainKey, group_by: str,
-                figures: Sequence[str]) -> list[tuple]:
-    """(period, *figures) per non-empty bucket, oldest first; `period` a date."""
+                figures: Sequence[str], exact: tuple[datetime, datetime] | None = None) -> list[tuple]:
+    """(period, *figures) per non-empty bucket, oldest first; `period` a date.
+
+    `exact` (the window, for week and month buckets): the distinct figures count each recipient once per
+    bucket, from the period ledgers, instead of summing the daily ones.
+    """
     sql, params = _report_statement(project_id=project_id, whole_days=whole_days, partial=partial, key=key,
-                                    group_by=group_by, figures=figures)
+                                    group_by=group_by, figures=figures, exact=exact)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return [(_as_date(period), *values) for period, *values in cursor.fetchall()]
@@ -948,7 +1140,8 @@ def report_rows(*, project_id: uuid.UUID, whole_days: tuple[date, date] | None,
 
 def report_json_text(*, project_id: uuid.UUID, whole_days: tuple[date, date] | None,
                      partial: Sequence[tuple[datetime, datetime]], key: rule.GrainKey, group_by: str,
-                     body: Sequence[tuple[str, str | tuple[str, str]]]) -> str | None:
+                     body: Sequence[tuple[str, str | tuple[str, str]]],
+                     exact: tuple[datetime, datetime] | None = None) -> str | None:
     """The report body's JSON text written by the database (PostgreSQL), or None where it does not write JSON.
 
     `body` lists the bucket's keys in wire order, each with what it holds: "period", a figure
@@ -960,8 +1153,8 @@ def report_json_text(*, project_id: uuid.UUID, whole_days: tuple[date, date] | N
     if "delivered" not in figures:
         figures.append("delivered")
     sql, params = _report_statement(project_id=project_id, whole_days=whole_days, partial=partial, key=key,
-                                    group_by=group_by, figures=figures)
-    if not partial:
+                                    group_by=group_by, figures=figures, exact=exact)
+    if not partial and exact is None:
         with connection.cursor() as cursor:
             cursor.execute(_json_body(sql, body), params)
             return cursor.fetchone()[0]
@@ -983,26 +1176,33 @@ def _transaction_failed(cursor) -> bool:
     return cursor.connection.info.transaction_status == psycopg.pq.TransactionStatus.INERROR
 
 
-def _report_statement(*, project_id, whole_days, partial, key, group_by: str,
-                      figures: Sequence[str]) -> tuple[str, list]:
+def _report_statement(*, project_id, whole_days, partial, key, group_by: str, figures: Sequence[str],
+                      exact: tuple[datetime, datetime] | None = None) -> tuple[str, list]:
     p = _Params()
     ops = connection.ops
-    columns = ", ".join(_name(figure) for figure in figures)
+    # With exact buckets the days give the counted figures only; the periods give the distinct ones.
+    columns = ", ".join(f"0 AS {_name(figure)}" if exact and _figure(figure).distinct else _name(figure)
+                        for figure in figures)
     parts, params = [], []
     if whole_days is not None:
         parts.append(f"SELECT day, {columns} FROM {_table(DailyRollup)} WHERE project_id = %s "
                      f"AND {_key_condition()} AND day >= %s AND day < %s")
         params += [p.uuid(project_id), *key, ops.adapt_datefield_value(whole_days[0]),
                    ops.adapt_datefield_value(whole_days[1])]
-    edge = _Edge(project_id=project_id, key=key, figures=figures)
+    edge = _Edge(project_id=project_id, key=key, figures=figures, distinct=exact is None)
     for range_start, range_end in partial:
         for part, part_params in edge.parts(range_start, range_end):
+            parts.append(part)
+            params += part_params
+    if exact is not None:
+        for part, part_params in _PeriodParts(project_id=project_id, key=key, figures=figures,
+                                              period=group_by).parts(*exact):
             parts.append(part)
             params += part_params
     days = " UNION ALL ".join(parts)
     nonempty = " + ".join(_name(figure) for figure in figures) + " > 0"
     summed = ", ".join(f"CAST(sum({_name(figure)}) AS BIGINT) AS {_name(figure)}" for figure in figures)
-    period = _PERIODS["postgresql" if _postgres() else "sqlite"][group_by]
+    period = _bucket_start(group_by, "day")
     # A day may have several rows (an edge day's slices, ledger counts and partial slice): summed per bucket.
     return (f"SELECT {period} AS period, {summed} FROM ({days}) AS days WHERE {nonempty} GROUP BY 1 "
             f"ORDER BY period"), params
@@ -1030,10 +1230,11 @@ class _Edge:
     is false reads nothing; each part is its own UNION member so that happens before any event is read.
     """
 
-    def __init__(self, *, project_id: uuid.UUID, key: rule.GrainKey, figures: Sequence[str]):
+    def __init__(self, *, project_id: uuid.UUID, key: rule.GrainKey, figures: Sequence[str], distinct: bool = True):
         self.project_id = project_id
         self.key = key
         self.figures = [_figure(name) for name in figures]
+        self.distinct = distinct  # False: the distinct figures read 0 (another part counts them)
         self.filters = [(dimension, value) for dimension, value in zip(rule.DIMENSIONS, key[1:], strict=True)
                         if value]
         self.p = _Params()
@@ -1058,7 +1259,8 @@ class _Edge:
                 self._raw(range_start, range_end, f"AND NOT {guard}", guard_params)]
 
     def _values(self, per_figure) -> str:
-        return ", ".join(f"{per_figure(figure)} AS {_name(figure.column)}" for figure in self.figures)
+        return ", ".join(f"{'0' if figure.distinct and not self.distinct else per_figure(figure)} AS "
+                         f"{_name(figure.column)}" for figure in self.figures)
 
     def _edge_data_guard(self, day: date) -> tuple[str, list]:
         """True when the day's rollups, first touches and slices are all written."""
@@ -1068,7 +1270,7 @@ class _Edge:
                 f"AND w.day = %s))"), params
 
     def _day_rollup(self, day: date, guard: str, guard_params: list) -> tuple[str, list]:
-        columns = ", ".join(_name(figure.column) for figure in self.figures)
+        columns = self._values(lambda figure: _name(figure.column))
         return (f"SELECT day, {columns} FROM {_table(DailyRollup)} WHERE project_id = %s "
                 f"AND {_key_condition()} AND day = %s AND {guard}",
                 [self.p.uuid(self.project_id), *self.key, self.ops.adapt_datefield_value(day), *guard_params])
@@ -1085,7 +1287,7 @@ class _Edge:
     def _ledger(self, day: date, range_start: datetime, guard: str, guard_params: list) -> list[tuple[str, list]]:
         """The distinct figures: the recipients whose last touch of the day falls at or after `range_start`."""
         kinds = [figure.kind for figure in self.figures if figure.distinct]
-        if not kinds:
+        if not kinds or not self.distinct:
             return []
         values = self._values(lambda f: f"count(*) FILTER (WHERE kind = {_literal(f.kind)})" if f.distinct else "0")
         return [(
@@ -1101,8 +1303,8 @@ class _Edge:
             facts_from, recipient, dimension_value = f"FROM {_table(MessageEvent)} e", None, None
         else:
             facts_from, recipient, dimension_value = _edge_facts(every_event=bool(self.filters))
-        values = self._values(lambda f: ("0" if counted_only else _distinct(f, "e.type", recipient)) if f.distinct
-                              else _counted(f, "e.type"))
+        values = self._values(lambda f: ("0" if counted_only else _distinct(f, "e.", recipient)) if f.distinct
+                              else _counted(f, "e."))
         sql = (f"SELECT {_utc_day('e.occurred_at')} AS day, {values} {facts_from} "
                f"WHERE e.project_id = %s AND e.occurred_at >= %s AND e.occurred_at < %s {guard}"
                + "".join(f" AND {dimension_value(dimension)} = %s" for dimension, _value in self.filters)
@@ -1110,6 +1312,98 @@ class _Edge:
         return sql, [self.p.uuid(self.project_id), self.ops.adapt_datetimefield_value(range_start),
                      self.ops.adapt_datetimefield_value(range_end), *guard_params,
                      *(value for _dimension, value in self.filters)]
+
+
+class _PeriodParts:
+    """The statement parts that count a report's distinct figures per week or month bucket exactly
+    (`unique=exact`), each giving (bucket start, *figures) rows with the counted figures 0.
+
+    A bucket is the part of its period inside the window, [a, b) of [period start, period end):
+    - the whole period: its period rollup row;
+    - from the period's start to `b`, when nothing of the project is dated in [b, period end): the same row;
+    - from inside the period (to its end, or to `b` with nothing dated after it in the period): the
+      period ledger rows whose last touch falls at or after `a`.
+    Each is guarded: only when no day of the period has pending first touches or a pending recount (the
+    ledger is complete), else the bucket's raw events are counted. The guards are uncorrelated, as the
+    daily edges' are, so a part whose guard is false reads nothing.
+    """
+
+    def __init__(self, *, project_id: uuid.UUID, key: rule.GrainKey, figures: Sequence[str], period: str):
+        self.project_id = project_id
+        self.key = key
+        self.figures = [_figure(name) for name in figures]
+        self.period = period
+        self.p = _Params()
+        self.ops = connection.ops
+        self.filters = [(dimension, value) for dimension, value in zip(rule.DIMENSIONS, key[1:], strict=True)
+                        if value]
+
+    def parts(self, window_start: datetime, window_end: datetime) -> list[tuple[str, list]]:
+        parts = []
+        start = period_start(self.period, _utc_date(window_start))
+        while _midnight(start) < window_end:
+            end = period_end(self.period, start)
+            parts += self._bucket(start, end, max(window_start, _midnight(start)), min(window_end, _midnight(end)))
+            start = end
+        return parts
+
+    def _bucket(self, start: date, end: date, low: datetime, high: datetime) -> list[tuple[str, list]]:
+        guard, guard_params = self._complete(start, end)
+        if high < _midnight(end):
+            quiet, quiet_params = self._nothing_dated(high, _midnight(end))
+            guard, guard_params = f"{guard} AND {quiet}", [*guard_params, *quiet_params]
+        counted = (self._rollup(start, guard, guard_params) if low == _midnight(start)
+                   else self._ledger(start, low, guard, guard_params))
+        return [counted, self._raw(start, low, high, f"NOT ({guard})", guard_params)]
+
+    def _values(self, per_distinct) -> str:
+        return ", ".join(f"{per_distinct(figure) if figure.distinct else '0'} AS {_name(figure.column)}"
+                         for figure in self.figures)
+
+    def _complete(self, start: date, end: date) -> tuple[str, list]:
+        """True when the period's ledger and rollups hold every event of it."""
+        params = [self.p.uuid(self.project_id), self.ops.adapt_datefield_value(start),
+                  self.ops.adapt_datefield_value(end)] * 2
+        return (f"NOT EXISTS (SELECT 1 FROM {_table(FirstTouchesPending)} w WHERE w.project_id = %s AND w.day >= %s "
+                f"AND w.day < %s) AND NOT EXISTS (SELECT 1 FROM {_table(PendingRecount)} r WHERE r.project_id = %s "
+                f"AND r.day >= %s AND r.day < %s)"), params
+
+    def _nothing_dated(self, low: datetime, high: datetime) -> tuple[str, list]:
+        return (f"NOT EXISTS (SELECT 1 FROM {_table(MessageEvent)} o WHERE o.project_id = %s AND o.occurred_at >= %s "
+                f"AND o.occurred_at < %s)", [self.p.uuid(self.project_id), self.ops.adapt_datetimefield_value(low),
+                                             self.ops.adapt_datetimefield_value(high)])
+
+    def _own(self, start: date) -> tuple[str, list]:
+        return (f"project_id = %s AND period = %s AND {_key_condition()} AND start = %s",
+                [self.p.uuid(self.project_id), self.period, *self.key, self.ops.adapt_datefield_value(start)])
+
+    def _rollup(self, start: date, guard: str, guard_params: list) -> tuple[str, list]:
+        own, own_params = self._own(start)
+        return (f"SELECT start AS day, {self._values(lambda f: _name(f.column))} FROM {_table(PeriodRollup)} "
+                f"WHERE {own} AND {guard}", [*own_params, *guard_params])
+
+    def _ledger(self, start: date, low: datetime, guard: str, guard_params: list) -> tuple[str, list]:
+        own, own_params = self._own(start)
+        kinds = [figure.kind for figure in self.figures if figure.distinct]
+        values = self._values(lambda f: f"count(*) FILTER (WHERE kind = {_literal(f.kind)})")
+        return (f"SELECT %s AS day, {values} FROM {_table(PeriodFirstTouch)} WHERE {own} "
+                f"AND kind IN ({_literals(kinds)}) AND last_at >= %s AND {guard}",
+                [self.ops.adapt_datefield_value(start), *own_params, self.ops.adapt_datetimefield_value(low),
+                 *guard_params])
+
+    def _raw(self, start: date, low: datetime, high: datetime, guard: str, guard_params: list) -> tuple[str, list]:
+        facts_from, recipient, dimension_value = _edge_facts(every_event=True)
+        values = self._values(lambda f: _distinct(f, "e.", recipient))
+        sql = (f"SELECT %s AS day, {values} {facts_from} WHERE e.project_id = %s AND e.occurred_at >= %s "
+               f"AND e.occurred_at < %s AND e.type IN ({_literals(rule.TOUCH_TYPES)}) AND {guard}"
+               + "".join(f" AND {dimension_value(dimension)} = %s" for dimension, _value in self.filters))
+        return sql, [self.ops.adapt_datefield_value(start), self.p.uuid(self.project_id),
+                     self.ops.adapt_datetimefield_value(low), self.ops.adapt_datetimefield_value(high),
+                     *guard_params, *(value for _dimension, value in self.filters)]
+
+
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, datetime.min.time(), tzinfo=UTC)
 
 
 def _figure(column: str) -> rule.Figure:
@@ -1137,7 +1431,7 @@ def _edge_facts(*, every_event: bool):
     if not _postgres():
         return _facts_join(), _recipient(), _dimension_source
     dimensions = ", ".join(f"{_dimension_source(d)} AS {_name(d.column)}" for d in rule.DIMENSIONS)
-    touching = "" if every_event else f" AND e.type IN ({_literals(rule.TOUCH_KINDS)})"
+    touching = "" if every_event else f" AND e.type IN ({_literals(rule.TOUCH_TYPES)})"
     facts_from = (f"FROM {_table(MessageEvent)} e {'CROSS' if every_event else 'LEFT'} JOIN LATERAL ("
                   f"SELECT {_recipient()} AS recipient, {dimensions} FROM {_table(Message)} m "
                   f"JOIN {_table(Channel)} c ON c.id = m.channel_id WHERE m.id = e.message_id{touching} LIMIT 1) AS f"
