@@ -44,7 +44,7 @@ RSS_TARGET_MB = 150
 # The floors: the rows each export writes, as PostgreSQL reads them for itself.
 MESSAGE_ROWS_SQL = (
     "SELECT e.client_event_id, e.type, m.client_message_id, c.external_id, m.from_address, m.recipient, "
-    "e.occurred_at, e.url, e.user_agent FROM {ev} e JOIN {msg} m ON m.id = e.message_id "
+    "e.occurred_at, e.url, e.user_agent, e.traffic, e.machine_reason FROM {ev} e JOIN {msg} m ON m.id = e.message_id "
     "JOIN {ch} c ON c.id = m.channel_id WHERE e.project_id = '{project}' AND e.occurred_at >= '{start}' "
     "AND e.occurred_at < '{end}' ORDER BY e.occurred_at, e.id")
 RENDER_ROWS_SQL = (
