@@ -69,6 +69,11 @@ bench-backfill-all: $(VENV)/.installed
 bench-reading: $(VENV)/.installed
 	DATABASE_URL=$${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/engagement_bench_reading} $(BIN)/python bench/reading.py
 
+## Exports (section 9) over 1,000,000 rows each against COPY ... TO STDOUT of the same rows, and the worker's peak RSS.
+.PHONY: bench-exports
+bench-exports: $(VENV)/.installed
+	$(BIN)/python bench/exports.py
+
 ## Reliability (docs/reliability.md): each run starts its own throwaway PostgreSQL, Redis and gunicorn.
 ## loadtest: 60 s of 32 clients with accounting, the same with PostgreSQL stopped for 10 s, Redis down.
 .PHONY: loadtest fuzz fuzz-ci

@@ -17,3 +17,10 @@ def iso_ms(value: datetime | None) -> str | None:
 def iso_seconds(value: datetime) -> str:
     """Report-side timestamps: seconds and `Z`, e.g. 2026-05-17T00:00:00Z."""
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def iso_exact(value: datetime) -> str:
+    """A timestamp as stored, in UTC with `Z`: seconds, and the microseconds when there are any
+    (e.g. 2026-05-17T09:30:00Z, 2026-05-17T09:30:00.250000Z); reads back (RFC 3339) as the same instant."""
+    text = value.astimezone(UTC).isoformat()
+    return text[:-6] + "Z"  # `+00:00`

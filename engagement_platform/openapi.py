@@ -5,6 +5,7 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_seriali
 from rest_framework import serializers
 
 from engagement_platform.errors import PROBLEM_CONTENT_TYPE
+from engagement_platform.exports import CONTENT_TYPES
 
 
 class ApiKeyScheme(OpenApiAuthenticationExtension):
@@ -156,6 +157,9 @@ ATTACHMENT_HEADERS = {
                             "schema": {"type": "string"}},
 }
 BINARY_MEDIA_TYPES = ("application/pdf",)
+# Exports (contract section 9) answer as attachments too; a response that may also be JSON has the header
+# only for its export formats (`required` false).
+EXPORT_MEDIA_TYPES = tuple(CONTENT_TYPES.values())
 
 
 def is_keyed(operation: dict) -> bool:
@@ -165,7 +169,7 @@ def is_keyed(operation: dict) -> bool:
 def document_operations(result, generator, request, public):
     """Schema post-processing: each operation tagged by its resource; `X-Request-Id` on every response,
     the rate-limit headers on every response of a keyed operation, `Retry-After` on 429 and 503,
-    `Content-Disposition` on file downloads."""
+    `Content-Disposition` on file downloads and exports."""
     used_tags = set()
     for path, path_item in result.get("paths", {}).items():
         for operation in path_item.values():
@@ -183,8 +187,13 @@ def document_operations(result, generator, request, public):
                                     for name, header in RATE_LIMIT_HEADERS.items()})
                 if status in RETRY_STATUSES:
                     headers.update(RETRY_HEADERS)
-                if any(media in BINARY_MEDIA_TYPES for media in response.get("content", {})):
+                media_types = set(response.get("content", {}))
+                if media_types and media_types <= set(BINARY_MEDIA_TYPES + EXPORT_MEDIA_TYPES):
                     headers.update(ATTACHMENT_HEADERS)
+                elif media_types & set(EXPORT_MEDIA_TYPES):
+                    headers.update({name: {**header, "required": False,
+                                           "description": header["description"] + " Exports only (NDJSON, CSV)."}
+                                    for name, header in ATTACHMENT_HEADERS.items()})
     ordered = [name for name in RESOURCE_TAGS if name in used_tags] + sorted(used_tags - set(RESOURCE_TAGS))
     result["tags"] = [{"name": name, **({"description": RESOURCE_TAGS[name]} if name in RESOURCE_TAGS else {})}
                       for name in ordered]

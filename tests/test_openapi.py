@@ -104,7 +104,7 @@ def test_the_event_log_documents_its_filters_page_and_traffic_fields(schema):
     operation = schema["paths"]["/v1/renders/{render_id}/events"]["get"]
     parameters = {p["name"]: p for p in operation["parameters"] if p["in"] == "query"}
 
-    assert set(parameters) == {"limit", "cursor", "traffic", "eventType", "shareId", "actorKind"}
+    assert set(parameters) == {"limit", "cursor", "traffic", "eventType", "shareId", "actorKind", "format"}
     assert parameters["limit"]["schema"] == {"type": "integer", "minimum": 1, "maximum": 100, "default": 50}
     assert parameters["traffic"]["schema"]["enum"] == ["all", "human", "machine"]
     assert parameters["shareId"]["schema"] == {"type": "string", "format": "uuid"}

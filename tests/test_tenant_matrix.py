@@ -79,6 +79,11 @@ def _report_isolated(world, response):
     assert response.json()["data"] == []
 
 
+def _message_export_isolated(world, response):
+    assert response.status_code == 200
+    assert b"".join(response.streaming_content) == b""  # B's window holds none of A's events
+
+
 def _report_query(world):
     start = (now() - timedelta(days=1)).replace(microsecond=0).isoformat().replace("+00:00", "Z")
     end = (now() + timedelta(days=1)).replace(microsecond=0).isoformat().replace("+00:00", "Z")
@@ -105,7 +110,8 @@ MATRIX: dict[str, dict[str, Op]] = {
     "v1/renders/<str:render_id>/emails": {
         "POST": Op(json=lambda w: {"to": "someone@example.com", "subject": "Hi"}, writes=True),
     },
-    "v1/messages/events": {"POST": Op(json=message_batch, isolation=_messages_isolated, writes=True)},
+    "v1/messages/events": {"POST": Op(json=message_batch, isolation=_messages_isolated, writes=True),
+                           "GET": Op(query=_report_query, isolation=_message_export_isolated)},
     "v1/reports/engagement": {"GET": Op(query=_report_query, isolation=_report_isolated)},
 }
 

@@ -1,12 +1,14 @@
 """Response shapes of the render-side API, for the OpenAPI document."""
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from rest_framework import serializers
 
 from engagement_platform.cursors import CURSOR_MAX_LENGTH, LIMIT_DEFAULT, LIMIT_MAX
+from engagement_platform.exports import CONTENT_TYPES, CSV, NDJSON
 from engagement_platform.traffic import MachineReason, Traffic, TrafficFilter
-from renders.api.serializers import EVENT_LOG_LIMIT_DEFAULT
+from renders.api.serializers import EVENT_LOG_FORMATS, EVENT_LOG_LIMIT_DEFAULT, EVENT_LOG_PAGE
+from renders.exports import RENDER_EVENT_COLUMNS
 from renders.models import ActorKind, EventType
 
 
@@ -64,7 +66,22 @@ EVENT_LOG_PARAMETERS = [
     choice_parameter("actorKind", ActorKind.values, "Only events of this actor kind."),
     OpenApiParameter("shareId", OpenApiTypes.UUID, OpenApiParameter.QUERY, required=False,
                      description="Only the events of this share. Not a UUID: a 400 with `fieldErrors.shareId`."),
+    OpenApiParameter(
+        "format", {"type": "string", "enum": list(EVENT_LOG_FORMATS), "default": EVENT_LOG_PAGE},
+        OpenApiParameter.QUERY, required=False,
+        description="`json` (the default): one page of the log, newest first. `ndjson` or `csv`: an export of every "
+                    "event matching the filters, oldest first, streamed as an attachment (`limit` and `cursor` are "
+                    "not read), each event a `backfill_render_events` line with `id`, `traffic` and "
+                    "`machineReason`: " + ", ".join(f"`{name}`" for name in RENDER_EVENT_COLUMNS) + " (CSV: a "
+                    "header row, empty cells for null, `metadata` as JSON text). Anything else is a 400 with "
+                    "`fieldErrors.format`."),
 ]
+EVENT_EXPORT_RESPONSES = {
+    (200, CONTENT_TYPES[NDJSON]): OpenApiResponse(
+        OpenApiTypes.STR, description="`format=ndjson`: one event a line, as an attachment."),
+    (200, CONTENT_TYPES[CSV]): OpenApiResponse(
+        OpenApiTypes.STR, description="`format=csv`: a header row, then one event a row, as an attachment."),
+}
 
 
 VISIT_LIST_PARAMETERS = [

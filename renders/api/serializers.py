@@ -8,6 +8,7 @@ from rest_framework import serializers
 from engagement_platform.clock import iso_ms
 from engagement_platform.cursors import PageParams, parse_page_params
 from engagement_platform.errors import ValidationFailed, validation_failed_from_drf
+from engagement_platform.exports import CSV, NDJSON
 from engagement_platform.ids import parse_uuid
 from engagement_platform.jsonio import dumps
 from engagement_platform.traffic import TrafficFilter
@@ -216,15 +217,25 @@ def _traffic_and_share_lookups(query, errors: dict) -> dict:
     return lookups
 
 
-def parse_event_log_query(query, *, tag: str) -> tuple[PageParams, dict]:
-    """The event log's page (`limit` 1..100, default 50, `cursor`) and filters as event field lookups
-    (`traffic`, `eventType`, `shareId`, `actorKind`); every bad parameter named in one 400."""
+EVENT_LOG_PAGE = "json"
+EVENT_LOG_FORMATS = (EVENT_LOG_PAGE, NDJSON, CSV)
+
+
+def parse_event_log_query(query, *, tag: str) -> tuple[PageParams | None, dict, str | None]:
+    """The event log's page (`limit` 1..100, default 50, `cursor`), its filters as event field lookups
+    (`traffic`, `eventType`, `shareId`, `actorKind`) and its export format (`ndjson`, `csv`; None for the
+    page, `format` absent or `json`: an export has no page, so `limit` and `cursor` are not read then);
+    every bad parameter named in one 400."""
     errors: dict = {}
+    export_format = _choice(query, "format", EVENT_LOG_FORMATS, errors)
+    if export_format == EVENT_LOG_PAGE:
+        export_format = None
     page = None
-    try:
-        page = parse_page_params(query, tag=tag, default=EVENT_LOG_LIMIT_DEFAULT)
-    except ValidationFailed as exc:
-        errors.update(exc.field_errors)
+    if export_format is None:
+        try:
+            page = parse_page_params(query, tag=tag, default=EVENT_LOG_LIMIT_DEFAULT)
+        except ValidationFailed as exc:
+            errors.update(exc.field_errors)
     lookups = _traffic_and_share_lookups(query, errors)
     event_type = _choice(query, "eventType", EventType.values, errors)
     if event_type is not None:
@@ -234,4 +245,4 @@ def parse_event_log_query(query, *, tag: str) -> tuple[PageParams, dict]:
         lookups["actor_kind"] = actor_kind
     if errors:
         raise ValidationFailed(field_errors=errors)
-    return page, lookups
+    return page, lookups, export_format

@@ -11,10 +11,12 @@ from apikeys.scoping import ProjectScopedAPIView
 from engagement_platform.bodycache import asks_for_fresh
 from engagement_platform.cursors import encode_cursor, list_tag, parse_page_params
 from engagement_platform.errors import InvalidJson, NotFound, PayloadTooLarge, ValidationFailed
+from engagement_platform.exports import stream_export
 from engagement_platform.jsonio import dumps
 from engagement_platform.openapi import OpenApiResponse, keyed_operation
 from engagement_platform.traffic import request_purpose
 from renders.api.schema import (
+    EVENT_EXPORT_RESPONSES,
     EVENT_LOG_PARAMETERS,
     PAGES_PARAMETERS,
     RENDER_PAGE_PARAMETERS,
@@ -40,6 +42,7 @@ from renders.api.serializers import (
     render_json,
     summary_body,
 )
+from renders.exports import RENDER_EVENT_LINE, render_events_matching
 from renders.models import ActorKind, Render
 from renders.selectors import engagement_summary_body, render_event_page, render_in_project, render_page
 from renders.services import client_ip, render_create, render_delete, render_event_record
@@ -151,12 +154,19 @@ class RenderEventsView(ProjectScopedAPIView):
                      summary="A render's events, newest first",
                      description="Every event of the render with its traffic class (`human` or `machine`, and "
                                  "for `machine` the reason), newest first (ties by id), cursor-paginated, "
-                                 "optionally filtered.",
-                     parameters=EVENT_LOG_PARAMETERS, responses={200: EventLogPageSerializer}, errors=[400, 404])
+                                 "optionally filtered; `format=ndjson` or `csv` exports every matching event, "
+                                 "oldest first.",
+                     parameters=EVENT_LOG_PARAMETERS,
+                     responses={(200, "application/json"): EventLogPageSerializer, **EVENT_EXPORT_RESPONSES},
+                     errors=[400, 404])
     def get(self, request, render_id):
         render = self.get_scoped_or_404(Render.objects.all(), render_id, "render")
         tag = list_tag("render-events", render.pk)
-        page, lookups = parse_event_log_query(request.query_params, tag=tag)
+        page, lookups, export_format = parse_event_log_query(request.query_params, tag=tag)
+        if export_format is not None:
+            return stream_export(render_events_matching(render=render, lookups=lookups),
+                                 columns=RENDER_EVENT_LINE, export_format=export_format,
+                                 filename=f"render-{render.pk}-events")
         events, has_more = render_event_page(render=render, lookups=lookups, limit=page.limit, after=page.after)
         return Response({
             "data": [event_log_json(event) for event in events],

@@ -2,7 +2,8 @@
 
 Each parameter has one parser returning its value or raising ValueError with the reason the
 422 names; errors come in the order of `REPORT_PARAMETERS` (from, to, group_by, channel,
-identity, traffic, unique). A parameter given twice counts by its last value; an empty one is absent.
+identity, traffic, unique, format). A parameter given twice counts by its last value; an empty one is
+absent. The raw message event export (`GET /v1/messages/events`) reads its window with the same parsers.
 """
 
 import uuid
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from engagement_platform.errors import ValidationFailed
+from engagement_platform.exports import CSV, NDJSON
 from engagement_platform.traffic import TrafficFilter
 from reports.selectors import GroupBy, ReportFilters, UniqueMode
 from reports.validation import email_domain, is_valid_email, normalize_domain, parse_rfc3339
@@ -20,6 +22,20 @@ CHANNEL_REASON = "Must be a UUID."
 IDENTITY_REASON = "Must be an email address or a domain, e.g. example.com."
 TRAFFIC_REASON = "Must be one of " + ", ".join(TrafficFilter.values) + "."
 UNIQUE_REASON = "Must be one of " + ", ".join(UniqueMode.values) + "."
+REPORT_JSON = "json"
+REPORT_FORMATS = (REPORT_JSON, CSV)
+MESSAGE_EXPORT_FORMATS = (NDJSON, CSV)
+
+
+def format_parser(formats: tuple[str, ...]):
+    """A parser of `?format=` that accepts one of `formats`."""
+    reason = "Must be one of " + ", ".join(formats) + "."
+
+    def parse_format(value: str) -> str:
+        if value not in formats:
+            raise ValueError(reason)
+        return value
+    return parse_format
 
 
 def parse_group_by(value: str) -> str:
@@ -61,15 +77,17 @@ def parse_identity(value: str) -> str | None:
     return domain
 
 
+WINDOW_PARSERS = {"from": parse_rfc3339, "to": parse_rfc3339}
 PARSERS = {
-    "from": parse_rfc3339,
-    "to": parse_rfc3339,
+    **WINDOW_PARSERS,
     "group_by": parse_group_by,
     "channel": parse_channel,
     "identity": parse_identity,
     "traffic": parse_traffic,
     "unique": parse_unique,
+    "format": format_parser(REPORT_FORMATS),
 }
+MESSAGE_EXPORT_PARSERS = {**WINDOW_PARSERS, "format": format_parser(MESSAGE_EXPORT_FORMATS)}
 
 
 @dataclass(frozen=True)
@@ -78,12 +96,13 @@ class ReportQuery:
     end: datetime | None
     group_by: str
     filters: ReportFilters
+    format: str | None = None  # `json` or `csv`; None: as `Accept` asks (JSON unless it asks for CSV)
 
 
-def parse_report_query(query_params) -> ReportQuery:
-    """The parsed query, or ValidationFailed with one error per bad parameter."""
+def parse_parameters(query_params, parsers: dict) -> dict:
+    """{name: parsed value or None}, or ValidationFailed with one error per bad parameter."""
     values, errors = {}, {}
-    for name, parse in PARSERS.items():
+    for name, parse in parsers.items():
         raw = query_params.get(name)
         if raw is None or raw == "":
             values[name] = None
@@ -94,6 +113,12 @@ def parse_report_query(query_params) -> ReportQuery:
             errors[name] = [str(exc)]
     if errors:
         raise ValidationFailed(field_errors=errors)
+    return values
+
+
+def parse_report_query(query_params) -> ReportQuery:
+    """The parsed query, or ValidationFailed with one error per bad parameter."""
+    values = parse_parameters(query_params, PARSERS)
     return ReportQuery(
         start=values["from"],
         end=values["to"],
@@ -101,4 +126,18 @@ def parse_report_query(query_params) -> ReportQuery:
         filters=ReportFilters(channel_id=values["channel"], domain=values["identity"],
                               traffic=values["traffic"] or TrafficFilter.ALL,
                               unique=values["unique"] or UniqueMode.DAILY),
+        format=values["format"],
     )
+
+
+@dataclass(frozen=True)
+class MessageExportQuery:
+    start: datetime | None
+    end: datetime | None
+    format: str
+
+
+def parse_message_export_query(query_params) -> MessageExportQuery:
+    """`from`, `to` (as the report reads them) and `format` (`ndjson` default, `csv`) of the raw event export."""
+    values = parse_parameters(query_params, MESSAGE_EXPORT_PARSERS)
+    return MessageExportQuery(start=values["from"], end=values["to"], format=values["format"] or NDJSON)

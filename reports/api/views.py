@@ -8,16 +8,23 @@ from rest_framework.response import Response
 from apikeys.models import Scope
 from apikeys.scoping import ProjectScopedAPIView
 from engagement_platform.bodycache import asks_for_fresh
+from engagement_platform.exports import CONTENT_TYPES, CSV, NDJSON, export_response, stream_export
 from engagement_platform.openapi import OpenApiResponse, keyed_operation
 from engagement_platform.traffic import TrafficFilter
-from reports.api.filters import parse_report_query
+from reports.api.filters import (
+    MESSAGE_EXPORT_FORMATS,
+    REPORT_FORMATS,
+    parse_message_export_query,
+    parse_report_query,
+)
 from reports.api.serializers import (
     EngagementReportSerializer,
     IngestResultSerializer,
     MessageEventBatchSerializer,
     parse_event_batch,
 )
-from reports.selectors import GroupBy, UniqueMode, engagement_report_body, report_window
+from reports.exports import MESSAGE_EVENT_LINE, message_events_in_window, report_csv
+from reports.selectors import GroupBy, UniqueMode, engagement_report, engagement_report_body, report_window
 from reports.services import ingest_message_events
 
 # 1000 events with long URLs and user agents fit; larger bodies are refused before parsing.
@@ -47,11 +54,33 @@ REPORT_PARAMETERS = [
                      description="`no-cache` builds the report afresh. Without it, a report asked for again "
                                  "(same window, bucket and filters) may be answered from a kept copy; every "
                                  "ingested event drops the project's kept copies, so the answer is the same."),
+    OpenApiParameter("format", str, enum=list(REPORT_FORMATS),
+                     description="`json` (default) or `csv` (the same buckets, a header row, as an attachment). "
+                                 "Without it, `Accept: text/csv` asks for CSV. Anything else is a 422."),
 ]
+MESSAGE_EXPORT_PARAMETERS = [
+    *REPORT_PARAMETERS[:2],
+    OpenApiParameter("format", str, enum=list(MESSAGE_EXPORT_FORMATS),
+                     description="`ndjson` (default: one section-4 event a line, what `backfill_message_events` "
+                                 "reads) or `csv` (a header row, the same keys as columns, empty cells for null). "
+                                 "Anything else is a 422."),
+]
+MESSAGE_EVENT_EXPORT_DESCRIPTION = (
+    "Every raw message event of the project in the window (`from <= occurredAt < to`, defaults and retention as "
+    "the report's), oldest first, streamed as an attachment in the ingestion format: backfilling an export into "
+    "another project with `backfill_message_events` gives it the same report. Keys (NDJSON) or columns (CSV): "
+    + ", ".join(f"`{column.key}`" for column in MESSAGE_EVENT_LINE) + ".")
+
+
+def wants_csv(request, requested_format: str | None) -> bool:
+    """The report's format: `?format=` when given, else CSV only when `Accept` names `text/csv`."""
+    if requested_format is not None:
+        return requested_format == CSV
+    return "text/csv" in request.META.get("HTTP_ACCEPT", "").lower()
 
 
 class MessageEventsView(ProjectScopedAPIView):
-    required_scopes = {"POST": Scope.MESSAGES_WRITE}
+    required_scopes = {"GET": Scope.REPORTS_VIEW, "POST": Scope.MESSAGES_WRITE}
     max_body_bytes = EVENT_BATCH_MAX_BODY_BYTES
 
     @keyed_operation(
@@ -66,6 +95,21 @@ class MessageEventsView(ProjectScopedAPIView):
         result = ingest_message_events(project=self.project, events=events)
         return Response({"accepted": result.accepted, "duplicates": result.duplicates})
 
+    @keyed_operation(
+        scope=Scope.REPORTS_VIEW, operation_id="exportMessageEvents", summary="Export raw message events",
+        description=MESSAGE_EVENT_EXPORT_DESCRIPTION, parameters=MESSAGE_EXPORT_PARAMETERS,
+        responses={(200, CONTENT_TYPES[NDJSON]): OpenApiResponse(
+                       OpenApiTypes.STR, description="One JSON event a line (NDJSON), as an attachment."),
+                   (200, CONTENT_TYPES[CSV]): OpenApiResponse(
+                       OpenApiTypes.STR, description="CSV with a header row, as an attachment.")},
+        errors=(422,), problem=True,
+    )
+    def get(self, request):
+        query = parse_message_export_query(request.query_params)
+        window = report_window(project=self.project, start=query.start, end=query.end)
+        return stream_export(message_events_in_window(project=self.project, window=window),
+                             columns=MESSAGE_EVENT_LINE, export_format=query.format, filename="message-events")
+
 
 class EngagementReportView(ProjectScopedAPIView):
     required_scopes = {"GET": Scope.REPORTS_VIEW}
@@ -75,12 +119,21 @@ class EngagementReportView(ProjectScopedAPIView):
         description="UTC-aligned buckets of sent, delivered, opens and clicks with daily-distinct unique "
                     "opens and clicks (summed per day for week and month) and their rates over delivered. "
                     "Empty buckets are omitted; oldest first.",
-        parameters=REPORT_PARAMETERS, responses={200: OpenApiResponse(EngagementReportSerializer)},
+        parameters=REPORT_PARAMETERS,
+        responses={(200, "application/json"): OpenApiResponse(EngagementReportSerializer),
+                   (200, CONTENT_TYPES[CSV]): OpenApiResponse(
+                       OpenApiTypes.STR, description="`format=csv` (or `Accept: text/csv`): a header row "
+                       "`period,sent,delivered,opens,unique_opens,clicks,unique_clicks,open_rate,click_rate`, then "
+                       "one row per bucket, as an attachment.")},
         errors=(422,), problem=True,
     )
     def get(self, request):
         query = parse_report_query(request.query_params)
         window = report_window(project=self.project, start=query.start, end=query.end)
+        if wants_csv(request, query.format):
+            buckets = engagement_report(project=self.project, window=window, group_by=query.group_by,
+                                        filters=query.filters)
+            return export_response(report_csv(buckets), export_format=CSV, filename="engagement-report")
         body = engagement_report_body(project=self.project, window=window, group_by=query.group_by,
                                       filters=query.filters, refresh=asks_for_fresh(request))
         return HttpResponse(body, content_type="application/json")  # already JSON: no serializer, no renderer
