@@ -171,5 +171,6 @@ def email_click(request, token):
             return rate_limited(request, refused)
         if request.method == "GET":
             email_click_record(token=token, url=share_page_url(token, request),
-                               user_agent=request.META.get("HTTP_USER_AGENT"))
+                               user_agent=request.META.get("HTTP_USER_AGENT"),
+                               request_purpose=request_purpose(request.method, request.META))
     return private(HttpResponseRedirect(reverse("share-page", args=[token])), PIXEL_CSP)
