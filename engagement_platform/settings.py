@@ -191,7 +191,7 @@ WEBHOOK_DISABLE_AFTER_DAYS = get_from_env("WEBHOOK_DISABLE_AFTER_DAYS", 3, cast=
 # How long a server process keeps a project's subscriptions (other processes see a new endpoint within this).
 WEBHOOK_SUBSCRIPTIONS_CACHE_SECONDS = get_from_env("WEBHOOK_SUBSCRIPTIONS_CACHE_SECONDS", 5.0, cast=float)
 # How often an idle worker looks for new tasks, in seconds.
-WORKER_POLL_SECONDS = get_from_env("WORKER_POLL_SECONDS", 0.05, cast=float)
+WORKER_POLL_SECONDS = get_from_env("WORKER_POLL_SECONDS", 0.1, cast=float)
 
 # Renders
 RENDER_MAX_BYTES = get_from_env("RENDER_MAX_BYTES", 25 * 1024 * 1024, cast=int)
