@@ -53,12 +53,12 @@ def start_receiver(port: int = 0, **options) -> Receiver:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self):
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            if receiver.hang_seconds:
-                time.sleep(receiver.hang_seconds)
-            with receiver.arrived:
+            with receiver.arrived:  # kept on arrival, before any hang: the sender has sent it
                 receiver.received.append(Received(headers={k.lower(): v for k, v in self.headers.items()},
                                                   body=body, at=time.monotonic()))
                 receiver.arrived.notify_all()
+            if receiver.hang_seconds:
+                time.sleep(receiver.hang_seconds)
             self.send_response(receiver.status)
             self.send_header("Content-Length", "0")
             self.end_headers()
