@@ -98,8 +98,8 @@ def endpoint_test(*, endpoint: WebhookEndpoint) -> WebhookDelivery:
                           created_at=at, machine=False,
                           data=lambda: {"webhookId": str(endpoint.pk), "message": "A test event."})
     with transaction.atomic():
-        [delivery] = deliveries_store(project_id=endpoint.project_id, endpoint_ids=[endpoint.pk], event_id=event.id,
-                                      event_type=event.type, created_at=at, body=payload_body(event))
-    return delivery
+        stored = deliveries_store(project_id=endpoint.project_id, endpoint_ids=[endpoint.pk], event_id=event.id,
+                                  event_type=event.type, created_at=at, body=payload_body(event))
+    return WebhookDelivery.objects.get(pk=stored[0])
 
 

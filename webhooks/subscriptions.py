@@ -11,7 +11,7 @@ from django.db import transaction
 
 from engagement_platform.clock import iso_ms
 from engagement_platform.event_hooks import RecordedEvent
-from webhooks.models import WebhookDelivery, WebhookEndpoint
+from webhooks.models import WebhookEndpoint
 
 KEPT_PROJECTS_MAX = 10_000
 
@@ -36,8 +36,8 @@ def enabled_subscriptions(project_id) -> list[Subscription]:
 
 class KeptSubscriptions:
     """Each project's subscriptions, kept in this process for WEBHOOK_SUBSCRIPTIONS_CACHE_SECONDS and dropped
-    by every change saved in this process. Another process sees a new or re-enabled endpoint within that time;
-    a removed, disabled or narrowed one is never delivered to, since the outbox re-reads the endpoints."""
+    by every change saved in this process. Another process sees a new, re-enabled or changed endpoint within
+    that time; a deleted or disabled one gets no delivery (the outbox's insert checks the endpoint's row)."""
 
     def __init__(self):
         self._kept: dict = {}
@@ -84,7 +84,7 @@ class Outbox:
         return frozenset(wanted)
 
     def take(self, event: RecordedEvent) -> None:
-        targets = [subscription.endpoint_id for subscription in enabled_subscriptions(event.project_id)
+        targets = [subscription.endpoint_id for subscription in kept_subscriptions.get(event.project_id)
                    if subscription.wants(event.type, event.machine)]
         if targets:
             deliveries_store(project_id=event.project_id, endpoint_ids=targets, event_id=event.id,
@@ -95,15 +95,14 @@ outbox = Outbox()
 
 
 def deliveries_store(*, project_id, endpoint_ids: list, event_id, event_type: str, created_at, body: str) -> list:
-    """Insert pending deliveries of one event (in the caller's transaction) and enqueue them after commit."""
+    """Insert pending deliveries of one event (in the caller's transaction; one statement, for the endpoints
+    still enabled) and enqueue them once it commits. Returns the ids of the deliveries stored."""
     from engagement_platform.clock import now
+    from engagement_platform.ids import new_id
+    from webhooks.db import insert_deliveries
     from webhooks.tasks import enqueue_after_commit
 
-    due = now()
-    deliveries = WebhookDelivery.objects.bulk_create([
-        WebhookDelivery(project_id=project_id, endpoint_id=endpoint_id, event_id=event_id, event_type=event_type,
-                        payload=body, next_attempt_at=due)
-        for endpoint_id in endpoint_ids
-    ])
-    enqueue_after_commit([delivery.pk for delivery in deliveries])
-    return deliveries
+    stored = insert_deliveries(rows=[(new_id(), endpoint_id) for endpoint_id in endpoint_ids],
+                               project_id=project_id, event_id=event_id, event_type=event_type, body=body, at=now())
+    enqueue_after_commit(stored)
+    return stored

@@ -7,6 +7,8 @@ import logging
 from django.db import transaction
 from django.db.utils import DatabaseError
 
+from engagement_platform.durability import commit_without_flush
+
 try:  # Django 6's own tasks framework when present, else the backport
     from django.tasks import task
 except ImportError:  # pragma: no cover - Django 5.2
@@ -30,7 +32,10 @@ def enqueue_after_commit(delivery_ids: list) -> None:
 
 
 def enqueue_now(ids: list[str]) -> None:
+    """Enqueue the deliveries' task. Its row is only a wake-up call (the deliveries are stored, durably, with
+    their event, and the sweep sends them anyway), so its commit does not wait for the disk."""
     try:
-        deliver_deliveries.enqueue(ids)
+        with commit_without_flush():
+            deliver_deliveries.enqueue(ids)
     except DatabaseError as exc:  # stored already: the worker's sweep sends them
         logger.warning("webhook delivery not enqueued; the sweep sends it", extra={"error": str(exc)})
