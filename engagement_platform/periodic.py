@@ -10,7 +10,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from django.db import close_old_connections
 from django.db.utils import DatabaseError, InterfaceError
 
 logger = logging.getLogger("engagement_platform.worker")
@@ -37,7 +36,7 @@ def jobs() -> list[PeriodicJob]:
 
 class Schedule:
     """When each job last ran; `run_due` runs those whose time has come (a failing job is logged, retried
-    at its next time, and never stops the others)."""
+    at its next time, and never stops the others). The caller drops stale connections between rounds."""
 
     def __init__(self, registered: list[PeriodicJob] | None = None, clock=time.monotonic):
         self.jobs = registered if registered is not None else jobs()
@@ -53,7 +52,6 @@ class Schedule:
             self.last_run[job.name] = started
             ran += 1
             try:
-                close_old_connections()
                 job.run()
             except (DatabaseError, InterfaceError) as exc:  # the database is away: the next round retries
                 logger.warning("periodic job lost its database", extra={"job": job.name, "error": str(exc)})

@@ -12,6 +12,7 @@ import time
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
+from django.db import close_old_connections
 from django.db.utils import DatabaseError, InterfaceError
 from django.utils.crypto import get_random_string
 from django_tasks_db.management.commands.db_worker import Worker
@@ -66,5 +67,9 @@ def run_tasks(worker: Worker) -> None:
 def run_periodic(stop: threading.Event) -> None:
     schedule = periodic.Schedule()
     while not stop.is_set():
+        try:
+            close_old_connections()
+        except (DatabaseError, InterfaceError):
+            periodic.close_connections()
         schedule.run_due()
         stop.wait(min(schedule.seconds_to_next(), 1.0))
