@@ -9,7 +9,8 @@ from engagement_platform.cursors import list_tag, parse_page_params
 from engagement_platform.errors import ValidationFailed
 from engagement_platform.openapi import keyed_operation
 from renders.api.schema import page_parameters
-from renders.api.serializers import parse_or_raise
+from renders.api.serializers import StrictObjectSerializer, parse_or_raise
+from renders.api.share_views import optional_json_body
 from renders.api.views import next_cursor, require_body
 from webhooks.api.serializers import (
     AcceptedSerializer,
@@ -49,6 +50,15 @@ def parse_status_filter(query) -> str | None:
         raise ValidationFailed(field_errors={"status": [
             "Must be one of " + ", ".join(f'"{value}"' for value in DeliveryStatus.values) + "."]})
     return status
+
+
+class EmptyBodySerializer(StrictObjectSerializer):
+    """The actions take no fields: no body, or `{}`."""
+
+
+def parse_no_fields(request) -> None:
+    """A body is optional on the action routes; one that is sent must be a JSON object without fields."""
+    parse_or_raise(EmptyBodySerializer, optional_json_body(request))
 
 
 def accepted(delivery) -> Response:
@@ -110,6 +120,7 @@ class WebhookEndpointDetailView(ProjectScopedAPIView):
 
 class WebhookRotateSecretView(ProjectScopedAPIView):
     required_scopes = {"POST": Scope.WEBHOOKS_MANAGE}
+    max_body_bytes = WEBHOOK_BODY_MAX_BYTES
 
     @keyed_operation(scope=Scope.WEBHOOKS_MANAGE, operation_id="rotateWebhookSecret",
                      summary="Rotate a webhook endpoint's secret",
@@ -117,17 +128,20 @@ class WebhookRotateSecretView(ProjectScopedAPIView):
                      responses={200: SecretSerializer}, errors=[400, 404, 413])
     def post(self, request, webhook_id):
         endpoint = self.get_scoped_or_404(WebhookEndpoint.objects.all(), webhook_id, "webhook endpoint")
+        parse_no_fields(request)
         return Response({"secret": endpoint_rotate_secret(endpoint=endpoint)})
 
 
 class WebhookTestView(ProjectScopedAPIView):
     required_scopes = {"POST": Scope.WEBHOOKS_MANAGE}
+    max_body_bytes = WEBHOOK_BODY_MAX_BYTES
 
     @keyed_operation(scope=Scope.WEBHOOKS_MANAGE, operation_id="testWebhook", summary="Send a test event",
                      description="A `webhook.test` event to this endpoint, whatever it subscribes to.",
                      responses={202: AcceptedSerializer}, errors=[400, 404, 413])
     def post(self, request, webhook_id):
         endpoint = self.get_scoped_or_404(WebhookEndpoint.objects.all(), webhook_id, "webhook endpoint")
+        parse_no_fields(request)
         return accepted(endpoint_test(endpoint=endpoint))
 
 
@@ -149,6 +163,7 @@ class WebhookDeliveriesView(ProjectScopedAPIView):
 
 class WebhookDeliveryRetryView(ProjectScopedAPIView):
     required_scopes = {"POST": Scope.WEBHOOKS_MANAGE}
+    max_body_bytes = WEBHOOK_BODY_MAX_BYTES
 
     @keyed_operation(scope=Scope.WEBHOOKS_MANAGE, operation_id="retryWebhookDelivery",
                      summary="Send a delivery again now",
@@ -158,4 +173,5 @@ class WebhookDeliveryRetryView(ProjectScopedAPIView):
         endpoint = self.get_scoped_or_404(WebhookEndpoint.objects.all(), webhook_id, "webhook endpoint")
         delivery = self.get_scoped_or_404(WebhookDelivery.objects.filter(endpoint=endpoint), delivery_id,
                                           "delivery")
+        parse_no_fields(request)
         return accepted(delivery_retry(delivery=delivery))
