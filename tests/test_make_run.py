@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import time
 import urllib.request
@@ -25,7 +26,12 @@ ROOT = Path(__file__).resolve().parent.parent
 FILE_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
 STAND_IN = ('#!/bin/sh\necho "$EMAIL_BACKEND|$EMAIL_FILE_PATH|$DEBUG|$WEBHOOK_ALLOW_PRIVATE_NETWORKS|'
             '$RUN_BIN $RUN_HOST $RUN_PORT|$*"\n')
-RUN_PORT = 8231
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def run_recipe(tmp_path, **env) -> list[list[str]]:
@@ -95,9 +101,10 @@ def test_make_run_for_real_serves_and_its_worker_delivers_a_webhook(tmp_path):
     environ.update(DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}", MEDIA_ROOT=str(tmp_path / "media"),
                    EMAIL_FILE_PATH=str(tmp_path / "mail"), PYTHONUNBUFFERED="1")
     log = (tmp_path / "run.log").open("w+")
-    process = subprocess.Popen(["make", "-s", "run", f"PORT={RUN_PORT}", f"BIN={ROOT / '.venv' / 'bin'}"],
+    port = free_port()
+    process = subprocess.Popen(["make", "-s", "run", f"PORT={port}", f"BIN={ROOT / '.venv' / 'bin'}"],
                                cwd=ROOT, env=environ, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{RUN_PORT}"
+    base = f"http://127.0.0.1:{port}"
     try:
         def output():
             log.flush()
