@@ -245,7 +245,9 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     # Every event type, as the summary's and the event log's events carry it (one enum, its name kept stable).
-    "ENUM_NAME_OVERRIDES": {"EventOutEventTypeEnum": "renders.models.EventType"},
+    "ENUM_NAME_OVERRIDES": {"EventOutEventTypeEnum": "renders.models.EventType",
+                            "WebhookEventTypeEnum": "engagement_platform.event_hooks.PublicEventType",
+                            "WebhookDeliveryStatusEnum": "webhooks.models.DeliveryStatus"},
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
                              "engagement_platform.openapi.document_operations"],
 }

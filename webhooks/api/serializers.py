@@ -13,7 +13,7 @@ EVENT_TYPES_TEXT = ", ".join(f'"{choice.value}"' for choice in PublicEventType)
 
 class EventTypesField(serializers.ListField):
     child = serializers.ChoiceField(
-        choices=[choice.value for choice in PublicEventType],
+        choices=PublicEventType.choices,
         error_messages={"invalid_choice": '"{input}" is not an event type: expected one of ' + EVENT_TYPES_TEXT + "."})
 
     def __init__(self, **kwargs):
@@ -92,7 +92,7 @@ def delivery_json(delivery) -> dict:
 class EndpointOutSerializer(serializers.Serializer):
     id = serializers.UUIDField()
     url = serializers.CharField()
-    events = serializers.ListField(child=serializers.ChoiceField(choices=[c.value for c in PublicEventType]))
+    events = serializers.ListField(child=serializers.ChoiceField(choices=PublicEventType.choices))
     description = serializers.CharField()
     includeMachine = serializers.BooleanField()
     createdAt = serializers.DateTimeField()
@@ -114,7 +114,7 @@ class SecretSerializer(serializers.Serializer):
 class DeliveryOutSerializer(serializers.Serializer):
     id = serializers.UUIDField()
     eventId = serializers.UUIDField(help_text="The payload's `id`, sent as `webhook-id` on every attempt.")
-    eventType = serializers.ChoiceField(choices=[c.value for c in PublicEventType])
+    eventType = serializers.ChoiceField(choices=PublicEventType.choices)
     status = serializers.ChoiceField(choices=DeliveryStatus.choices)
     attempts = serializers.IntegerField()
     lastResponseStatus = serializers.IntegerField(allow_null=True)

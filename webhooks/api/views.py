@@ -125,7 +125,7 @@ class WebhookRotateSecretView(ProjectScopedAPIView):
     @keyed_operation(scope=Scope.WEBHOOKS_MANAGE, operation_id="rotateWebhookSecret",
                      summary="Rotate a webhook endpoint's secret",
                      description="Deliveries of the next 24 hours are signed with both the old and the new secret.",
-                     responses={200: SecretSerializer}, errors=[400, 404, 413])
+                     request=EmptyBodySerializer, responses={200: SecretSerializer}, errors=[400, 404, 413])
     def post(self, request, webhook_id):
         endpoint = self.get_scoped_or_404(WebhookEndpoint.objects.all(), webhook_id, "webhook endpoint")
         parse_no_fields(request)
@@ -138,7 +138,7 @@ class WebhookTestView(ProjectScopedAPIView):
 
     @keyed_operation(scope=Scope.WEBHOOKS_MANAGE, operation_id="testWebhook", summary="Send a test event",
                      description="A `webhook.test` event to this endpoint, whatever it subscribes to.",
-                     responses={202: AcceptedSerializer}, errors=[400, 404, 413])
+                     request=EmptyBodySerializer, responses={202: AcceptedSerializer}, errors=[400, 404, 413])
     def post(self, request, webhook_id):
         endpoint = self.get_scoped_or_404(WebhookEndpoint.objects.all(), webhook_id, "webhook endpoint")
         parse_no_fields(request)
@@ -168,7 +168,7 @@ class WebhookDeliveryRetryView(ProjectScopedAPIView):
     @keyed_operation(scope=Scope.WEBHOOKS_MANAGE, operation_id="retryWebhookDelivery",
                      summary="Send a delivery again now",
                      description="The same body and the same `webhook-id`; a failed delivery gets one more attempt.",
-                     responses={202: AcceptedSerializer}, errors=[400, 404, 413])
+                     request=EmptyBodySerializer, responses={202: AcceptedSerializer}, errors=[400, 404, 413])
     def post(self, request, webhook_id, delivery_id):
         endpoint = self.get_scoped_or_404(WebhookEndpoint.objects.all(), webhook_id, "webhook endpoint")
         delivery = self.get_scoped_or_404(WebhookDelivery.objects.filter(endpoint=endpoint), delivery_id,
