@@ -26,13 +26,14 @@ WITH_SECRET_KEY = SECRET_KEY="$${SECRET_KEY:-$$($(PYTHON) -c 'import secrets; pr
 migrate: $(VENV)/.installed
 	$(WITH_SECRET_KEY) $(BIN)/python manage.py migrate --noinput -v 0
 
-## Local server with demo data on http://127.0.0.1:8000 (SQLite unless DATABASE_URL is set).
-## Mail is written as files under var/mail unless EMAIL_BACKEND is set.
+## Local server with demo data on http://127.0.0.1:8000 (SQLite unless DATABASE_URL is set), and the background
+## worker beside it (webhook deliveries, periodic jobs): both from the Procfile, through honcho, in one command.
+## Mail is written as files under var/mail unless EMAIL_BACKEND is set; webhooks may go to local receivers.
 RUN_ENV = DEBUG=$${DEBUG:-1} EMAIL_BACKEND=$${EMAIL_BACKEND:-django.core.mail.backends.filebased.EmailBackend} \
-	EMAIL_FILE_PATH=$${EMAIL_FILE_PATH:-var/mail}
+	EMAIL_FILE_PATH=$${EMAIL_FILE_PATH:-var/mail} WEBHOOK_ALLOW_PRIVATE_NETWORKS=$${WEBHOOK_ALLOW_PRIVATE_NETWORKS:-1}
 run: migrate
 	$(RUN_ENV) $(BIN)/python manage.py seed_demo --base-url http://$(HOST):$(PORT)
-	$(RUN_ENV) $(BIN)/python manage.py runserver $(HOST):$(PORT)
+	$(RUN_ENV) RUN_BIN=$(BIN) RUN_HOST=$(HOST) RUN_PORT=$(PORT) $(BIN)/python -m honcho -f Procfile start
 
 ## The test suite (SQLite unless DATABASE_URL is set; CI sets PostgreSQL).
 test: $(VENV)/.installed-dev
@@ -41,7 +42,10 @@ test: $(VENV)/.installed-dev
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 
-## Production-style serving: gunicorn, DEBUG off, static files through whitenoise.
+## Production-style serving: gunicorn, DEBUG off, static files through whitenoise. This serves the web side only:
+## a deployment also runs one or more `python manage.py worker` processes (same settings and DATABASE_URL; any
+## number may run at once, each delivery is sent by one of them at a time), under its process manager
+## (systemd, a container per worker, or `honcho -f Procfile start` as `make run` does).
 serve: migrate
 	$(WITH_SECRET_KEY) $(BIN)/python manage.py collectstatic --noinput -v 0
 	$(WITH_SECRET_KEY) DEBUG=0 $(BIN)/gunicorn engagement_platform.wsgi:application --bind $(HOST):$(PORT) \

@@ -19,6 +19,7 @@ class Scope(models.TextChoices):
     RENDERS_WRITE = "renders.write", "Create renders, record events, manage shares, send emails"
     MESSAGES_WRITE = "messages.write", "Ingest message events"
     REPORTS_VIEW = "reports.view", "Read engagement reports"
+    WEBHOOKS_MANAGE = "webhooks.manage", "Manage webhook endpoints and read their deliveries"
 
 
 ALL_SCOPES = [scope.value for scope in Scope]

@@ -116,6 +116,8 @@ RESOURCE_TAGS = {
     "emails": "Email a render: a tracked link and an open pixel, counted on both surfaces.",
     "reports": "The engagement report: a time series of message events (RFC 9457 errors).",
     "messages": "Ingest message events from your own mail pipeline (RFC 9457 errors).",
+    "webhooks": "Webhook endpoints: signed deliveries of events (Standard Webhooks), their delivery log, "
+                "retries and tests.",
 }
 API_PREFIX = "/v1/"
 

@@ -38,7 +38,10 @@ INSTALLED_APPS = [
     "apikeys",
     "renders",
     "reports",
+    "webhooks",
     "demo",
+    "django_tasks",
+    "django_tasks_db",
 ]
 
 MIDDLEWARE = [
@@ -171,6 +174,27 @@ MEDIA_URL = "media/"
 # Public base URL used for absolute links in emails; request host is used when unset.
 PUBLIC_BASE_URL = get_from_env("PUBLIC_BASE_URL", "")
 
+# Webhooks (contract section 8) and the background worker (`manage.py worker`)
+# The task queue: django-tasks' database backend, so SQLite and PostgreSQL both work (forward compatible
+# with Django 6's django.tasks); the worker also sweeps due deliveries, so a lost task loses nothing.
+TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
+# Allow `http` and loopback/private/link-local addresses for webhook URLs (development and tests only).
+WEBHOOK_ALLOW_PRIVATE_NETWORKS = get_from_env("WEBHOOK_ALLOW_PRIVATE_NETWORKS", False, cast=bool)
+# One delivery attempt's whole budget (connect, send, answer), in seconds.
+WEBHOOK_TIMEOUT_SECONDS = get_from_env("WEBHOOK_TIMEOUT_SECONDS", 10.0, cast=float)
+# Seconds between a failed attempt and the next (then the delivery is `failed`); tests shorten it.
+WEBHOOK_RETRY_SCHEDULE = [int(part) for part in get_from_env(
+    "WEBHOOK_RETRY_SCHEDULE", ["5", "60", "600", "3600", "21600", "86400"], cast=list)]
+# How long a worker holds a delivery it is sending; one that dies meanwhile leaves it to the sweep after that.
+# Must exceed WEBHOOK_TIMEOUT_SECONDS.
+WEBHOOK_LEASE_SECONDS = get_from_env("WEBHOOK_LEASE_SECONDS", 60.0, cast=float)
+# An endpoint whose every delivery failed for this many days is disabled.
+WEBHOOK_DISABLE_AFTER_DAYS = get_from_env("WEBHOOK_DISABLE_AFTER_DAYS", 3, cast=int)
+# How long a server process keeps a project's subscriptions (other processes see a new endpoint within this).
+WEBHOOK_SUBSCRIPTIONS_CACHE_SECONDS = get_from_env("WEBHOOK_SUBSCRIPTIONS_CACHE_SECONDS", 5.0, cast=float)
+# How often an idle worker looks for new tasks, in seconds.
+WORKER_POLL_SECONDS = get_from_env("WORKER_POLL_SECONDS", 0.1, cast=float)
+
 # Renders
 RENDER_MAX_BYTES = get_from_env("RENDER_MAX_BYTES", 25 * 1024 * 1024, cast=int)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
@@ -223,7 +247,9 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     # Every event type, as the summary's and the event log's events carry it (one enum, its name kept stable).
-    "ENUM_NAME_OVERRIDES": {"EventOutEventTypeEnum": "renders.models.EventType"},
+    "ENUM_NAME_OVERRIDES": {"EventOutEventTypeEnum": "renders.models.EventType",
+                            "WebhookEventTypeEnum": "engagement_platform.event_hooks.PublicEventType",
+                            "WebhookDeliveryStatusEnum": "webhooks.models.DeliveryStatus"},
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
                              "engagement_platform.openapi.document_operations"],
 }

@@ -19,6 +19,7 @@ urlpatterns = [
     path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("v1/", include("renders.api.urls")),
     path("v1/", include("reports.api.urls")),
+    path("v1/", include("webhooks.api.urls")),
     # Last of /v1: any other path under it (a trailing-slash typo included) is the surface's 404, whatever DEBUG.
     re_path(r"^v1(?:/.*)?$", unknown_api_path, name="unknown-api-path"),
     path("", include("renders.public.urls")),

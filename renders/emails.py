@@ -6,6 +6,7 @@ open pixel and tracked link. The message also lives on the report side (`sent`, 
 import base64
 import logging
 import unicodedata
+from contextlib import nullcontext
 from dataclasses import dataclass
 from email.utils import parseaddr
 
@@ -15,12 +16,16 @@ from django.db import transaction
 from django.template.loader import render_to_string
 from django.urls import reverse
 
-from engagement_platform.clock import now
+from engagement_platform import event_hooks
+from engagement_platform.clock import iso_ms, now
 from engagement_platform.errors import EmailFailed
+from engagement_platform.event_hooks import PublicEventType, RecordedEvent
 from engagement_platform.ids import new_id
+from engagement_platform.traffic import Verdict
 from renders.models import ActorKind, EventType, Render, RenderEmail
 from renders.services import record_event, truncate_user_agent
 from renders.shares import looks_like_token, share_mint
+from reports.classification import verdict_by_rules
 from reports.services import channel_get_or_create, default_channel_for, ingest_message_events
 from reports.validation import stored_address_problem
 
@@ -241,12 +246,39 @@ def email_open_record(*, token: str, source_ip: str | None, user_agent: str | No
 
 def email_click_record(*, token: str, url: str, user_agent: str | None, source_ip: str | None = None,
                        request_purpose: str | None = None) -> bool:
-    """The tracked link was followed: a `clicked` message event (the share page then records `viewed`)."""
+    """The tracked link was followed: a `clicked` message event (the share page then records `viewed`), and
+    `email.clicked` told to its listeners in the same transaction."""
     email = email_for_token(token)
     if email is None:
         return False
-    ingest_message_events(project=email.project, events=[
-        message_event(email, event_type="clicked", event_id=f"clicked:{new_id()}", at=now(), url=url,
-                      user_agent=user_agent, source_ip=source_ip, request_purpose=request_purpose),
-    ])
+    event_id, at = new_id(), now()
+    verdict = click_verdict(email=email, user_agent=user_agent, source_ip=source_ip, at=at,
+                            request_purpose=request_purpose)
+    wanted = PublicEventType.EMAIL_CLICKED in event_hooks.listened_types(project_id=email.project_id,
+                                                                        machine=verdict.is_machine)
+    with transaction.atomic() if wanted else nullcontext():
+        ingest_message_events(project=email.project, events=[
+            message_event(email, event_type="clicked", event_id=f"clicked:{event_id}", at=at, url=url,
+                          user_agent=user_agent, source_ip=source_ip, request_purpose=request_purpose),
+        ])
+        if wanted:
+            event_hooks.recorded(RecordedEvent(
+                project_id=email.project_id, id=event_id, type=PublicEventType.EMAIL_CLICKED, created_at=at,
+                machine=verdict.is_machine,
+                data=lambda: click_data(email=email, event_id=event_id, url=url, at=at, verdict=verdict)))
     return True
+
+
+def click_verdict(*, email: RenderEmail, user_agent: str | None, source_ip: str | None, at,
+                  request_purpose: str | None) -> Verdict:
+    """A tracked-link click's traffic class, by the report side's rule for its `clicked` message event (the
+    email's `delivered` is its message's)."""
+    return verdict_by_rules(event_type="clicked", user_agent=user_agent, source_ip=source_ip,
+                            purpose=request_purpose, occurred_at=at, delivered_at=email.delivered_at)
+
+
+def click_data(*, email: RenderEmail, event_id, url: str, at, verdict: Verdict) -> dict:
+    """The `data` of `email.clicked` (contract section 8)."""
+    return {"id": str(event_id), "messageId": email.message_id, "recipient": email.recipient,
+            "renderId": str(email.render_id), "shareId": str(email.share_id), "url": url,
+            "occurredAt": iso_ms(at), "traffic": verdict.traffic, "machineReason": verdict.reason}

@@ -13,6 +13,7 @@ from engagement_platform.clock import now
 from engagement_platform.errors import PayloadTooLarge, ValidationFailed
 from engagement_platform.ids import parse_uuid
 from engagement_platform.traffic import HUMAN, EventKind, Traffic, Verdict, classify
+from renders.announcements import announce, wanted_announcements
 from renders.models import (
     CLASSIFIED_EVENT_TYPES,
     DEDUPED_EVENT_TYPES,
@@ -165,6 +166,7 @@ def record_event(*, render: Render, event_type: str, actor_kind: str, share: Sha
 
     Its traffic class is decided here (`event_verdict`); `request_purpose` is what the recording request
     was for (engagement_platform.traffic.request_purpose), None when there was no request.
+    The public events it makes (renders.announcements) are told to their listeners in the same transaction.
     A recorded event drops the render's kept summary once it commits; a deduped one changes nothing.
     """
     event = new_event(project_id=render.project_id, render_id=render.pk, event_type=event_type,
@@ -173,6 +175,7 @@ def record_event(*, render: Render, event_type: str, actor_kind: str, share: Sha
                       request_purpose=request_purpose)
     if connection.vendor == "postgresql":
         return _record_event_postgresql(event)
+    wanted = wanted_announcements(event)
     with transaction.atomic():
         dedupe_key = event_dedupe_key(event)
         if dedupe_key is not None and not claim_dedupe_mark(project_id=event.project_id, dedupe_key=dedupe_key,
@@ -181,6 +184,8 @@ def record_event(*, render: Render, event_type: str, actor_kind: str, share: Sha
         event.save(force_insert=True)
         add_to_counters(project_id=render.project_id, render_id=render.pk,
                         increments=counter_increments(event.event_type, event.share_id, event.traffic))
+        if wanted:
+            announce(event, wanted)
     summaries.changed(render.pk)
     return RecordResult(recorded=True, event=event)
 
@@ -214,12 +219,16 @@ def _record_event_postgresql(event: EngagementEvent, *, check_render: bool = Fal
     With `check_render` the statement also checks the render is the project's (None when not).
     """
     # In autocommit the statement is its own transaction; inside a caller's transaction a savepoint
-    # keeps a failure from poisoning it, as the atomic block of the portable path does.
-    with transaction.atomic() if connection.in_atomic_block else nullcontext():
+    # keeps a failure from poisoning it, as the atomic block of the portable path does. An event someone
+    # listens to is recorded in a transaction that also holds what the listeners write (their outbox).
+    wanted = wanted_announcements(event)
+    with transaction.atomic() if wanted or connection.in_atomic_block else nullcontext():
         recorded = record_in_one_statement(
             event=event, dedupe_key=event_dedupe_key(event), window=DEDUPE_WINDOW,
             increments=counter_increments(event.event_type, event.share_id, event.traffic),
             check_render=check_render)
+        if recorded and wanted:
+            announce(event, wanted)
     if recorded is None:
         return None
     if not recorded:

@@ -94,3 +94,11 @@ def public_url(path: str, request=None) -> str:
 
 def share_page_url(token: str, request=None) -> str:
     return public_url(reverse("share-page", args=[token]), request)
+
+
+def share_link(token: str, request=None) -> str:
+    """A share's page: absolute when the base is known (PUBLIC_BASE_URL or the request), else its path (what a
+    webhook payload recorded outside a request carries when PUBLIC_BASE_URL is unset)."""
+    if request is None and not settings.PUBLIC_BASE_URL:
+        return reverse("share-page", args=[token])
+    return share_page_url(token, request)

@@ -9,3 +9,5 @@ import os
 import secrets
 
 os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
+# Webhook receivers in the suite are local http servers (contract section 8: set by tests and `make run`).
+os.environ.setdefault("WEBHOOK_ALLOW_PRIVATE_NETWORKS", "1")

@@ -62,3 +62,22 @@ def test_no_signal_receivers_on_render_models():
     for model in (Render, Share, RenderEmail, EngagementEvent):
         for signal in (post_delete, pre_delete, post_save):
             assert not signal.has_listeners(model), (signal, model.__name__)
+
+
+def modules_importing(app: str, forbidden: tuple[str, ...]) -> dict[str, list[str]]:
+    sources = sorted((ROOT / app).rglob("*.py"))
+    assert sources, app
+    found = {str(path.relative_to(ROOT)): sorted(name for name in imported_modules(path)
+                                                 if any(name == f or name.startswith(f + ".") for f in forbidden))
+             for path in sources}
+    return {path: names for path, names in found.items() if names}
+
+
+def test_webhooks_is_known_only_to_itself():
+    """Renders tells engagement_platform.event_hooks what it recorded; webhooks listens. No arrow back."""
+    for app in ("renders", "reports", "apikeys", "engagement_platform", "demo"):
+        assert modules_importing(app, ("webhooks",)) == {}, app
+
+
+def test_webhooks_depends_on_the_ground_apikeys_and_renders_only():
+    assert modules_importing("webhooks", ("reports", "demo")) == {}

@@ -137,9 +137,9 @@ def test_options_on_a_read_and_write_route_needs_its_scope_and_never_fails(api, 
     assert response["Content-Type"] == "application/json"
 
 
-def test_a_key_created_without_a_scope_list_gets_all_four(project):
+def test_a_key_created_without_a_scope_list_gets_all_five(project):
     assert apikey_issue(project=project).key.scopes == ALL_SCOPES
-    assert set(ALL_SCOPES) == {"renders.read", "renders.write", "messages.write", "reports.view"}
+    assert set(ALL_SCOPES) == {"renders.read", "renders.write", "messages.write", "reports.view", "webhooks.manage"}
 
 
 # 429: the per-project rate limit -----------------------------------------------------------

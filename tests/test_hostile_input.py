@@ -176,10 +176,15 @@ def _replaced(value, path, new):
     return copy
 
 
+def _is_message_batch(body: dict) -> bool:
+    events = body.get("events")
+    return isinstance(events, list) and bool(events) and isinstance(events[0], dict)
+
+
 def _with_extra_string_fields(body: dict) -> dict:
     """Optional string fields the valid body leaves out, so they get hostile values too."""
     extras = {"label": "x", "subject": "x", "message": "x", "name": "x", "metadata": {"note": "x"}}
-    return body if "events" in body else {**body, **{k: v for k, v in extras.items() if k not in body}}
+    return body if _is_message_batch(body) else {**body, **{k: v for k, v in extras.items() if k not in body}}
 
 
 @pytest.mark.parametrize(("route", "method"), JSON_OPERATIONS)
@@ -193,7 +198,7 @@ def test_hostile_strings_in_every_string_field_never_5xx(route, method, world, m
         for string_path in list(_string_paths(candidate)):
             for hostile in HOSTILE_STRINGS:
                 body = _replaced(candidate, string_path, hostile)
-                if "events" in body:  # fresh idempotency ids, so each batch is judged on its own
+                if _is_message_batch(body):  # fresh idempotency ids, so each batch is judged on its own
                     for i, event in enumerate(body["events"]):
                         if string_path[-1:] != ("id",) or string_path[1] != i:
                             event["id"] = f"{event['id']}-{tried}"

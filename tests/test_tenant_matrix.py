@@ -113,12 +113,38 @@ MATRIX: dict[str, dict[str, Op]] = {
     "v1/messages/events": {"POST": Op(json=message_batch, isolation=_messages_isolated, writes=True),
                            "GET": Op(query=_report_query, isolation=_message_export_isolated)},
     "v1/reports/engagement": {"GET": Op(query=_report_query, isolation=_report_isolated)},
+    "v1/webhooks": {
+        "GET": Op(isolation=lambda w, r: _webhook_list_isolated(w, r)),
+        "POST": Op(json=lambda w: {"url": "http://127.0.0.1:9/hooks", "events": ["render.viewed"]},
+                   isolation=lambda w, r: _webhook_create_isolated(w, r), writes=True),
+    },
+    "v1/webhooks/<str:webhook_id>": {"GET": Op(), "PATCH": Op(json=lambda w: {"description": "matrix"}, writes=True),
+                                     "DELETE": Op(writes=True)},
+    "v1/webhooks/<str:webhook_id>/rotate-secret": {"POST": Op(writes=True)},
+    "v1/webhooks/<str:webhook_id>/test": {"POST": Op(writes=True)},
+    "v1/webhooks/<str:webhook_id>/deliveries": {"GET": Op()},
+    "v1/webhooks/<str:webhook_id>/deliveries/<str:delivery_id>/retry": {"POST": Op(writes=True)},
 }
+
+
+def _webhook_list_isolated(world, response):
+    assert response.status_code == 200
+    assert {item["id"] for item in response.json()["data"]} == {str(world.b.extra["webhook"].id)}
+
+
+def _webhook_create_isolated(world, response):
+    from webhooks.models import WebhookEndpoint
+
+    assert response.status_code == 201, response.content
+    created = response.json()["id"]
+    assert WebhookEndpoint.objects.filter(pk=created, project=world.b.project).count() == 1
 
 # Which object of a tenant each path parameter names.
 PARAMS: dict[str, Callable] = {
     "render_id": lambda tenant: tenant.render.id,
     "share_id": lambda tenant: tenant.share.id,
+    "webhook_id": lambda tenant: tenant.extra["webhook"].id,
+    "delivery_id": lambda tenant: tenant.extra["delivery"].id,
 }
 
 # Public token routes: method, and what a revoked share's token must answer.
@@ -162,7 +188,11 @@ def _tenant(name, make_project, make_key, make_render):
     share = Share.objects.create(project=project, render=render, label=f"{name} share")
     record_event(render=render, event_type=EventType.VIEWED, actor_kind=ActorKind.RECIPIENT, share=share,
                  source_ip="203.0.113.7", metadata={"tenant": name})
-    return Tenant(project=project, raw_key=issued.raw_key, render=render, share=share, key=issued.key)
+    from webhooks.services import endpoint_create, endpoint_test
+
+    webhook = endpoint_create(project=project, url="http://127.0.0.1:9/hooks", events=["render.viewed"]).endpoint
+    return Tenant(project=project, raw_key=issued.raw_key, render=render, share=share, key=issued.key,
+                  extra={"webhook": webhook, "delivery": endpoint_test(endpoint=webhook)})
 
 
 @pytest.fixture
@@ -202,7 +232,7 @@ def body_of(response):
 
 def row_counts() -> dict[str, int]:
     return {model._meta.label: model.objects.count() for model in apps.get_models()
-            if model._meta.app_label in ("renders", "reports", "apikeys")}
+            if model._meta.app_label in ("renders", "reports", "apikeys", "webhooks")}
 
 
 def assert_error(response, path: str, status: int, envelope_code: str, problem_code: str):

@@ -10,7 +10,7 @@ from rest_framework import serializers
 from engagement_platform.clock import iso_ms, now
 from renders.api.serializers import StrictObjectSerializer
 from renders.emails import SUBJECT_MAX_LENGTH, address_problem, subject_problem
-from renders.shares import SHARE_LABEL_MAX_LENGTH, share_page_url
+from renders.shares import SHARE_LABEL_MAX_LENGTH, share_link
 
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
 EMAIL_MESSAGE_MAX_LENGTH = 10_000
@@ -111,7 +111,7 @@ def share_json(share, request) -> dict:
     return {
         "id": str(share.id),
         "renderId": str(share.render_id),
-        "url": share_page_url(share.token, request),
+        "url": share_link(share.token, request),
         "label": share.label or None,
         "createdAt": iso_ms(share.created_at),
         "expiresAt": iso_ms(share.expires_at),

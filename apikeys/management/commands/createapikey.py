@@ -10,7 +10,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--project", required=True, help="Project id or name.")
-        parser.add_argument("--scopes", help="Comma-separated scopes; all four when omitted.")
+        parser.add_argument("--scopes", help="Comma-separated scopes; all five when omitted.")
         parser.add_argument("--name", default="", help="A label for the key.")
         parser.add_argument("--expires-in-days", type=int)
 

@@ -1,0 +1,41 @@
+"""The task queue's side of deliveries (django-tasks, forward compatible with django.tasks): a committed
+delivery is enqueued once its transaction commits, so the worker sends it at once; the worker's sweep
+(`delivery.deliver_due`) sends anything the queue lost (a crash after commit, a failed enqueue) and retries."""
+
+import logging
+
+from django.db import transaction
+from django.db.utils import DatabaseError
+
+from engagement_platform.durability import commit_without_flush
+
+try:  # Django 6's own tasks framework when present, else the backport
+    from django.tasks import task
+except ImportError:  # pragma: no cover - Django 5.2
+    from django_tasks import task
+
+logger = logging.getLogger("engagement_platform.webhooks")
+
+
+@task()
+def deliver_deliveries(delivery_ids: list[str]) -> int:
+    """Send these deliveries now (each one only if still pending, due and not being sent elsewhere)."""
+    from webhooks.delivery import deliver
+
+    return sum(1 for delivery_id in delivery_ids if deliver(delivery_id) is not None)
+
+
+def enqueue_after_commit(delivery_ids: list) -> None:
+    ids = [str(pk) for pk in delivery_ids]
+    if ids:
+        transaction.on_commit(lambda: enqueue_now(ids))
+
+
+def enqueue_now(ids: list[str]) -> None:
+    """Enqueue the deliveries' task. Its row is only a wake-up call (the deliveries are stored, durably, with
+    their event, and the sweep sends them anyway), so its commit does not wait for the disk."""
+    try:
+        with commit_without_flush():
+            deliver_deliveries.enqueue(ids)
+    except DatabaseError as exc:  # stored already: the worker's sweep sends them
+        logger.warning("webhook delivery not enqueued; the sweep sends it", extra={"error": str(exc)})
