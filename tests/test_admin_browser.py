@@ -68,7 +68,7 @@ def test_operator_sees_the_project_and_render_charts(chromium, shared):  # noqa:
     chart = page.locator(f".field-traffic_chart {CHART}")
     expect(chart).to_be_visible()
     expect(chart).to_contain_text(f"sent ({shared['sent']})")
-    assert chart.locator("polyline").count() == 4
+    assert chart.locator("polyline").count() == 6  # sent, delivered, and opens and clicks of people and of machines
     assert chart.bounding_box()["width"] > 600  # drawn at its own size, not squeezed into the form row
     chart.scroll_into_view_if_needed()
     ARTIFACTS.mkdir(exist_ok=True)

@@ -110,7 +110,7 @@ def test_share_events_carry_the_share_object(project, render, receiver):
     assert by_type["share.created"] == {"id": str(share.id), "renderId": str(render.id),
                                         "url": f"/s/{share.token}", "label": "For Bob",
                                         "createdAt": by_type["share.created"]["createdAt"],
-                                        "expiresAt": None, "revokedAt": None}
+                                        "expiresAt": None, "revokedAt": None, "requireEmail": False}
     assert by_type["share.revoked"]["revokedAt"] is not None
 
 
