@@ -24,7 +24,7 @@ from datetime import UTC, date, datetime, timedelta
 from functools import cache, lru_cache
 
 import psycopg
-from django.db import connection, transaction
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 
 from engagement_platform.ids import new_id
 from reports.models import (
@@ -151,7 +151,7 @@ def _server_binding_cursor():
 
 
 @contextmanager
-def _numbered_statement_cursor():
+def _numbered_statement_cursor(using: str = DEFAULT_DB_ALIAS):
     """A Django cursor for a statement given in two forms: (`%s` form, params) -> runs it.
 
     psycopg converts `%s` placeholders on every execution of a statement longer than 4096 bytes or with
@@ -160,12 +160,13 @@ def _numbered_statement_cursor():
     a raw cursor, still through Django's cursor wrapper (execute wrappers, error translation). When
     Django logs queries (DEBUG, query capture) the `%s` form runs instead, which its log can render.
     """
-    with connection.cursor() as django_cursor:
-        if connection.queries_logged:
+    database = connections[using]
+    with database.cursor() as django_cursor:
+        if database.queries_logged:
             yield lambda statement, params: django_cursor.execute(statement, params) or django_cursor
             return
         raw = psycopg.RawCursor(django_cursor.cursor.connection)
-        with connection.make_cursor(raw) as cursor:
+        with database.make_cursor(raw) as cursor:
             yield lambda statement, params: cursor.execute(_numbered(statement), params) or cursor
 
 
@@ -937,22 +938,23 @@ _PERIODS = {
 
 def report_rows(*, project_id: uuid.UUID, whole_days: tuple[date, date] | None,
                 partial: Sequence[tuple[datetime, datetime]], key: rule.GrainKey, group_by: str,
-                figures: Sequence[str]) -> list[tuple]:
-    """(period, *figures) per non-empty bucket, oldest first; `period` a date."""
+                figures: Sequence[str], using: str = DEFAULT_DB_ALIAS) -> list[tuple]:
+    """(period, *figures) per non-empty bucket, oldest first; `period` a date. `using`: the database alias."""
     sql, params = _report_statement(project_id=project_id, whole_days=whole_days, partial=partial, key=key,
                                     group_by=group_by, figures=figures)
-    with connection.cursor() as cursor:
+    with connections[using].cursor() as cursor:
         cursor.execute(sql, params)
         return [(_as_date(period), *values) for period, *values in cursor.fetchall()]
 
 
 def report_json_text(*, project_id: uuid.UUID, whole_days: tuple[date, date] | None,
                      partial: Sequence[tuple[datetime, datetime]], key: rule.GrainKey, group_by: str,
-                     body: Sequence[tuple[str, str | tuple[str, str]]]) -> str | None:
+                     body: Sequence[tuple[str, str | tuple[str, str]]], using: str = DEFAULT_DB_ALIAS) -> str | None:
     """The report body's JSON text written by the database (PostgreSQL), or None where it does not write JSON.
 
     `body` lists the bucket's keys in wire order, each with what it holds: "period", a figure
     column, or ("rate", a distinct figure's column): that figure over `delivered`, clamped to [0, 1].
+    `using`: the database alias (the primary, or the replica: the statement only reads).
     """
     if not _postgres():
         return None
@@ -962,25 +964,18 @@ def report_json_text(*, project_id: uuid.UUID, whole_days: tuple[date, date] | N
     sql, params = _report_statement(project_id=project_id, whole_days=whole_days, partial=partial, key=key,
                                     group_by=group_by, figures=figures)
     if not partial:
-        with connection.cursor() as cursor:
+        with connections[using].cursor() as cursor:
             cursor.execute(_json_body(sql, body), params)
             return cursor.fetchone()[0]
-    with _numbered_statement_cursor() as execute:
-        # The statement's text is the same for every report of the same shape (the window and the key are
-        # parameters), and planning its edge parts costs more than running them: it runs on one generic
-        # plan per connection (each guard is a one-time filter, decided when the statement runs). A
-        # session setting (a transaction's own would cost two more round trips), rolled back with an
-        # enclosing transaction that fails.
-        cursor = execute("SET plan_cache_mode = force_generic_plan", None)
-        try:
-            return execute(_json_body(sql, body), params).fetchone()[0]
-        finally:
-            if not connection.needs_rollback and not _transaction_failed(cursor):
-                execute("RESET plan_cache_mode", None)
-
-
-def _transaction_failed(cursor) -> bool:
-    return cursor.connection.info.transaction_status == psycopg.pq.TransactionStatus.INERROR
+    # The statement's text is the same for every report of the same shape (the window and the key are
+    # parameters), and planning its edge parts costs more than running them: it runs on a generic plan
+    # (each guard is a one-time filter, decided when the statement runs), kept per connection where
+    # statements are prepared. The setting is the transaction's own (`SET LOCAL`): no session state
+    # outlives it, so a pooler in transaction mode may hand the server connection to another client right
+    # after. Inside a caller's transaction it holds until that one ends.
+    with transaction.atomic(using=using, savepoint=False), _numbered_statement_cursor(using) as execute:
+        execute("SET LOCAL plan_cache_mode = force_generic_plan", None)
+        return execute(_json_body(sql, body), params).fetchone()[0]
 
 
 def _report_statement(*, project_id, whole_days, partial, key, group_by: str,
