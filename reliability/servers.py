@@ -30,6 +30,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def free_port_in(first: int, last: int) -> int:
+    """A free loopback port between `first` and `last` (inclusive), for servers kept to a port range."""
+    for port in range(first, last + 1):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port between {first} and {last}")
+
+
 def wait_until(predicate, timeout: float, interval: float = 0.1) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -66,15 +78,16 @@ def postgres_bin(name: str) -> str:
 class ThrowawayPostgres:
     """A private PostgreSQL cluster in a temp dir, trust auth, on a free port."""
 
-    def __init__(self):
-        self.port = free_port()
+    def __init__(self, port: int | None = None, *, initialize: bool = True):
+        self.port = port or free_port()
         self.dir = tempfile.mkdtemp(prefix="ep-pg-")
         self.data = os.path.join(self.dir, "data")
         self.log = os.path.join(self.dir, "server.log")
         if os.geteuid() == 0:
             shutil.chown(self.dir, "postgres", "postgres")
-        _as_postgres(postgres_bin("initdb"), "-D", self.data, "-U", "postgres", "--auth=trust", "-E", "UTF8",
-                     "--no-sync")
+        if initialize:  # initdb's defaults: wal_level=replica, 10 WAL senders, replication trusted on loopback
+            _as_postgres(postgres_bin("initdb"), "-D", self.data, "-U", "postgres", "--auth=trust", "-E", "UTF8",
+                         "--no-sync")
 
     @property
     def url(self) -> str:
@@ -103,9 +116,26 @@ class ThrowawayPostgres:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+class StreamingReplica(ThrowawayPostgres):
+    """A hot standby of `primary`: `pg_basebackup -R` (streaming, recovery settings written) into a temp dir,
+    started as a second postmaster on `port`."""
+
+    def __init__(self, primary: ThrowawayPostgres, port: int | None = None):
+        super().__init__(port, initialize=False)
+        self.primary = primary
+        _as_postgres(postgres_bin("pg_basebackup"), "-h", "127.0.0.1", "-p", str(primary.port), "-U", "postgres",
+                     "-D", self.data, "-R", "-X", "stream", "-c", "fast", "--no-sync")
+
+    def start(self, timeout: float = 30) -> None:
+        options = (f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.dir} "
+                   "-c hot_standby=on -c fsync=off -c max_connections=200")
+        _as_postgres(postgres_bin("pg_ctl"), "-D", self.data, "-l", self.log, "-o", options, "-w",
+                     "-t", str(int(timeout)), "start")
+
+
 class ThrowawayRedis:
-    def __init__(self):
-        self.port = free_port()
+    def __init__(self, port: int | None = None):
+        self.port = port or free_port()
         self.process = None
 
     @property
@@ -135,8 +165,8 @@ class Gunicorn:
     """gunicorn serving the platform with the given environment; `log` holds its stdout/stderr."""
 
     def __init__(self, env: dict, *, workers: int = 2, threads: int = 4, access_log: bool = False,
-                 timeout: int = 30):
-        self.port = free_port()
+                 timeout: int = 30, port: int | None = None):
+        self.port = port or free_port()
         self.env = env
         self.workers, self.threads, self.timeout = workers, threads, timeout
         self.access_log = access_log
