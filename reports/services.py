@@ -33,7 +33,6 @@ from reports.rollups.sql import (
     pending_days,
     rebuild_day,
     recount_days,
-    release_run_lock,
     store_batch_pipelined,
     write_pending_first_touches,
 )
@@ -155,7 +154,7 @@ class DeferredRollups:
         return deferred_rollups_supported()
 
     def start(self) -> None:
-        hold_run_lock(self.run)
+        self._run_lock = hold_run_lock(self.run)
 
     def store(self, events: list[dict], *, wait_for_flush: bool = False) -> IngestResult:
         if not events:
@@ -214,7 +213,7 @@ class DeferredRollups:
             report_bodies.changed(self.project.pk)
             if progress:
                 progress(sum(len(chunk) for chunk in round_chunks))
-        release_run_lock(self.run)
+        self._run_lock.release()
         return len(days)
 
     def _recount_in_parallel(self, chunks: list[list[date]], runs: list[uuid.UUID]) -> None:

@@ -21,8 +21,8 @@ def test_a_postgresql_alias_binds_on_the_server_and_prepares_statements_by_defau
 def test_behind_a_transaction_pooler_nothing_is_prepared_and_no_startup_options_are_sent():
     alias = database_settings("postgres://app@pgbouncer:6432/platform",
                               **{**DEFAULTS, "prepare_threshold": 0, "startup_options": ""})
-    # psycopg's own default would prepare a raw cursor's statement from its fifth execution on.
-    assert alias["OPTIONS"] == {"connect_timeout": 3, "health_check_idle_seconds": 1.0, "prepare_threshold": None}
+    assert alias["OPTIONS"] == {"connect_timeout": 3, "health_check_idle_seconds": 1.0}
+    assert alias["DISABLE_SERVER_SIDE_CURSORS"] is True
 
 
 def test_the_replica_alias_follows_the_same_rule_with_its_own_timeout_and_mirrors_the_primary_in_tests():

@@ -24,7 +24,7 @@ def database_settings(url: str, *, conn_max_age: int, connect_timeout: int, heal
     database, `ALTER DATABASE ... SET jit = off`); `prepare_threshold` > 0 binds parameters on the server
     and prepares a statement a connection runs that many times (its plan kept), 0 binds on the client and
     never prepares (a pooler in transaction mode cannot carry a prepared statement from one transaction to
-    the next, nor psycopg's own cursors' automatic preparation, which is turned off too).
+    the next).
     """
     alias = dj_database_url.parse(url, conn_max_age=conn_max_age, conn_health_checks=True)
     if alias["ENGINE"] == SQLITE_ENGINE:
@@ -48,7 +48,10 @@ def database_settings(url: str, *, conn_max_age: int, connect_timeout: int, heal
         options.setdefault("server_side_binding", True)
         options.setdefault("prepare_threshold", prepare_threshold)
     else:
-        options["prepare_threshold"] = None  # psycopg's own default (5) would prepare raw cursors' statements
+        # Behind a pooler in transaction mode: client-side binding, nothing prepared (Django passes psycopg
+        # no threshold), and no server-side cursors (Django's `.iterator()` declares WITH HOLD cursors
+        # outside transactions, which would stay on a server connection another client gets next).
+        alias["DISABLE_SERVER_SIDE_CURSORS"] = True
     return alias
 
 

@@ -411,15 +411,32 @@ def lock_project_rollups(*, project_id: uuid.UUID, exclusive: bool) -> None:
         cursor.execute(f"SELECT {function}(%s, %s)", [ROLLUP_LOCK_NAMESPACE, _lock_id(project_id)])
 
 
-def hold_run_lock(run: uuid.UUID) -> None:
-    """Take the run's session lock on this thread's connection (released when it closes or by `release_run_lock`)."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_lock(%s, %s)", [RUN_LOCK_NAMESPACE, _lock_id(run)])
+class RunLock:
+    """A live run's mark: an advisory lock on its id held by an open transaction on a connection of its own.
+
+    Not a session lock: under a pooler in transaction mode a session lock stays on whichever server
+    connection took it (and an unlock may reach another one), while an open transaction keeps its
+    server connection until it ends. The transaction only holds the lock (no snapshot is kept between
+    statements at READ COMMITTED, so it holds back no vacuum); it ends with `release`, or when the
+    process dies and its connection closes, which frees the lock for the next run to adopt the marks.
+    """
+
+    def __init__(self, run: uuid.UUID):
+        self.holder = connections.create_connection(DEFAULT_DB_ALIAS)
+        self.holder.set_autocommit(False)
+        with self.holder.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [RUN_LOCK_NAMESPACE, _lock_id(run)])
+
+    def release(self) -> None:
+        try:
+            self.holder.rollback()
+        finally:
+            self.holder.close()
 
 
-def release_run_lock(run: uuid.UUID) -> None:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [RUN_LOCK_NAMESPACE, _lock_id(run)])
+def hold_run_lock(run: uuid.UUID) -> RunLock:
+    """Take the run's lock until `RunLock.release` (or the process's end)."""
+    return RunLock(run)
 
 
 # Ingestion ------------------------------------------------------------------------------------
@@ -809,7 +826,7 @@ def _span_days(params: dict) -> str:
 # A backfill that defers its rollups marks each UTC day before storing events of it (a committed
 # mark per day and run), stores events only, and at the end recounts the marked days set-based
 # under the exclusive rollup lock, deleting its marks in the same transaction. While it runs it
-# holds a session advisory lock on its run id, so another backfill can tell a crashed run's marks
+# holds an advisory lock on its run id (`RunLock`), so another backfill can tell a crashed run's marks
 # (lock free) from a live run's and adopt them.
 
 
@@ -838,11 +855,11 @@ def abandoned_runs(*, project_id: uuid.UUID, own: uuid.UUID) -> list[uuid.UUID]:
         cursor.execute(f"SELECT DISTINCT run FROM {_table(PendingRecount)} WHERE project_id = %s AND run <> %s",
                        [project_id, own])
         runs = [row[0] for row in cursor.fetchall()]
-        dead = []
-        for run in runs:
-            cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [RUN_LOCK_NAMESPACE, _lock_id(run)])
+    dead = []
+    for run in runs:  # a run's lock free: it is not running (tried and freed in one transaction of its own)
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", [RUN_LOCK_NAMESPACE, _lock_id(run)])
             if cursor.fetchone()[0]:
-                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [RUN_LOCK_NAMESPACE, _lock_id(run)])
                 dead.append(run)
     return dead
 
