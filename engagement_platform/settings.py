@@ -8,6 +8,7 @@ from django.core.exceptions import ImproperlyConfigured
 from engagement_platform.clientip import parse_networks, parse_trusted_proxies
 from engagement_platform.db.config import DEFAULT_STARTUP_OPTIONS, database_settings, replica_settings
 from engagement_platform.env import get_from_env
+from engagement_platform.storage import storages_from_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -162,6 +163,9 @@ STATIC_URL = "static/"
 STATIC_ROOT = Path(get_from_env("STATIC_ROOT", str(BASE_DIR / "staticfiles")))
 MEDIA_ROOT = Path(get_from_env("MEDIA_ROOT", str(BASE_DIR / "media")))
 MEDIA_URL = "media/"
+# Stored files (PDFs, page images): local files under MEDIA_ROOT, or an S3-compatible bucket
+# (`s3://bucket[/prefix]?region=...&endpoint_url=...`, engagement_platform/storage.py).
+STORAGES = storages_from_url(get_from_env("STORAGE_URL", ""))
 
 # Public base URL used for absolute links in emails; request host is used when unset.
 PUBLIC_BASE_URL = get_from_env("PUBLIC_BASE_URL", "")
