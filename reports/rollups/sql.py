@@ -984,15 +984,25 @@ def report_json_text(*, project_id: uuid.UUID, whole_days: tuple[date, date] | N
         with connections[using].cursor() as cursor:
             cursor.execute(_json_body(sql, body), params)
             return cursor.fetchone()[0]
+    if not _statements_prepared(using):  # every execution is planned anyway: a plan mode would save nothing
+        with _numbered_statement_cursor(using) as execute:
+            return execute(_json_body(sql, body), params).fetchone()[0]
     # The statement's text is the same for every report of the same shape (the window and the key are
-    # parameters), and planning its edge parts costs more than running them: it runs on a generic plan
-    # (each guard is a one-time filter, decided when the statement runs), kept per connection where
-    # statements are prepared. The setting is the transaction's own (`SET LOCAL`): no session state
-    # outlives it, so a pooler in transaction mode may hand the server connection to another client right
-    # after. Inside a caller's transaction it holds until that one ends.
+    # parameters), and planning its edge parts costs more than running them: once prepared, it runs on one
+    # generic plan per connection (each guard is a one-time filter, decided when the statement runs). The
+    # setting is the transaction's own (`SET LOCAL`): no session state outlives it. Inside a caller's
+    # transaction it holds until that one ends.
     with transaction.atomic(using=using, savepoint=False), _numbered_statement_cursor(using) as execute:
         execute("SET LOCAL plan_cache_mode = force_generic_plan", None)
         return execute(_json_body(sql, body), params).fetchone()[0]
+
+
+def _statements_prepared(using: str) -> bool:
+    """Whether the connection prepares statements it runs again (`DATABASE_PREPARE_THRESHOLD` > 0); behind a
+    pooler in transaction mode (0) none is prepared, so none keeps a plan."""
+    database = connections[using]
+    database.ensure_connection()
+    return database.connection.prepare_threshold is not None
 
 
 def _report_statement(*, project_id, whole_days, partial, key, group_by: str,
