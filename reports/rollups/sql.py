@@ -19,7 +19,7 @@ import re
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import UTC, date, datetime, timedelta
 from functools import cache, lru_cache
 
@@ -991,10 +991,18 @@ def report_json_text(*, project_id: uuid.UUID, whole_days: tuple[date, date] | N
     # parameters), and planning its edge parts costs more than running them: once prepared, it runs on one
     # generic plan per connection (each guard is a one-time filter, decided when the statement runs). The
     # setting is the transaction's own (`SET LOCAL`): no session state outlives it. Inside a caller's
-    # transaction it holds until that one ends.
-    with transaction.atomic(using=using, savepoint=False), _numbered_statement_cursor(using) as execute:
-        execute("SET LOCAL plan_cache_mode = force_generic_plan", None)
-        return execute(_json_body(sql, body), params).fetchone()[0]
+    # transaction it holds until that one ends. Pipelined (psycopg's pipeline mode, where Django does not
+    # log queries): the BEGIN, the setting and the statement travel in one round trip, the COMMIT in a second.
+    database = connections[using]
+    with database.wrap_database_errors, transaction.atomic(using=using, savepoint=False):
+        with _numbered_statement_cursor(using) as execute, _pipelined(database):
+            execute("SET LOCAL plan_cache_mode = force_generic_plan", None)
+            return execute(_json_body(sql, body), params).fetchone()[0]
+
+
+def _pipelined(database):
+    """psycopg's pipeline mode on the alias's connection, unless Django logs its queries (its `%s` cursor)."""
+    return nullcontext() if database.queries_logged else database.connection.pipeline()
 
 
 def _statements_prepared(using: str) -> bool:
