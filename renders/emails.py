@@ -114,8 +114,10 @@ def default_subject(render: Render) -> str:
 
 
 def message_event(email: RenderEmail, *, event_type: str, event_id: str, at, url: str | None = None,
-                  user_agent: str | None = None) -> dict:
-    """One report-side event of `email`, in the shape `ingest_message_events` takes."""
+                  user_agent: str | None = None, source_ip: str | None = None,
+                  request_purpose: str | None = None) -> dict:
+    """One report-side event of `email`, in the shape `ingest_message_events` takes (with, for the pixel's and
+    the tracked link's events, what the traffic rules read of their request)."""
     return {
         "id": f"email:{email.id}:{event_id}",
         "type": event_type,
@@ -126,6 +128,8 @@ def message_event(email: RenderEmail, *, event_type: str, event_id: str, at, url
         "occurred_at": at,
         "url": url,
         "user_agent": truncate_user_agent(user_agent),
+        "source_ip": source_ip,
+        "request_purpose": request_purpose,
     }
 
 
@@ -230,18 +234,19 @@ def email_open_record(*, token: str, source_ip: str | None, user_agent: str | No
                               request_purpose=request_purpose)
         ingest_message_events(project=email.project, events=[
             message_event(email, event_type="opened", event_id=f"opened:{result.event.id}", at=at,
-                          user_agent=user_agent),
+                          user_agent=user_agent, source_ip=source_ip, request_purpose=request_purpose),
         ])
     return True
 
 
-def email_click_record(*, token: str, url: str, user_agent: str | None) -> bool:
+def email_click_record(*, token: str, url: str, user_agent: str | None, source_ip: str | None = None,
+                       request_purpose: str | None = None) -> bool:
     """The tracked link was followed: a `clicked` message event (the share page then records `viewed`)."""
     email = email_for_token(token)
     if email is None:
         return False
     ingest_message_events(project=email.project, events=[
         message_event(email, event_type="clicked", event_id=f"clicked:{new_id()}", at=now(), url=url,
-                      user_agent=user_agent),
+                      user_agent=user_agent, source_ip=source_ip, request_purpose=request_purpose),
     ])
     return True

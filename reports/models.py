@@ -8,6 +8,7 @@ from django.db import models
 from apikeys.models import Project
 from engagement_platform.clock import now
 from engagement_platform.ids import new_id
+from engagement_platform.traffic import MachineReason, RequestPurpose, Traffic
 
 EVENT_ID_MAX_LENGTH = 128
 MESSAGE_ID_MAX_LENGTH = 255
@@ -105,6 +106,16 @@ class MessageEvent(models.Model):
     url = models.TextField(null=True, blank=True)
     user_agent = models.CharField(max_length=USER_AGENT_MAX_LENGTH, null=True, blank=True)
     received_at = models.DateTimeField(default=now, editable=False)
+    # Contract section 6: `opened` and `clicked` are classified when recorded (every other type is human),
+    # from what is stored beside the class: the user agent, and for events recorded by the platform's own
+    # public routes (pixel, tracked link) the source IP and the request's purpose (NULL: no request).
+    traffic = models.CharField(max_length=10, choices=Traffic.choices, default=Traffic.HUMAN)
+    machine_reason = models.CharField(max_length=20, choices=MachineReason.choices, null=True, blank=True)
+    traffic_given = models.BooleanField(
+        default=False, help_text="The class came with the event (`machine: true`, or a backfill line's "
+                                 "`traffic`): reclassify_traffic keeps it.")
+    source_ip = models.GenericIPAddressField(null=True, blank=True)
+    request_purpose = models.CharField(max_length=12, choices=RequestPurpose.choices, null=True, blank=True)
 
     class Meta:
         ordering = ["-occurred_at"]
@@ -135,6 +146,10 @@ class CountedRollup(models.Model):
     delivered = models.BigIntegerField(default=0)
     opens = models.BigIntegerField(default=0)
     clicks = models.BigIntegerField(default=0)
+    opens_human = models.BigIntegerField(default=0)
+    opens_machine = models.BigIntegerField(default=0)
+    clicks_human = models.BigIntegerField(default=0)
+    clicks_machine = models.BigIntegerField(default=0)
 
     class Meta:
         abstract = True
@@ -145,6 +160,10 @@ class DailyRollup(CountedRollup):
 
     unique_opens = models.BigIntegerField(default=0)
     unique_clicks = models.BigIntegerField(default=0)
+    unique_opens_human = models.BigIntegerField(default=0)
+    unique_opens_machine = models.BigIntegerField(default=0)
+    unique_clicks_human = models.BigIntegerField(default=0)
+    unique_clicks_machine = models.BigIntegerField(default=0)
 
     class Meta:
         ordering = ["project", "day", "grain", "channel_key", "domain"]
@@ -173,7 +192,8 @@ class DailyFirstTouch(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+", db_index=False,
                                 db_constraint=False)
     day = models.DateField()
-    kind = models.CharField(max_length=16, choices=MessageEventType.choices)
+    kind = models.CharField(max_length=16, help_text="The distinct figure's kind: its event type, and its "
+                                                     "traffic class when it counts one (`opened:human`).")
     grain = models.CharField(max_length=16, choices=RollupGrain.choices)
     channel_key = models.CharField(max_length=CHANNEL_KEY_LENGTH, blank=True)
     domain = models.CharField(max_length=DOMAIN_MAX_LENGTH, blank=True)

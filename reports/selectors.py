@@ -16,7 +16,9 @@ from engagement_platform.clock import iso_seconds, now
 from engagement_platform.db.replica import PRIMARY, replica_read
 from engagement_platform.errors import RetentionExceeded, ValidationFailed
 from engagement_platform.jsonio import dumps
+from engagement_platform.traffic import TrafficFilter
 from reports.grains import day_start, grain_key_for_filters, utc_day
+from reports.rollups.definition import column_for_traffic
 from reports.rollups.sql import report_json_text, report_rows
 
 DEFAULT_WINDOW = timedelta(days=30)
@@ -52,6 +54,17 @@ class Window:
 class ReportFilters:
     channel_id: uuid.UUID | None = None
     domain: str | None = None  # lowercased sending domain
+    traffic: str = TrafficFilter.ALL  # opens and clicks of every class, or of one (sent and delivered: all)
+
+    def columns(self, figures):
+        """The rollup columns holding `figures` for this filter's traffic (`column_for_traffic`)."""
+        return tuple(column_for_traffic(figure, self.traffic) for figure in figures)
+
+    def body(self):
+        """`BODY` with each figure read from this filter's traffic columns (the wire keys stay)."""
+        return tuple((key, source if source == "period" else
+                      (source[0], column_for_traffic(source[1], self.traffic)) if isinstance(source, tuple)
+                      else column_for_traffic(source, self.traffic)) for key, source in BODY)
 
 
 @dataclass(frozen=True)
@@ -127,9 +140,11 @@ def engagement_report(*, project, window: Window, group_by: str, filters: Report
     """The buckets of `window`, oldest first, empty ones omitted, read from the database `using`.
 
     Unique opens and clicks are exact per UTC day for the filtered traffic; week and month
-    buckets sum the daily figures (the documented caveat).
+    buckets sum the daily figures (the documented caveat). With a traffic class, opens and clicks
+    (and their uniques and rates) are that class's; a bucket whose figures are all 0 is omitted.
     """
-    rows = report_rows(project_id=project.pk, group_by=group_by, figures=BUCKET_COLUMNS, using=using,
+    rows = report_rows(project_id=project.pk, group_by=group_by, figures=filters.columns(BUCKET_COLUMNS),
+                       using=using,
                        **_report_parts(window=window, filters=filters))
     return [Bucket(day_start(period), *counts) for period, *counts in rows]
 
@@ -141,7 +156,7 @@ def engagement_report_json(*, project, window: Window, group_by: str, filters: R
     Where the database writes JSON (PostgreSQL) it builds the buckets and their text in the same
     statement and the view passes the bytes through; elsewhere the buckets are encoded here.
     """
-    text = report_json_text(project_id=project.pk, group_by=group_by, body=BODY, using=using,
+    text = report_json_text(project_id=project.pk, group_by=group_by, body=filters.body(), using=using,
                             **_report_parts(window=window, filters=filters))
     if text is not None:
         return text.encode("utf-8")
@@ -168,7 +183,8 @@ def engagement_report_body(*, project, window: Window, group_by: str, filters: R
 def _report_inputs(*, window: Window, group_by: str, filters: ReportFilters) -> tuple:
     """Everything besides the project's data that a report body depends on."""
     channel = filters.channel_id.hex if filters.channel_id else ""
-    return (window.start.isoformat(), window.end.isoformat(), str(group_by), channel, filters.domain or "")
+    return (window.start.isoformat(), window.end.isoformat(), str(group_by), channel, filters.domain or "",
+            str(filters.traffic))
 
 
 def bucket_json(bucket: Bucket) -> dict:

@@ -12,6 +12,8 @@ from django.db.models.functions import TruncDate
 from engagement_platform.clock import now
 from engagement_platform.durability import flush_commits
 from engagement_platform.ids import new_id
+from engagement_platform.traffic import Verdict
+from reports.classification import earliest_deliveries, given_verdict, needs_delivery_time, verdict_by_rules
 from reports.grains import day_start, utc_day
 from reports.models import (
     DEFAULT_CHANNEL_NAME,
@@ -20,6 +22,7 @@ from reports.models import (
     DailyFirstTouch,
     DailyRollup,
     MessageEvent,
+    MessageEventType,
 )
 from reports.rollups import definition as rule
 from reports.rollups.sql import (
@@ -104,7 +107,10 @@ def ingest_message_events(*, project, events: list[dict], wait_for_flush: bool =
     """Store validated message events idempotently and count them into the daily rollups.
 
     Each event is a dict with `id`, `type`, `message_id`, `channel_id` (UUID), `from_address`,
-    `recipient`, `occurred_at` (aware), `url` and `user_agent`.
+    `recipient`, `occurred_at` (aware), `url` and `user_agent`; optionally `machine` (the client's flag),
+    `traffic` and `machine_reason` (a class given by a backfill line), and for events of the platform's
+    own public routes `source_ip` and `request_purpose`. `opened` and `clicked` are classified here
+    (`reports.classification`).
     Channels and messages are created on first use. An event whose `id` the project already
     has (or that repeats one earlier in the batch) is a duplicate and changes no figure.
     Everything happens in one transaction, exact under concurrent batches.
@@ -169,7 +175,7 @@ class DeferredRollups:
             accepted = _ingest(project=self.project, events=events, wait_for_flush=wait_for_flush,
                                into_rollups=False)
         else:
-            rows, firsts = _event_rows(events)
+            rows, firsts = _event_rows(events, project=self.project)
             accepted = store_batch_pipelined(project_id=self.project.pk, received_at=now(),
                                              messages=_message_rows(project=self.project, firsts=firsts,
                                                                     channels=self._channel_ids(firsts)),
@@ -249,7 +255,7 @@ def _ingest(*, project, events: list[dict], wait_for_flush: bool, into_rollups: 
     Counting into the rollups needs the first touches of the batch's days: days a deferred backfill
     left without them (`FirstTouchesPending`) get them written first, and the batch starts again.
     """
-    rows, firsts = _event_rows(events)
+    rows, firsts = _event_rows(events, project=project)
     days = {utc_day(row[3]) for row in rows} if into_rollups else set()
     while True:
         try:
@@ -283,11 +289,13 @@ def first_touches_write(*, project, days: Iterable[date]) -> None:
                                                                                       days=days))
 
 
-def _event_rows(events: list[dict]) -> tuple[list[tuple], dict[str, dict]]:
-    """The batch's event rows for `ingest_batch` (the first of each repeated id) and each message's first event."""
+def _event_rows(events: list[dict], *, project) -> tuple[list[tuple], dict[str, dict]]:
+    """The batch's event rows for `ingest_batch` (the first of each repeated id), each with its traffic class,
+    and each message's first event."""
     seen: set[str] = set()
-    rows: list[tuple] = []
+    kept: list[tuple[dict, Verdict | None]] = []
     firsts: dict[str, dict] = {}  # client message id -> the batch's first event of it (the message's attributes)
+    timed: set[str] = set()  # messages of clicks whose class the click-timing rule may decide
     for event in events:
         event_id = event["id"]
         if event_id in seen:
@@ -296,9 +304,26 @@ def _event_rows(events: list[dict]) -> tuple[list[tuple], dict[str, dict]]:
         message_id = event["message_id"]
         if message_id not in firsts:
             firsts[message_id] = event
+        given = given_verdict(event)
+        if given is None and needs_delivery_time(event["type"], None):
+            timed.add(message_id)
+        kept.append((event, given))
+    deliveries = earliest_deliveries(
+        project_id=project.pk, client_message_ids=timed,
+        in_batch=[(event["message_id"], event["occurred_at"]) for event, _given in kept
+                  if event["type"] == MessageEventType.DELIVERED and event["message_id"] in timed],
+    ) if timed else {}
+    rows = []
+    for event, given in kept:
         user_agent = event.get("user_agent")
-        rows.append((event_id, event["type"], message_id, event["occurred_at"], event.get("url"),
-                     user_agent[:USER_AGENT_MAX_LENGTH] if user_agent else None))
+        user_agent = user_agent[:USER_AGENT_MAX_LENGTH] if user_agent else None
+        verdict = given or verdict_by_rules(event_type=event["type"], user_agent=user_agent,
+                                            source_ip=event.get("source_ip"), purpose=event.get("request_purpose"),
+                                            occurred_at=event["occurred_at"],
+                                            delivered_at=deliveries.get(event["message_id"]))
+        rows.append((event["id"], event["type"], event["message_id"], event["occurred_at"], event.get("url"),
+                     user_agent, verdict.traffic, verdict.reason, given is not None, event.get("source_ip"),
+                     event.get("request_purpose")))
     return rows, firsts
 
 

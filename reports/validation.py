@@ -1,7 +1,8 @@
 """The wire shape of a message event (contract section 4), shared by the HTTP route and the backfill.
 
-`{"id", "type", "messageId", "channel", "from", "recipient", "occurredAt", "url"?, "userAgent"?}`
-becomes the internal dict `ingest_message_events` takes, or a field → reason map.
+`{"id", "type", "messageId", "channel", "from", "recipient", "occurredAt", "url"?, "userAgent"?, "machine"?}`
+becomes the internal dict `ingest_message_events` takes, or a field → reason map. A backfill line may
+also carry `traffic` and `machineReason` (as the exports write them), taken as given.
 """
 
 import re
@@ -11,6 +12,7 @@ from functools import lru_cache
 from django.core.validators import EmailValidator
 
 from engagement_platform.ids import parse_uuid
+from engagement_platform.traffic import MachineReason, Traffic
 from reports.models import (
     DOMAIN_MAX_LENGTH,
     EMAIL_MAX_LENGTH,
@@ -21,8 +23,12 @@ from reports.models import (
     MessageEventType,
 )
 
-EVENT_FIELDS = ("id", "type", "messageId", "channel", "from", "recipient", "occurredAt", "url", "userAgent")
+EVENT_FIELDS = ("id", "type", "messageId", "channel", "from", "recipient", "occurredAt", "url", "userAgent", "machine")
+GIVEN_TRAFFIC_FIELDS = ("traffic", "machineReason")
 _EVENT_FIELD_SET = frozenset(EVENT_FIELDS)
+_BACKFILL_FIELD_SET = frozenset(EVENT_FIELDS + GIVEN_TRAFFIC_FIELDS)
+_TRAFFIC_REASON = "Must be one of " + ", ".join(Traffic.values) + "."
+_MACHINE_REASON_REASON = "Must be one of " + ", ".join(MachineReason.values) + "."
 _EVENT_TYPES = frozenset(MessageEventType.values)
 _EVENT_TYPE_REASON = "Must be one of " + ", ".join(MessageEventType.values) + "."
 # Validated addresses and channel ids repeat across a batch and a backfill: their answers are kept
@@ -156,13 +162,22 @@ def _optional_string(raw: dict, name: str, max_length: int | None, errors: dict)
     return value
 
 
-def parse_message_event(raw) -> tuple[dict | None, dict[str, str]]:
-    """(event for `ingest_message_events`, {}) or (None, {field: reason}) — one reason per bad field."""
+def parse_backfilled_message_event(raw) -> tuple[dict | None, dict[str, str]]:
+    """`parse_message_event` for a backfill line, which may also give its traffic class."""
+    return parse_message_event(raw, given_traffic=True)
+
+
+def parse_message_event(raw, *, given_traffic: bool = False) -> tuple[dict | None, dict[str, str]]:
+    """(event for `ingest_message_events`, {}) or (None, {field: reason}) — one reason per bad field.
+
+    `given_traffic`: the event may carry `traffic` and `machineReason` (backfill lines).
+    """
     if not isinstance(raw, dict):
         return None, {"": "Must be a JSON object."}
     errors: dict[str, str] = {}
-    if not _EVENT_FIELD_SET.issuperset(raw):
-        for name in sorted(raw.keys() - _EVENT_FIELD_SET):
+    fields = _BACKFILL_FIELD_SET if given_traffic else _EVENT_FIELD_SET
+    if not fields.issuperset(raw):
+        for name in sorted(raw.keys() - fields):
             errors[name] = "Unknown field."
     event_id = _string(raw, "id", EVENT_ID_MAX_LENGTH, errors)
     event_type = raw.get("type")
@@ -185,6 +200,10 @@ def parse_message_event(raw) -> tuple[dict | None, dict[str, str]]:
             errors["occurredAt"] = str(exc)
     url = _optional_string(raw, "url", URL_MAX_LENGTH, errors)
     user_agent = _optional_string(raw, "userAgent", None, errors)
+    machine = raw.get("machine")
+    if machine is not None and type(machine) is not bool:
+        errors["machine"] = "Must be true, false or null."
+    traffic, machine_reason = _given_traffic(raw, event_type, machine, errors) if given_traffic else (None, None)
     if errors:
         return None, errors
     return {
@@ -197,4 +216,28 @@ def parse_message_event(raw) -> tuple[dict | None, dict[str, str]]:
         "occurred_at": occurred_at,
         "url": url,
         "user_agent": user_agent[:USER_AGENT_MAX_LENGTH] if user_agent else None,
+        "machine": machine,
+        "traffic": traffic,
+        "machine_reason": machine_reason,
     }, {}
+
+
+def _given_traffic(raw: dict, event_type, machine, errors: dict) -> tuple[str | None, str | None]:
+    """A backfill line's own `traffic` and `machineReason` (None, None when it gives none)."""
+    traffic, reason = raw.get("traffic"), raw.get("machineReason")
+    if traffic is None:
+        if reason is not None:
+            errors["machineReason"] = "Only with `traffic`: machine."
+        return None, None
+    if traffic not in Traffic.values:
+        errors["traffic"] = _TRAFFIC_REASON
+    elif traffic == Traffic.MACHINE and event_type not in (MessageEventType.OPENED, MessageEventType.CLICKED):
+        errors["traffic"] = "Only opened and clicked events are classified: sent and delivered are human."
+    elif traffic == Traffic.HUMAN and machine is True:
+        errors["traffic"] = "Contradicts `machine`: true."
+    if traffic == Traffic.MACHINE and reason not in MachineReason.values:
+        errors["machineReason"] = ("Required with `traffic`: machine. " if reason is None else "") + \
+            _MACHINE_REASON_REASON
+    elif traffic == Traffic.HUMAN and reason is not None:
+        errors["machineReason"] = "Must be null for human traffic."
+    return traffic, reason

@@ -235,7 +235,7 @@ def test_both_backfill_commands_read_through_the_one_shared_reader(project, rend
     call_command("backfill_message_events", "--project", project.name, "-", stdin=io.BytesIO(b"[1]\n"),
                  stdout=out, stderr=err)
 
-    assert seen == [("parse_render_event", 2), ("parse_message_event", 1)]
+    assert seen == [("parse_render_event", 2), ("parse_backfilled_message_event", 1)]
     assert out.getvalue() == "accepted 0, duplicates 0, rejected 1 (lines 1).\n"
 
 

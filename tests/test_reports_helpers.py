@@ -5,6 +5,7 @@ from datetime import UTC, datetime
 
 from django.conf import settings
 
+from reports.rollups import definition as rule
 from reports.services import ingest_message_events
 from reports.validation import parse_message_event
 
@@ -14,7 +15,8 @@ SENDER = "news@acme.example"
 OTHER_SENDER = "alerts@other.example"
 REPORT_URL = "/v1/reports/engagement"
 EVENTS_URL = "/v1/messages/events"
-ROLLUP_FIELDS = ("sent", "delivered", "opens", "clicks", "unique_opens", "unique_clicks")
+# Every rollup figure, the traffic classes' included (what rebuilds must reproduce).
+ROLLUP_FIELDS = rule.FIGURE_COLUMNS
 
 _ids = itertools.count(1)
 

@@ -1,7 +1,8 @@
 """Property: for random traffic and random questions, the report equals a recomputation from raw events.
 
-Each example ingests random events (in random batches, with retried duplicates) into a fresh
-project, asks random windows, bucket sizes and filters, and compares the selector's answer
+Each example ingests random events (in random batches, with retried duplicates; some opens and
+clicks machine traffic, by `machine: true`) into a fresh project, asks random windows, bucket
+sizes, filters and traffic classes, and compares the selector's answer
 with a straightforward count over the raw MessageEvent rows. It then checks that
 rebuild_rollups leaves every rollup row unchanged, and rebuilds identical rows from nothing.
 The encoded body equals Python's encoding of the same buckets, byte for byte.
@@ -44,10 +45,11 @@ minute_strategy = st.one_of(
     st.builds(lambda day, minute: day * MINUTES_PER_DAY + minute,  # near midnight
               st.integers(0, SPAN_DAYS), st.sampled_from([0, 1, MINUTES_PER_DAY - 1])),
 )
-events_strategy = st.lists(
-    st.tuples(st.integers(0, 4), st.sampled_from(TYPES), minute_strategy, st.integers(0, 59)),
+events_strategy = st.lists(  # (message, type, minute, second, sent as machine traffic)
+    st.tuples(st.integers(0, 4), st.sampled_from(TYPES), minute_strategy, st.integers(0, 59), st.booleans()),
     min_size=5, max_size=80,
 )
+TRAFFIC = ["all", "human", "machine"]
 query_strategy = st.fixed_dictionaries({
     "start": st.one_of(minute_strategy, st.integers(-2 * MINUTES_PER_DAY, 0)),
     "aligned": st.booleans(),
@@ -55,7 +57,18 @@ query_strategy = st.fixed_dictionaries({
     "group_by": st.sampled_from(["day", "week", "month"]),
     "channel": st.one_of(st.none(), st.sampled_from(CHANNELS)),
     "domain": st.one_of(st.none(), st.sampled_from(["acme.example", "other.example", "nobody.example"])),
+    "traffic": st.sampled_from(TRAFFIC),
 })
+
+
+def counts_for_traffic(type_: str, traffic: str, asked: str) -> bool:
+    """Whether an event of `type_` and class `traffic` counts in a report of `asked` traffic."""
+    return asked == "all" or type_ in ("sent", "delivered") or traffic == asked
+
+
+def without_empty(buckets: list[dict]) -> list[dict]:
+    return [b for b in buckets if any(b[k] for k in ("sent", "delivered", "opens", "unique_opens", "clicks",
+                                                     "unique_clicks"))]
 
 
 def period_of(day: date, group_by: str) -> date:
@@ -77,6 +90,8 @@ def recompute(project, window: Window, group_by: str, filters: ReportFilters) ->
         if filters.channel_id is not None and message.channel.external_id != filters.channel_id:
             continue
         if filters.domain is not None and message.from_address.split("@")[1].lower() != filters.domain:
+            continue
+        if not counts_for_traffic(event.type, event.traffic, filters.traffic):
             continue
         day = event.occurred_at.astimezone(UTC).date()
         period = period_of(day, group_by)
@@ -100,7 +115,7 @@ def recompute(project, window: Window, group_by: str, filters: ReportFilters) ->
             "open_rate": 0.0 if delivered == 0 else min(1.0, unique_opens / delivered),
             "click_rate": 0.0 if delivered == 0 else min(1.0, unique_clicks / delivered),
         })
-    return result
+    return without_empty(result)
 
 
 def as_dicts(buckets) -> list[dict]:
@@ -113,13 +128,14 @@ def as_dicts(buckets) -> list[dict]:
 
 def wire_events(messages, events) -> list[dict]:
     wire = []
-    for index, (message_index, type_, minute, second) in enumerate(events):
+    for index, (message_index, type_, minute, second, machine) in enumerate(events):
         recipient, channel, sender = messages[message_index % len(messages)]
         occurred_at = ORIGIN + timedelta(minutes=minute, seconds=second)
         wire.append({
             "id": f"e{index}", "type": type_, "messageId": f"m{message_index % len(messages)}",
             "channel": channel, "from": sender, "recipient": recipient,
             "occurredAt": occurred_at.isoformat().replace("+00:00", "Z"),
+            **({"machine": True} if machine else {}),
         })
     return wire
 
@@ -146,7 +162,7 @@ def test_report_equals_a_recomputation_from_raw_events_and_rebuild_changes_nothi
             start = start.replace(hour=0, minute=0)
         window = Window(start=start, end=start + timedelta(minutes=query["length"]))
         filters = ReportFilters(channel_id=uuid.UUID(query["channel"]) if query["channel"] else None,
-                                domain=query["domain"])
+                                domain=query["domain"], traffic=query["traffic"])
         report = engagement_report(project=project, window=window, group_by=query["group_by"], filters=filters)
         assert as_dicts(report) == recompute(project, window, query["group_by"], filters)
         # The body the view sends (written by PostgreSQL itself there) is byte for byte Python's encoding.
@@ -177,12 +193,14 @@ EDGE_PLACES = ("from", "from-1", "from+1", "to", "to-1", "to+1", "after")
 IDENTITIES = (None, "acme.example", "Someone@OTHER.example")
 
 edge_window_strategy = st.tuples(st.integers(0, EDGE_SPAN_SECONDS - 1), st.integers(1, EDGE_SPAN_SECONDS))
-edge_events_strategy = st.lists(  # (message, type, offset in seconds from EDGE_ORIGIN)
-    st.tuples(st.integers(0, 4), st.sampled_from(TYPES), st.integers(-3600, EDGE_SPAN_SECONDS + 3600)),
+edge_events_strategy = st.lists(  # (message, type, offset in seconds from EDGE_ORIGIN, machine traffic)
+    st.tuples(st.integers(0, 4), st.sampled_from(TYPES), st.integers(-3600, EDGE_SPAN_SECONDS + 3600),
+              st.booleans()),
     min_size=0, max_size=40,
 )
-at_edges_strategy = st.lists(  # (message, type, place, seconds after `to` for "after")
-    st.tuples(st.integers(0, 4), st.sampled_from(TYPES), st.sampled_from(EDGE_PLACES), st.integers(1, 3 * 86400)),
+at_edges_strategy = st.lists(  # (message, type, place, seconds after `to` for "after", machine traffic)
+    st.tuples(st.integers(0, 4), st.sampled_from(TYPES), st.sampled_from(EDGE_PLACES), st.integers(1, 3 * 86400),
+              st.booleans()),
     min_size=1, max_size=20,
 )
 
@@ -197,13 +215,16 @@ def edge_offset(place: str, start: int, end: int, after: int) -> int:
 
 
 def expected_report(sent_events, messages, *, start: datetime, end: datetime, group_by: str,
-                    channel: str | None, domain: str | None) -> list[dict]:
+                    channel: str | None, domain: str | None, traffic: str = "all") -> list[dict]:
     """The report counted from the events as they were sent (a message keeps its first event's attributes)."""
     counts = defaultdict(lambda: defaultdict(int))
     daily = defaultdict(set)  # (period, day, type) -> recipients
-    for message_index, type_, occurred_at in sent_events:
+    for message_index, type_, occurred_at, machine in sent_events:
         recipient, message_channel, sender = messages[message_index]
         if not start <= occurred_at < end:
+            continue
+        if not counts_for_traffic(type_, "machine" if machine and type_ in ("opened", "clicked") else "human",
+                                  traffic):
             continue
         if channel is not None and message_channel != channel:
             continue
@@ -227,7 +248,7 @@ def expected_report(sent_events, messages, *, start: datetime, end: datetime, gr
             "open_rate": 0.0 if delivered == 0 else min(1.0, unique_opens / delivered),
             "click_rate": 0.0 if delivered == 0 else min(1.0, unique_clicks / delivered),
         })
-    return body
+    return without_empty(body)
 
 
 @settings(max_examples=25, deadline=None,
@@ -236,20 +257,21 @@ def expected_report(sent_events, messages, *, start: datetime, end: datetime, gr
 @given(messages=st.lists(st.tuples(st.sampled_from(RECIPIENTS), st.sampled_from(CHANNELS),
                                    st.sampled_from(SENDERS)), min_size=5, max_size=5),
        window=edge_window_strategy, events=edge_events_strategy, at_edges=at_edges_strategy,
-       batch_size=st.integers(1, 20), identity=st.sampled_from(IDENTITIES[1:]))
+       batch_size=st.integers(1, 20), identity=st.sampled_from(IDENTITIES[1:]), traffic=st.sampled_from(TRAFFIC))
 def test_the_api_report_over_windows_with_edges_at_any_second_equals_a_count_of_the_sent_events(
-        make_key, make_client, messages, window, events, at_edges, batch_size, identity):
+        make_key, make_client, messages, window, events, at_edges, batch_size, identity, traffic):
     project = project_create(name=f"edges-{uuid.uuid4()}", retention_days=3650, rate_limit_per_minute=10**6)
     client = make_client(make_key(project).raw_key)
     start_offset, length = window
     end_offset = start_offset + length
     start, end = EDGE_ORIGIN + timedelta(seconds=start_offset), EDGE_ORIGIN + timedelta(seconds=end_offset)
-    sent = [(m, t, EDGE_ORIGIN + timedelta(seconds=s)) for m, t, s in events]
-    sent += [(m, t, EDGE_ORIGIN + timedelta(seconds=edge_offset(place, start_offset, end_offset, after)))
-             for m, t, place, after in at_edges]
+    sent = [(m, t, EDGE_ORIGIN + timedelta(seconds=s), machine) for m, t, s, machine in events]
+    sent += [(m, t, EDGE_ORIGIN + timedelta(seconds=edge_offset(place, start_offset, end_offset, after)), machine)
+             for m, t, place, after, machine in at_edges]
     wire = [{"id": f"e{index}", "type": type_, "messageId": f"m{message_index}", "channel": messages[message_index][1],
-             "from": messages[message_index][2], "recipient": messages[message_index][0], "occurredAt": z(moment)}
-            for index, (message_index, type_, moment) in enumerate(sent)]
+             "from": messages[message_index][2], "recipient": messages[message_index][0], "occurredAt": z(moment),
+             **({"machine": True} if machine else {})}
+            for index, (message_index, type_, moment, machine) in enumerate(sent)]
     for first in range(0, len(wire), batch_size):
         ingest(project, wire[first:first + batch_size])
 
@@ -257,6 +279,8 @@ def test_the_api_report_over_windows_with_edges_at_any_second_equals_a_count_of_
         for channel in (None, CHANNELS[0]):
             for asked_identity in (None, identity):
                 params = {"from": z(start), "to": z(end), "group_by": group_by}
+                if traffic != "all":
+                    params["traffic"] = traffic
                 if channel:
                     params["channel"] = channel
                 if asked_identity:
@@ -265,4 +289,5 @@ def test_the_api_report_over_windows_with_edges_at_any_second_equals_a_count_of_
                 assert response.status_code == 200, response.content
                 domain = asked_identity.split("@")[-1].lower() if asked_identity else None
                 assert response.json()["data"] == expected_report(
-                    sent, messages, start=start, end=end, group_by=group_by, channel=channel, domain=domain), params
+                    sent, messages, start=start, end=end, group_by=group_by, channel=channel, domain=domain,
+                    traffic=traffic), params

@@ -166,10 +166,12 @@ def email_click(request, token):
     if link.state is LinkState.GONE:
         return unavailable(request, link.state)
     if link.state is LinkState.OPEN:
-        refused = public_budget_spend(share=link.share, source_ip=client_ip(request.META))
+        source_ip = client_ip(request.META)
+        refused = public_budget_spend(share=link.share, source_ip=source_ip)
         if refused is not None:
             return rate_limited(request, refused)
-        if request.method == "GET":
-            email_click_record(token=token, url=share_page_url(token, request),
-                               user_agent=request.META.get("HTTP_USER_AGENT"))
+        # A HEAD records what its GET would: a machine's (`prefetch`) click.
+        email_click_record(token=token, url=share_page_url(token, request),
+                           user_agent=request.META.get("HTTP_USER_AGENT"), source_ip=source_ip,
+                           request_purpose=request_purpose(request.method, request.META))
     return private(HttpResponseRedirect(reverse("share-page", args=[token])), PIXEL_CSP)

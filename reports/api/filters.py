@@ -2,7 +2,7 @@
 
 Each parameter has one parser returning its value or raising ValueError with the reason the
 422 names; errors come in the order of `REPORT_PARAMETERS` (from, to, group_by, channel,
-identity). A parameter given twice counts by its last value; an empty one is absent.
+identity, traffic). A parameter given twice counts by its last value; an empty one is absent.
 """
 
 import uuid
@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from engagement_platform.errors import ValidationFailed
+from engagement_platform.traffic import TrafficFilter
 from reports.selectors import GroupBy, ReportFilters
 from reports.validation import email_domain, is_valid_email, normalize_domain, parse_rfc3339
 
@@ -17,6 +18,7 @@ IDENTITY_MAX_LENGTH = 254
 GROUP_BY_REASON = "Must be one of " + ", ".join(GroupBy.values) + "."
 CHANNEL_REASON = "Must be a UUID."
 IDENTITY_REASON = "Must be an email address or a domain, e.g. example.com."
+TRAFFIC_REASON = "Must be one of " + ", ".join(TrafficFilter.values) + "."
 
 
 def parse_group_by(value: str) -> str:
@@ -33,6 +35,12 @@ def parse_channel(value: str) -> uuid.UUID | None:
         return uuid.UUID(hex=value)
     except ValueError:
         raise ValueError(CHANNEL_REASON) from None
+
+
+def parse_traffic(value: str) -> str:
+    if value not in TrafficFilter.values:
+        raise ValueError(TRAFFIC_REASON)
+    return value
 
 
 def parse_identity(value: str) -> str | None:
@@ -52,6 +60,7 @@ PARSERS = {
     "group_by": parse_group_by,
     "channel": parse_channel,
     "identity": parse_identity,
+    "traffic": parse_traffic,
 }
 
 
@@ -81,5 +90,6 @@ def parse_report_query(query_params) -> ReportQuery:
         start=values["from"],
         end=values["to"],
         group_by=values["group_by"] or GroupBy.DAY,
-        filters=ReportFilters(channel_id=values["channel"], domain=values["identity"]),
+        filters=ReportFilters(channel_id=values["channel"], domain=values["identity"],
+                              traffic=values["traffic"] or TrafficFilter.ALL),
     )

@@ -45,7 +45,12 @@ class MessageEventInSerializer(serializers.Serializer):
     recipient = serializers.EmailField()
     occurredAt = serializers.DateTimeField(help_text="RFC 3339 with an offset or Z.")
     url = serializers.CharField(required=False, allow_null=True, help_text="The clicked link (clicks).")
-    userAgent = serializers.CharField(required=False, allow_null=True)
+    userAgent = serializers.CharField(required=False, allow_null=True,
+                                      help_text="The opener's or clicker's user agent: the traffic rules read it.")
+    machine = serializers.BooleanField(
+        required=False, allow_null=True,
+        help_text="Your mail provider's own machine flag: true stores an `opened` or `clicked` as machine traffic "
+                  "(reason `client`); false or absent leaves the platform's rules to decide.")
 
     def get_fields(self):
         fields = super().get_fields()

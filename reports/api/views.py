@@ -9,6 +9,7 @@ from apikeys.models import Scope
 from apikeys.scoping import ProjectScopedAPIView
 from engagement_platform.bodycache import asks_for_fresh
 from engagement_platform.openapi import OpenApiResponse, keyed_operation
+from engagement_platform.traffic import TrafficFilter
 from reports.api.filters import parse_report_query
 from reports.api.serializers import (
     EngagementReportSerializer,
@@ -33,6 +34,10 @@ REPORT_PARAMETERS = [
     OpenApiParameter("channel", OpenApiTypes.UUID, description="Only this channel (UUID)."),
     OpenApiParameter("identity", str, description="Only this sending domain: an email address (its domain "
                      "counts) or a bare domain; case-insensitive."),
+    OpenApiParameter("traffic", str, enum=TrafficFilter.values,
+                     description="`all` (default), `human` or `machine` (contract section 6): opens, clicks, their "
+                                 "uniques and rates count only that class; sent and delivered are not classified. "
+                                 "A bucket whose figures are all 0 for the class is omitted."),
     OpenApiParameter("Cache-Control", str, location=OpenApiParameter.HEADER, required=False,
                      description="`no-cache` builds the report afresh. Without it, a report asked for again "
                                  "(same window, bucket and filters) may be answered from a kept copy; every "

@@ -6,14 +6,19 @@ the deferred backfill recount, `rebuild_rollups`, the first-touch ledger and the
 a grain or a dimension is a change here, plus the column that stores it in `reports.models` and
 its migration.
 
-- An event's *facts* are its UTC day, its type, its message's recipient (lowercased) and one value
-  per dimension (the message's channel key and sending domain).
+- An event's *facts* are its UTC day, its type, its traffic class (contract section 6), its message's
+  recipient (lowercased) and one value per dimension (the message's channel key and sending domain).
 - A *grain* splits by some of the dimensions; the others read "" in its rows. Each event feeds one
   rollup row of every grain per UTC day, so each report filter reads exactly one row per day.
 - A *figure* is a rollup column: either the number of events of its types, or the number of
-  distinct recipients with an event of its types on the day within the grain key. Distinct
-  figures are kept exact at ingestion by the first-touch ledger (one row per day, kind, grain key
-  and recipient; only the insert that creates the row adds one).
+  distinct recipients with an event of its types on the day within the grain key; a figure may
+  count one traffic class only. Distinct figures are kept exact at ingestion by the first-touch
+  ledger (one row per day, kind, grain key and recipient, the kind naming the figure's type and
+  class; only the insert that creates the row adds one).
+- The figures of the classified event types (opens and clicks) are kept for all traffic and per
+  class (`opens_human`, `unique_opens_machine`, ...): a report for one class reads those columns
+  (`column_for_traffic`). A recipient counts in a class's distinct figure when they had at least one
+  event of that class; the all-traffic distinct figure counts them once whatever their classes.
 - A window edge inside a UTC day is read from data kept for it at ingestion, never from the day's
   raw events: the counted figures are also kept per *slice* of the day (`SLICE_MINUTES`), and each
   ledger row keeps the recipient's last touch time (`last_at`), so the distinct figures of the part
@@ -23,6 +28,7 @@ its migration.
 
 from dataclasses import dataclass
 
+from engagement_platform.traffic import Traffic, TrafficFilter
 from reports.models import MessageEventType, RollupGrain
 
 
@@ -47,11 +53,12 @@ class Figure:
     column: str
     event_types: tuple[str, ...]
     distinct: bool = False  # False: one per event; True: one per distinct recipient per UTC day and grain key
+    traffic: str = ""  # "": every event of its types; else only the events of this traffic class
 
     @property
     def kind(self) -> str:
-        """The first-touch ledger's `kind` of a distinct figure: the event type it counts."""
-        return self.event_types[0]
+        """The first-touch ledger's `kind` of a distinct figure: the event type it counts, and its class."""
+        return f"{self.event_types[0]}:{self.traffic}" if self.traffic else self.event_types[0]
 
 
 CHANNEL = Dimension("channel_key", source="channel.external_id")
@@ -66,13 +73,28 @@ GRAINS = (
     Grain(RollupGrain.CHANNEL_DOMAIN.value, (CHANNEL, DOMAIN)),
 )
 
-FIGURES = (
+# The event types the traffic rules classify (every other type is human) and the classes they give.
+CLASSIFIED_TYPES = (MessageEventType.OPENED.value, MessageEventType.CLICKED.value)
+TRAFFIC_CLASSES = (Traffic.HUMAN.value, Traffic.MACHINE.value)
+
+_BASE_FIGURES = (
     Figure("sent", (MessageEventType.SENT.value,)),
     Figure("delivered", (MessageEventType.DELIVERED.value,)),
     Figure("opens", (MessageEventType.OPENED.value,)),
     Figure("clicks", (MessageEventType.CLICKED.value,)),
     Figure("unique_opens", (MessageEventType.OPENED.value,), distinct=True),
     Figure("unique_clicks", (MessageEventType.CLICKED.value,), distinct=True),
+)
+
+
+def _classified(figure: Figure) -> bool:
+    return set(figure.event_types) <= set(CLASSIFIED_TYPES)
+
+
+FIGURES = (
+    *_BASE_FIGURES,
+    *(Figure(f"{figure.column}_{traffic}", figure.event_types, figure.distinct, traffic)
+      for figure in _BASE_FIGURES if _classified(figure) for traffic in TRAFFIC_CLASSES),
 )
 
 # The counted figures of a UTC day are also kept per slice of this many minutes (a divisor of a day).
@@ -93,7 +115,19 @@ SLICES_PER_DAY = 24 * 60 // SLICE_MINUTES
 if SLICES_PER_DAY * SLICE_MINUTES != 24 * 60:
     raise ValueError("SLICE_MINUTES must divide a day")
 TOUCH_KINDS = tuple(figure.kind for figure in DISTINCT)
+TOUCH_TYPES = tuple(dict.fromkeys(figure.event_types[0] for figure in DISTINCT))  # the types the ledger records
 DISTINCT_BY_KIND = {figure.kind: figure for figure in DISTINCT}
+if any(len(figure.kind) > 16 for figure in DISTINCT):
+    raise ValueError("a ledger kind is at most 16 characters (DailyFirstTouch.kind)")
+
+
+def column_for_traffic(column: str, traffic: str) -> str:
+    """The rollup column holding figure `column` for a report of `traffic` (a `TrafficFilter` value):
+    the figure's own for all traffic and for unclassified types (sent and delivered stay as they are)."""
+    if traffic == TrafficFilter.ALL:
+        return column
+    base = next(figure for figure in _BASE_FIGURES if figure.column == column)
+    return f"{column}_{traffic}" if _classified(base) else column
 
 
 def grain_key_for_filters(values: dict[str, str | None]) -> GrainKey:

@@ -230,10 +230,10 @@ def _facts_join() -> str:
 
 
 def _facts_sql(where: str) -> str:
-    """The facts of the events matching `where`: day, type, recipient and one column per dimension."""
+    """The facts of the events matching `where`: day, type, traffic, recipient and one column per dimension."""
     dimensions = ", ".join(f"{_dimension_source(d)} AS {_name(d.column)}" for d in rule.DIMENSIONS)
     return (f"SELECT {_utc_day('e.occurred_at')} AS day, {_utc_slice('e.occurred_at')} AS slice, e.type, "
-            f"e.occurred_at, {_recipient()} AS recipient, {dimensions} {_facts_join()} WHERE {where}")
+            f"e.traffic, e.occurred_at, {_recipient()} AS recipient, {dimensions} {_facts_join()} WHERE {where}")
 
 
 def _grain_expansion(alias: str) -> tuple[str, list[str]]:
@@ -259,12 +259,26 @@ def _grain_expansion(alias: str) -> tuple[str, list[str]]:
                           for d in rule.DIMENSIONS)])
 
 
-def _counted(figure: rule.Figure, type_expression: str) -> str:
-    return f"count(*) FILTER (WHERE {type_expression} IN ({_literals(figure.event_types)}))"
+def _matches(figure: rule.Figure, alias: str) -> str:
+    """Whether an event (its facts under `alias`, "" for bare columns) adds to `figure`: its type, and its class."""
+    condition = f"{alias}type IN ({_literals(figure.event_types)})"
+    return f"{condition} AND {alias}traffic = {_literal(figure.traffic)}" if figure.traffic else condition
 
 
-def _distinct(figure: rule.Figure, type_expression: str, recipient_expression: str) -> str:
-    return f"count(DISTINCT {recipient_expression}) FILTER (WHERE {type_expression} = {_literal(figure.kind)})"
+def _counted(figure: rule.Figure, alias: str = "") -> str:
+    return f"count(*) FILTER (WHERE {_matches(figure, alias)})"
+
+
+def _distinct(figure: rule.Figure, alias: str, recipient_expression: str) -> str:
+    return f"count(DISTINCT {recipient_expression}) FILTER (WHERE {_matches(figure, alias)})"
+
+
+def _ledger_kinds(alias: str) -> str:
+    """A JOIN giving each event (facts under `alias`) one row per ledger kind it records, as `k.kind`."""
+    rows = " UNION ALL ".join(
+        f"SELECT {_literal(f.kind)} AS kind, {_literal(f.event_types[0])} AS type, {_literal(f.traffic)} AS traffic"
+        for f in rule.DISTINCT)
+    return (f"JOIN ({rows}) AS k ON k.type = {alias}.type AND (k.traffic = '' OR k.traffic = {alias}.traffic)")
 
 
 def _figures_select(per_figure) -> str:
@@ -325,7 +339,7 @@ def _counted_sql(source: str, *, by_slice: bool = False) -> str:
     width = len(period) + len(rule.KEY_COLUMNS)
     dimensions = ", ".join(_name(d.column) for d in rule.DIMENSIONS)
     expand_x, key_x = _grain_expansion("x")
-    counted = ", ".join(f"{_counted(f, 'type')} AS {_name(f.column)}" for f in rule.COUNTED)
+    counted = ", ".join(f"{_counted(f)} AS {_name(f.column)}" for f in rule.COUNTED)
     summed = ", ".join(f"CAST(sum(x.{_name(f.column)}) AS BIGINT) AS {_name(f.column)}" for f in rule.COUNTED)
     key_aliases_x = ", ".join(f"{expr} AS {_name(column)}" for expr, column in zip(key_x, rule.KEY_COLUMNS,
                                                                                     strict=True))
@@ -350,14 +364,14 @@ def _expected_rollups_sql(where: str) -> str:
     expand_b, key_b = _grain_expansion("b")
     join = " AND ".join(f"u.{_name(column)} = n.{_name(column)}" for column in ("day", *rule.KEY_COLUMNS))
     materialized = "MATERIALIZED " if _postgres() else ""
-    distinct = ", ".join(f"{_distinct(f, 'b.type', 'b.recipient')} AS {_name(f.column)}" for f in rule.DISTINCT)
+    distinct = ", ".join(f"{_distinct(f, 'b.', 'b.recipient')} AS {_name(f.column)}" for f in rule.DISTINCT)
     key_aliases_b = ", ".join(f"{expr} AS {_name(column)}" for expr, column in zip(key_b, rule.KEY_COLUMNS,
                                                                                     strict=True))
     values = _figures_select(lambda f: f"coalesce(u.{_name(f.column)}, 0)" if f.distinct else f"n.{_name(f.column)}")
     return (
         f"WITH base AS {materialized}({_facts_sql(where)}), "
         f"uniques AS (SELECT b.day AS day, {key_aliases_b}, {distinct} FROM base b {expand_b} "
-        f"WHERE b.type IN ({_literals(rule.TOUCH_KINDS)}) GROUP BY {_ordinals(1, width)}), "
+        f"WHERE b.type IN ({_literals(rule.TOUCH_TYPES)}) GROUP BY {_ordinals(1, width)}), "
         f"totals AS ({_counted_sql('base')}) "
         f"SELECT n.day, {', '.join(f'n.{_name(c)}' for c in rule.KEY_COLUMNS)}, {values} FROM totals n "
         f"LEFT JOIN uniques u ON {join}"
@@ -369,10 +383,10 @@ def _expected_touches_sql(where: str) -> str:
     expand, key = _grain_expansion("b")
     names = ("kind", *rule.KEY_COLUMNS, "recipient")
     columns = ", ".join(f"{_bytewise(expression)} AS {_name(name)}"
-                        for expression, name in zip(("b.type", *key, "b.recipient"), names, strict=True))
+                        for expression, name in zip(("k.kind", *key, "b.recipient"), names, strict=True))
     return (f"SELECT b.day AS day, {columns}, max(b.occurred_at) AS {_name('last_at')} "
-            f"FROM ({_facts_sql(where)}) AS b {expand} "
-            f"WHERE b.type IN ({_literals(rule.TOUCH_KINDS)}) GROUP BY {_ordinals(1, len(names) + 1)}")
+            f"FROM ({_facts_sql(where)}) AS b {_ledger_kinds('b')} {expand} "
+            f"GROUP BY {_ordinals(1, len(names) + 1)}")
 
 
 def _days_where(*, listed: bool) -> str:
@@ -443,8 +457,9 @@ def hold_run_lock(run: uuid.UUID) -> RunLock:
 #
 # A batch arrives as `messages`: (channel row id, client message id, from address, from domain,
 # lowercased recipient), one per client message id (existing ones are left as they are), and
-# `events`: (client event id, type, client message id, occurred_at, url, user agent), ids unique
-# within the batch. The caller holds the project's shared rollup lock in the same transaction.
+# `events`: (client event id, type, client message id, occurred_at, url, user agent, traffic, machine
+# reason, traffic given, source IP, request purpose), ids unique within the batch. The caller holds the
+# project's shared rollup lock in the same transaction.
 
 
 def ingest_batch(*, project_id: uuid.UUID, received_at, messages: Sequence[tuple], events: Sequence[tuple],
@@ -517,12 +532,14 @@ def _events_insert_sql(returning: str) -> str:
     """
     return (
         f"INSERT INTO {_table(MessageEvent)} (id, project_id, message_id, client_event_id, type, occurred_at, url, "
-        f"user_agent, received_at) "
+        f"user_agent, traffic, machine_reason, traffic_given, source_ip, request_purpose, received_at) "
         f"SELECT {uuid7_sql('b.position')}, %(p)b, m.id, b.client_event_id, b.type, b.occurred_at, b.url, "
-        f"b.user_agent, %(at)b "
+        f"b.user_agent, b.traffic, b.machine_reason, b.traffic_given, b.source_ip, b.request_purpose, %(at)b "
         f"FROM unnest(%(event)b::text[], %(type)b::text[], %(event_message)b::text[], %(occurred)b::timestamptz[], "
-        f"%(url)b::text[], %(agent)b::text[]) WITH ORDINALITY "
-        f"AS b(client_event_id, type, client_message_id, occurred_at, url, user_agent, position) "
+        f"%(url)b::text[], %(agent)b::text[], %(traffic)b::text[], %(reason)b::text[], %(given)b::boolean[], "
+        f"%(source_ip)b::inet[], %(purpose)b::text[]) WITH ORDINALITY "
+        f"AS b(client_event_id, type, client_message_id, occurred_at, url, user_agent, traffic, machine_reason, "
+        f"traffic_given, source_ip, request_purpose, position) "
         f"CROSS JOIN LATERAL (SELECT id FROM {_table(Message)} WHERE project_id = %(p)b "
         f"AND client_message_id = b.client_message_id LIMIT 1) AS m "
         f'ORDER BY b.client_event_id COLLATE "C" ON CONFLICT (project_id, client_event_id) DO NOTHING '
@@ -544,7 +561,7 @@ def _events_counted_statement() -> str:
     width = 1 + len(rule.KEY_COLUMNS)
     dimensions = ", ".join(f"{_dimension_source(d)} AS {_name(d.column)}" for d in rule.DIMENSIONS)
     key_aliases = ", ".join(f"{expr} AS {_name(column)}" for expr, column in zip(key, rule.KEY_COLUMNS, strict=True))
-    counted = _figures_select(lambda f: "0" if f.distinct else _counted(f, "type"))
+    counted = _figures_select(lambda f: "0" if f.distinct else _counted(f))
     uniques = _figures_select(lambda f: f"count(*) FILTER (WHERE kind = {_literal(f.kind)})" if f.distinct else "0")
     sums = ", ".join(f"sum({_name(column)})" for column in rule.FIGURE_COLUMNS)
     rollups, slices, touches = _table(DailyRollup), _table(SliceRollup), _table(DailyFirstTouch)
@@ -552,16 +569,16 @@ def _events_counted_statement() -> str:
                         for column in rule.FIGURE_COLUMNS)
     slice_updates = ", ".join(f"{_name(f.column)} = {slices}.{_name(f.column)} + excluded.{_name(f.column)}"
                               for f in rule.COUNTED)
-    slice_counts = ", ".join(f"{_counted(f, 'type')}" for f in rule.COUNTED)
+    slice_counts = ", ".join(f"{_counted(f)}" for f in rule.COUNTED)
     bytewise_keys = ", ".join(_bytewise(_name(k)) for k in rule.KEY_COLUMNS)
-    touch_key = ", ".join(["day", *(_bytewise(column) for column in ("type", *(_name(c) for c in rule.KEY_COLUMNS),
+    touch_key = ", ".join(["day", *(_bytewise(column) for column in ("k.kind", *(_name(c) for c in rule.KEY_COLUMNS),
                                                                      "recipient"))])
     return (
-        f"WITH inserted AS ({_events_insert_sql('message_id, type, occurred_at')}), "
+        f"WITH inserted AS ({_events_insert_sql('message_id, type, traffic, occurred_at')}), "
         # The accepted events fetch their message's facts by primary key: the stored message's count.
         f"facts AS MATERIALIZED ("
         f"SELECT (i.occurred_at AT TIME ZONE 'UTC')::date AS day, {_utc_slice('i.occurred_at')} AS slice, i.type, "
-        f"i.occurred_at, f.recipient, {key_aliases} "
+        f"i.traffic, i.occurred_at, f.recipient, {key_aliases} "
         f"FROM inserted i CROSS JOIN LATERAL (SELECT {_recipient()} AS recipient, {dimensions} "
         f"FROM {_table(Message)} m JOIN {_table(Channel)} c ON c.id = m.channel_id WHERE m.id = i.message_id "
         f"LIMIT 1) AS f {expand}), "
@@ -569,8 +586,8 @@ def _events_counted_statement() -> str:
         # a later touch of a recipient already counted only moves its last time.
         f"touched AS ("
         f"INSERT INTO {touches} AS t ({_touch_columns()}) "
-        f"SELECT %(p)b::uuid, {touch_key}, max(occurred_at) FROM facts "
-        f"WHERE type IN ({_literals(rule.TOUCH_KINDS)}) GROUP BY {_ordinals(2, width + 2)} "
+        f"SELECT %(p)b::uuid, {touch_key}, max(facts.occurred_at) FROM facts {_ledger_kinds('facts')} "
+        f"GROUP BY {_ordinals(2, width + 2)} "
         f"ORDER BY {_ordinals(2, width + 2)} "
         f"ON CONFLICT {_touch_conflict()} {_later_touch('t')} RETURNING day, kind, {keys}, (xmax = 0) AS created), "
         f"increments AS ("
@@ -592,12 +609,14 @@ def _events_counted_statement() -> str:
 
 def _batch_params(project_id: uuid.UUID, received_at, messages: Sequence[tuple], events: Sequence[tuple]) -> tuple:
     channel, message, sender, domain, recipient = map(list, zip(*messages, strict=True))
-    event, type_, event_message, occurred, url, agent = map(list, zip(*events, strict=True))
+    (event, type_, event_message, occurred, url, agent, traffic, reason, given, source_ip,
+     purpose) = map(list, zip(*events, strict=True))
     common = {"p": project_id, "at": received_at}
     return ({**common, "channel": channel, "message": message, "sender": sender, "domain": domain,
              "recipient": recipient},
             {**common, "event": event, "type": type_, "event_message": event_message, "occurred": occurred,
-             "url": url, "agent": agent})
+             "url": url, "agent": agent, "traffic": traffic, "reason": reason, "given": given,
+             "source_ip": source_ip, "purpose": purpose})
 
 
 def _ingest_set_based(*, project_id, received_at, messages, events, wait_for_flush: bool,
@@ -665,10 +684,12 @@ def _ingest_portable(*, project_id, received_at, messages, events, into_rollups:
         _table(MessageEvent),
         (("id", "uuid"), ("project_id", "uuid"), ("message_id", "uuid"), ("client_event_id", "text"),
          ("type", "text"), ("occurred_at", "timestamptz"), ("url", "text"), ("user_agent", "text"),
-         ("received_at", "timestamptz")),
+         ("traffic", "text"), ("machine_reason", "text"), ("traffic_given", "boolean"), ("source_ip", "inet"),
+         ("request_purpose", "text"), ("received_at", "timestamptz")),
         [(p.uuid(new_id()), p.uuid(project_id), message_ids[message_id], event_id, type_, p.datetime(occurred_at),
-          url, agent, p.datetime(received_at))
-         for event_id, type_, message_id, occurred_at, url, agent in sorted(events, key=lambda row: row[0])],
+          url, agent, *classified, p.datetime(received_at))
+         for event_id, type_, message_id, occurred_at, url, agent, *classified in sorted(events,
+                                                                                          key=lambda row: row[0])],
         "ON CONFLICT (project_id, client_event_id) DO NOTHING RETURNING id",
         returning=True,
     )]
@@ -1131,8 +1152,8 @@ class _Edge:
             facts_from, recipient, dimension_value = f"FROM {_table(MessageEvent)} e", None, None
         else:
             facts_from, recipient, dimension_value = _edge_facts(every_event=bool(self.filters))
-        values = self._values(lambda f: ("0" if counted_only else _distinct(f, "e.type", recipient)) if f.distinct
-                              else _counted(f, "e.type"))
+        values = self._values(lambda f: ("0" if counted_only else _distinct(f, "e.", recipient)) if f.distinct
+                              else _counted(f, "e."))
         sql = (f"SELECT {_utc_day('e.occurred_at')} AS day, {values} {facts_from} "
                f"WHERE e.project_id = %s AND e.occurred_at >= %s AND e.occurred_at < %s {guard}"
                + "".join(f" AND {dimension_value(dimension)} = %s" for dimension, _value in self.filters)
@@ -1167,7 +1188,7 @@ def _edge_facts(*, every_event: bool):
     if not _postgres():
         return _facts_join(), _recipient(), _dimension_source
     dimensions = ", ".join(f"{_dimension_source(d)} AS {_name(d.column)}" for d in rule.DIMENSIONS)
-    touching = "" if every_event else f" AND e.type IN ({_literals(rule.TOUCH_KINDS)})"
+    touching = "" if every_event else f" AND e.type IN ({_literals(rule.TOUCH_TYPES)})"
     facts_from = (f"FROM {_table(MessageEvent)} e {'CROSS' if every_event else 'LEFT'} JOIN LATERAL ("
                   f"SELECT {_recipient()} AS recipient, {dimensions} FROM {_table(Message)} m "
                   f"JOIN {_table(Channel)} c ON c.id = m.channel_id WHERE m.id = e.message_id{touching} LIMIT 1) AS f"

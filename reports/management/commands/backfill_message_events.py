@@ -7,7 +7,7 @@ from django.core.management.base import BaseCommand, CommandError
 from apikeys.selectors import project_by_id_or_name
 from engagement_platform.ndjson import NdjsonReader, open_input
 from reports.backfill import DEFERRED, PER_BATCH, BackfillPlan, message_events_backfill
-from reports.validation import parse_message_event
+from reports.validation import parse_backfilled_message_event
 
 DEFAULT_BATCH_SIZE = 5000  # events per transaction: larger batches share their rollup rows more
 MAX_BATCH_SIZE = 10_000
@@ -53,7 +53,7 @@ class Command(BaseCommand):
         gc.freeze()
         plan = BackfillPlan(project=found, batch_size=batch_size, connections=connections, rollups=rollups)
         with (open_input(file, stdin=options.get("stdin")) as source,
-              NdjsonReader(source, parse=parse_message_event, stderr=self.stderr, verbosity=verbosity,
+              NdjsonReader(source, parse=parse_backfilled_message_event, stderr=self.stderr, verbosity=verbosity,
                            workers=MESSAGE_PARSE_WORKERS) as reader):
             message_events_backfill(plan=plan, reader=reader)
         reader.finish(self.stdout)
