@@ -1011,14 +1011,19 @@ def report_json_text(*, project_id: uuid.UUID, whole_days: tuple[date, date] | N
     # The statement's text is the same for every report of the same shape (the window and the key are
     # parameters), and planning its edge parts costs more than running them: once prepared, it runs on one
     # generic plan per connection (each guard is a one-time filter, decided when the statement runs). The
-    # setting is the transaction's own (`SET LOCAL`): no session state outlives it. Inside a caller's
-    # transaction it holds until that one ends. Pipelined (psycopg's pipeline mode, where Django does not
-    # log queries): the BEGIN, the setting and the statement travel in one round trip, the COMMIT in a second.
+    # setting is the transaction's own (`SET LOCAL`): no session state outlives it. Its own transaction,
+    # pipelined (psycopg's pipeline mode, where Django does not log queries): the BEGIN, the setting and the
+    # statement travel in one round trip, the COMMIT in a second. Inside a caller's transaction the setting
+    # is put back once the statement has run, so the caller's later statements plan as before.
     database = connections[using]
+    inside_a_transaction = database.in_atomic_block
     with database.wrap_database_errors, transaction.atomic(using=using, savepoint=False):
         with _numbered_statement_cursor(using) as execute, _pipelined(database):
             execute("SET LOCAL plan_cache_mode = force_generic_plan", None)
-            return execute(_json_body(sql, body), params).fetchone()[0]
+            text = execute(_json_body(sql, body), params).fetchone()[0]
+            if inside_a_transaction:
+                execute("SET LOCAL plan_cache_mode TO DEFAULT", None)
+            return text
 
 
 def _pipelined(database):
