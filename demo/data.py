@@ -206,8 +206,10 @@ def traffic_events(*, at) -> list[dict]:
                 events.append({**base, "id": f"{message_id}:sent", "type": "sent", "occurred_at": sent_at})
                 if rng.random() < 0.04:
                     continue  # bounced: never delivered
+                delivered_at = sent_at + timedelta(seconds=20 + rng.randrange(40))
                 events.append({**base, "id": f"{message_id}:delivered", "type": "delivered",
-                               "occurred_at": sent_at + timedelta(seconds=20 + rng.randrange(40))})
+                               "occurred_at": delivered_at})
+                events += machine_traffic(base, message_id=message_id, delivered_at=delivered_at)
                 if rng.random() < 0.45:
                     opened_at = sent_at + timedelta(minutes=5 + rng.randrange(100))
                     events.append({**base, "id": f"{message_id}:opened", "type": "opened",
@@ -220,6 +222,25 @@ def traffic_events(*, at) -> list[dict]:
                         events.append({**base, "id": f"{message_id}:clicked", "type": "clicked",
                                        "occurred_at": opened_at + timedelta(minutes=1),
                                        "url": "https://acme.example/offer", "user_agent": RECIPIENT_AGENT})
+    return events
+
+
+# Machine traffic the report tells apart (contract section 6), drawn from a generator of its own so the
+# people's events above stay what they were: Apple Mail Privacy Protection loading the pixel on delivery
+# (the bare `Mozilla/5.0`), and a security gateway opening the link two seconds after delivery.
+APPLE_PROXY_AGENT = "Mozilla/5.0"
+GATEWAY_AGENT = RECIPIENT_AGENT  # a scanner looks like a browser: its timing gives it away
+
+
+def machine_traffic(base: dict, *, message_id: str, delivered_at) -> list[dict]:
+    rng = random.Random(f"demo-machine:{message_id}")
+    events = []
+    if rng.random() < 0.2:
+        events.append({**base, "id": f"{message_id}:proxy-open", "type": "opened", "user_agent": APPLE_PROXY_AGENT,
+                       "occurred_at": delivered_at + timedelta(seconds=1 + rng.randrange(30))})
+    if rng.random() < 0.05:
+        events.append({**base, "id": f"{message_id}:scanner-click", "type": "clicked", "user_agent": GATEWAY_AGENT,
+                       "url": "https://acme.example/offer", "occurred_at": delivered_at + timedelta(seconds=2)})
     return events
 
 

@@ -21,12 +21,14 @@ from engagement_platform.clock import now
 from engagement_platform.durability import flush_commits
 from engagement_platform.ids import parse_uuid
 from engagement_platform.ndjson import read_ahead
-from renders.models import ActorKind, EventType, Render, Share
+from engagement_platform.traffic import MachineReason, Traffic, Verdict
+from renders.models import CLASSIFIED_EVENT_TYPES, ActorKind, EventType, Render, Share
 from renders.selectors import summaries
 from renders.services import (
     METADATA_MAX_BYTES,
     contains_nul,
     counter_increments,
+    event_verdict,
     truncate_user_agent,
     valid_ip,
 )
@@ -34,8 +36,11 @@ from renders.upserts import add_to_counters, insert_new_events
 from reports.validation import parse_rfc3339
 
 EVENT_FIELDS = frozenset(
-    {"id", "renderId", "eventType", "actorKind", "shareId", "sourceIp", "userAgent", "metadata", "createdAt"}
+    {"id", "renderId", "eventType", "actorKind", "shareId", "sourceIp", "userAgent", "metadata", "createdAt",
+     "traffic", "machineReason"}
 )
+_TRAFFIC_CHOICES = "Must be one of: " + ", ".join(Traffic.values) + "."
+_MACHINE_REASON_CHOICES = "Must be one of: " + ", ".join(MachineReason.values) + "."
 
 
 @dataclass(frozen=True)
@@ -102,6 +107,8 @@ def parse_render_event(raw) -> tuple[dict | None, dict[str, str]]:
             elif contains_nul(metadata):
                 errors["metadata"] = "Must not contain the character U+0000."
 
+    traffic, machine_reason = _given_traffic(get("traffic"), get("machineReason"), event_type, actor_kind, errors)
+
     try:
         created_at = parse_rfc3339(get("createdAt"))
     except ValueError as exc:
@@ -113,7 +120,25 @@ def parse_render_event(raw) -> tuple[dict | None, dict[str, str]]:
         return None, errors
     return {"id": event_id, "render_id": render_id, "share_id": share_id, "event_type": event_type,
             "actor_kind": actor_kind, "source_ip": canonical_ip, "user_agent": user_agent, "metadata": metadata,
-            "metadata_json": metadata_json, "plain_json": plain, "created_at": created_at}, {}
+            "metadata_json": metadata_json, "plain_json": plain, "created_at": created_at, "traffic": traffic,
+            "machine_reason": machine_reason}, {}
+
+
+def _given_traffic(traffic, reason, event_type, actor_kind, errors: dict) -> tuple[str | None, str | None]:
+    """A line's own class (as the event log's export writes it), or (None, None) for the rules to decide."""
+    if traffic is None:
+        if reason is not None:
+            errors["machineReason"] = "Only with `traffic`: machine."
+        return None, None
+    if traffic not in Traffic.values:
+        errors["traffic"] = _TRAFFIC_CHOICES
+    elif traffic == Traffic.MACHINE and (actor_kind != ActorKind.RECIPIENT or event_type not in CLASSIFIED_EVENT_TYPES):
+        errors["traffic"] = "Only recipients' views, downloads, prints and email opens are classified."
+    if traffic == Traffic.MACHINE and reason not in MachineReason.values:
+        errors["machineReason"] = _MACHINE_REASON_CHOICES
+    elif traffic == Traffic.HUMAN and reason is not None:
+        errors["machineReason"] = "Must be null for human traffic."
+    return traffic, reason
 
 
 _parse_uuid = lru_cache(maxsize=4096)(parse_uuid)  # render and share ids repeat from line to line
@@ -185,9 +210,15 @@ class BackfillRows:
         event_id = event["id"] or derived_event_id(project_id=self.project_id, event=event)
         share_id = event["share_id"]
         metadata_json = event["metadata_json"]
+        given = event.get("traffic") is not None
+        # A line without a class is judged by the user-agent rules only: no request, so no purpose.
+        verdict = (Verdict(event["traffic"], event["machine_reason"]) if given else
+                   event_verdict(event_type=event["event_type"], actor_kind=event["actor_kind"],
+                                 user_agent=event["user_agent"], source_ip=event["source_ip"], request_purpose=None))
         return (str(event_id), self.project_text, str(event["render_id"]), share_id and str(share_id),
                 event["event_type"], event["actor_kind"], event["source_ip"], event["user_agent"],
-                metadata_json and metadata_json.decode("utf-8"), event["created_at"])
+                metadata_json and metadata_json.decode("utf-8"), event["created_at"], str(verdict.traffic),
+                verdict.reason and str(verdict.reason), given)
 
 
 def render_events_backfill(*, project, rows: list[tuple], wait_for_flush: bool = True) -> BackfillResult:
@@ -220,8 +251,8 @@ def render_events_backfill(*, project, rows: list[tuple], wait_for_flush: bool =
     with transaction.atomic():
         inserted = insert_new_events(list(unique.values()), wait_for_flush=wait_for_flush)
         increments: dict[uuid.UUID, Counter] = defaultdict(Counter)
-        for (render_id, event_type, has_share), count in inserted.items():
-            for key, amount in counter_increments(event_type, True if has_share else None).items():
+        for (render_id, event_type, has_share, traffic), count in inserted.items():
+            for key, amount in counter_increments(event_type, True if has_share else None, traffic).items():
                 increments[render_id][key] += amount * count
         for render_id in sorted(increments):  # a fixed order avoids lock-order deadlocks
             add_to_counters(project_id=project_id, render_id=render_id, increments=dict(increments[render_id]))

@@ -137,6 +137,9 @@ class EngagementEvent(models.Model):
     # What the recording request was for (a HEAD, a prefetch...), so the rules can be applied again later;
     # NULL for an event that came without a request (backfilled).
     request_purpose = models.CharField(max_length=12, choices=RequestPurpose.choices, null=True, blank=True)
+    traffic_given = models.BooleanField(
+        default=False, db_default=False,
+        help_text="The class came with the event (a backfill line's `traffic`): reclassify_traffic keeps it.")
 
     class Meta:
         ordering = ["-created_at", "-id"]

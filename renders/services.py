@@ -3,7 +3,7 @@
 import json
 from contextlib import nullcontext
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, time, timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -17,6 +17,7 @@ from renders.models import (
     CLASSIFIED_EVENT_TYPES,
     DEDUPED_EVENT_TYPES,
     LINK_OPENS_COUNTER,
+    MACHINE_COUNTER_PREFIX,
     ActorKind,
     EngagementEvent,
     EventType,
@@ -26,6 +27,7 @@ from renders.models import (
 )
 from renders.selectors import render_in_project, summaries
 from renders.upserts import add_to_counters, claim_dedupe_mark, record_in_one_statement
+from reports.services import ReclassifyTally
 
 DEDUPE_WINDOW = timedelta(minutes=5)
 USER_AGENT_MAX_LENGTH = 512
@@ -226,3 +228,64 @@ def truncate_user_agent(user_agent: str | None) -> str | None:
     if not user_agent:
         return None
     return user_agent[:USER_AGENT_MAX_LENGTH]
+
+
+# Reclassifying traffic ---------------------------------------------------------------------------------
+
+RECLASSIFY_CHUNK = 2000  # events judged (and their changes written) per transaction
+
+
+def render_traffic_reclassify(*, project, first_day=None, end_day=None, progress=None) -> ReclassifyTally:
+    """Judge the project's stored recipient events of [first_day, end_day) (UTC days) again by the current
+    rules and move the renders' machine counters with every changed class. Events whose class a backfill
+    line gave keep it. One chunk of events per transaction (its changes and their counters commit
+    together), so memory stays one chunk; idempotent.
+    """
+    tally = ReclassifyTally()
+    events = EngagementEvent.objects.filter(project=project, actor_kind=ActorKind.RECIPIENT,
+                                            event_type__in=CLASSIFIED_EVENT_TYPES, traffic_given=False)
+    if first_day is not None:
+        events = events.filter(created_at__gte=datetime.combine(first_day, time.min, tzinfo=UTC))
+    if end_day is not None:
+        events = events.filter(created_at__lt=datetime.combine(end_day, time.min, tzinfo=UTC))
+    events = events.order_by("id").values_list("id", "render_id", "share_id", "event_type", "user_agent",
+                                                "source_ip", "request_purpose", "traffic", "machine_reason")
+    after = None
+    while True:
+        chunk = list((events.filter(id__gt=after) if after is not None else events)[:RECLASSIFY_CHUNK])
+        if not chunk:
+            return tally
+        after = chunk[-1][0]
+        with transaction.atomic():
+            tally.add(_reclassify_render_events(project=project, chunk=chunk))
+        if progress:
+            progress(len(chunk))
+
+
+def _reclassify_render_events(*, project, chunk: list[tuple]) -> ReclassifyTally:
+    tally = ReclassifyTally(read=len(chunk))
+    changes: dict[tuple, list] = {}
+    deltas: dict = {}
+    for event_id, render_id, share_id, event_type, user_agent, source_ip, purpose, traffic, reason in chunk:
+        verdict = event_verdict(event_type=event_type, actor_kind=ActorKind.RECIPIENT, user_agent=user_agent,
+                                source_ip=source_ip, request_purpose=purpose)
+        if (verdict.traffic, verdict.reason) == (traffic, reason):
+            continue
+        changes.setdefault((str(verdict.traffic), verdict.reason and str(verdict.reason)), []).append(event_id)
+        if verdict.traffic == traffic:
+            continue
+        sign = 1 if verdict.is_machine else -1
+        tally.to_machine += verdict.is_machine
+        tally.to_human += not verdict.is_machine
+        render_deltas = deltas.setdefault(render_id, {})
+        for key in counter_increments(event_type, share_id, Traffic.MACHINE):
+            if key.startswith(MACHINE_COUNTER_PREFIX):
+                render_deltas[key] = render_deltas.get(key, 0) + sign
+    for (traffic, reason), ids in changes.items():
+        EngagementEvent.objects.filter(pk__in=ids).update(traffic=traffic, machine_reason=reason)
+    for render_id in sorted(deltas):  # a fixed order avoids lock-order deadlocks
+        add_to_counters(project_id=project.pk, render_id=render_id,
+                        increments={key: amount for key, amount in deltas[render_id].items() if amount})
+    if deltas:
+        summaries.changed(*sorted(deltas))
+    return tally

@@ -149,16 +149,16 @@ def _same(value):
 # Backfilled history: rows inserted as given, idempotently on their id ------------------------------------
 
 BACKFILL_COLUMNS = ("id", "project", "render", "share", "event_type", "actor_kind", "source_ip", "user_agent",
-                    "metadata", "created_at")
+                    "metadata", "created_at", "traffic", "machine_reason", "traffic_given")
 BACKFILL_STAGING_TABLE = "renders_backfill_incoming"
-SQLITE_INSERT_CHUNK_ROWS = 1000  # 10 parameters a row stays under SQLite's variable limit
+SQLITE_INSERT_CHUNK_ROWS = 1000  # 13 parameters a row stays under SQLite's variable limit
 
 
 def insert_new_events(rows: list[tuple], *, wait_for_flush: bool = True) -> dict[tuple, int]:
     """Insert event rows unless their id is stored: values in BACKFILL_COLUMNS order, UUIDs as canonical text,
     metadata as JSON text, `created_at` an aware datetime.
 
-    Returns how many rows were actually inserted per (render id, event type, has a share): what the
+    Returns how many rows were actually inserted per (render id, event type, has a share, traffic): what the
     counters need. PostgreSQL: the batch is copied (COPY) into a temporary table and moved with one
     INSERT ... SELECT ... ON CONFLICT (id) DO NOTHING; SQLite: multi-row INSERTs with the same clause.
     Must run inside the caller's transaction. `wait_for_flush=False` lets that transaction commit
@@ -182,8 +182,8 @@ def _insert_new_events_copy(rows: list[tuple], *, wait_for_flush: bool) -> dict[
     table = sql.Identifier(EngagementEvent._meta.db_table)
     staging = sql.Identifier(BACKFILL_STAGING_TABLE)
     columns = sql.SQL(", ").join(sql.Identifier(name) for name in _backfill_columns())
-    pk, render, event_type, share = (sql.Identifier(EngagementEvent._meta.get_field(name).column)
-                                     for name in ("id", "render", "event_type", "share"))
+    pk, render, event_type, share, traffic = (sql.Identifier(EngagementEvent._meta.get_field(name).column)
+                                              for name in ("id", "render", "event_type", "share", "traffic"))
     with connection.cursor() as cursor:
         raw = cursor.cursor  # psycopg's own cursor: COPY is not part of the DB-API Django wraps
         if not wait_for_flush:
@@ -201,11 +201,13 @@ def _insert_new_events_copy(rows: list[tuple], *, wait_for_flush: bool) -> dict[
                 write_row(row)
         cursor.execute(sql.SQL(
             "WITH inserted AS (INSERT INTO {table} ({columns}) SELECT {columns} FROM {staging} "
-            "ON CONFLICT ({pk}) DO NOTHING RETURNING {render}, {event_type}, {share} IS NOT NULL AS has_share) "
-            "SELECT {render}, {event_type}, has_share, count(*) FROM inserted GROUP BY 1, 2, 3"
+            "ON CONFLICT ({pk}) DO NOTHING RETURNING {render}, {event_type}, {share} IS NOT NULL AS has_share, "
+            "{traffic}) "
+            "SELECT {render}, {event_type}, has_share, {traffic}, count(*) FROM inserted GROUP BY 1, 2, 3, 4"
         ).format(table=table, columns=columns, staging=staging, pk=pk, render=render, event_type=event_type,
-                 share=share).as_string(raw.connection))
-        return {(render_id, kind, has_share): count for render_id, kind, has_share, count in cursor.fetchall()}
+                 share=share, traffic=traffic).as_string(raw.connection))
+        return {(render_id, kind, has_share, traffic_class): count
+                for render_id, kind, has_share, traffic_class, count in cursor.fetchall()}
 
 
 def _insert_new_events_values(rows: list[tuple]) -> dict[tuple, int]:
@@ -216,23 +218,24 @@ def _insert_new_events_values(rows: list[tuple]) -> dict[tuple, int]:
     adapt_datetime = connection.ops.adapt_datetimefield_value
     meta = EngagementEvent._meta
     columns = ", ".join(quote(name) for name in _backfill_columns())
-    returning = ", ".join(quote(meta.get_field(name).column) for name in ("render", "event_type", "share"))
+    returning = ", ".join(quote(meta.get_field(name).column) for name in ("render", "event_type", "share",
+                                                                           "traffic"))
     row_placeholder = "(" + ", ".join(["%s"] * len(BACKFILL_COLUMNS)) + ")"
     inserted: Counter = Counter()
     with connection.cursor() as cursor:
         for start in range(0, len(rows), SQLITE_INSERT_CHUNK_ROWS):
             chunk = rows[start:start + SQLITE_INSERT_CHUNK_ROWS]
             params = []
-            for (event_id, project_id, render_id, share_id, kind, actor, ip, agent, metadata, at) in chunk:
+            for (event_id, project_id, render_id, share_id, kind, actor, ip, agent, metadata, at, *classed) in chunk:
                 params += [_hex(event_id), _hex(project_id), _hex(render_id), share_id and _hex(share_id), kind,
-                           actor, ip, agent, metadata, adapt_datetime(at)]
+                           actor, ip, agent, metadata, adapt_datetime(at), *classed]
             cursor.execute(
                 f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES {', '.join([row_placeholder] * len(chunk))} "
                 f"ON CONFLICT ({quote(meta.pk.column)}) DO NOTHING RETURNING {returning}",
                 params,
             )
-            for render_id, kind, share_id in cursor.fetchall():
-                inserted[(uuid.UUID(render_id), kind, share_id is not None)] += 1
+            for render_id, kind, share_id, traffic in cursor.fetchall():
+                inserted[(uuid.UUID(render_id), kind, share_id is not None, traffic)] += 1
     return dict(inserted)
 
 

@@ -47,8 +47,9 @@ class MessageAdmin(ReadOnlyAdmin):
 
 @admin.register(MessageEvent)
 class MessageEventAdmin(ReadOnlyAdmin):
-    list_display = ["occurred_at", "type", "recipient", "message", "channel", "client_event_id", "project"]
-    list_filter = ["type", "project"]
+    list_display = ["occurred_at", "type", "traffic", "machine_reason", "recipient", "message", "channel",
+                    "client_event_id", "project"]
+    list_filter = ["type", "traffic", "machine_reason", "project"]
     search_fields = ["client_event_id", "message__client_message_id", "message__recipient"]
     list_select_related = ["project", "message", "message__channel"]
     date_hierarchy = "occurred_at"

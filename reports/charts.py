@@ -10,7 +10,10 @@ from reports.models import DailyRollup
 
 # The chart spans the plan's retention, at most a year: older rollups cannot be reported anyway.
 TRAFFIC_CHART_MAX_DAYS = 366
-TRAFFIC_COLUMNS = ("sent", "delivered", "opens", "clicks")
+# Opens and clicks split into people and machines (contract section 6); sent and delivered are not classified.
+TRAFFIC_COLUMNS = ("sent", "delivered", "opens_human", "opens_machine", "clicks_human", "clicks_machine")
+TRAFFIC_LABELS = {"opens_human": "opens (human)", "opens_machine": "opens (machine)",
+                  "clicks_human": "clicks (human)", "clicks_machine": "clicks (machine)"}
 
 
 @dataclass(frozen=True)
@@ -24,7 +27,8 @@ def traffic_chart_days(*, project) -> int:
 
 
 def daily_traffic(*, project, days: int) -> DailyTraffic:
-    """Sent, delivered, opens and clicks per UTC day over the last `days` days (today included), one query.
+    """Sent, delivered, and opens and clicks per traffic class, per UTC day over the last `days` days (today
+    included), one query.
 
     Only the unfiltered grain is read: every event counts once there, while the per-channel and
     per-domain grains hold the same events again.
@@ -47,8 +51,9 @@ def daily_traffic(*, project, days: int) -> DailyTraffic:
 
 
 def project_traffic_chart(*, project) -> str:
-    """The admin's SVG chart of a project's daily sent, delivered, opens and clicks over its retention."""
+    """The admin's SVG chart of a project's daily sent, delivered, and human and machine opens and clicks over its
+    retention."""
     days = traffic_chart_days(project=project)
     traffic = daily_traffic(project=project, days=days)
-    series = [Series(column, traffic.values[column]) for column in TRAFFIC_COLUMNS]
+    series = [Series(TRAFFIC_LABELS.get(column, column), traffic.values[column]) for column in TRAFFIC_COLUMNS]
     return line_chart(title=f"Messages per day, last {days} days (UTC)", days=traffic.days, series=series)

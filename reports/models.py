@@ -273,3 +273,64 @@ class PendingRecount(models.Model):
 
     def __str__(self):
         return f"{self.day} (backfill {self.run})"
+
+
+class PeriodGrain(models.TextChoices):
+    """The report buckets longer than a day whose distinct figures are also kept exact (`unique=exact`)."""
+
+    WEEK = "week", "ISO week (Monday)"
+    MONTH = "month", "Calendar month"
+
+
+class PeriodFirstTouch(models.Model):
+    """That a recipient opened (or clicked) within one ISO week or month and grain key: the exact-uniques ledger.
+
+    The daily ledger's twin for longer buckets: only the insert that creates a row adds one to the
+    period's distinct count (`PeriodRollup`), and `last_at` (the recipient's latest touch in the period)
+    answers the part of a period from a moment to its end.
+    """
+
+    pk = models.CompositePrimaryKey("project", "period", "start", "kind", "grain", "channel_key", "domain",
+                                    "recipient")
+    # No database-level foreign key on this derived table (rebuilt from raw events); deleting a project
+    # still cascades (Django).
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+", db_index=False,
+                                db_constraint=False)
+    period = models.CharField(max_length=8, choices=PeriodGrain.choices)
+    start = models.DateField(help_text="The period's first day (a Monday, or the 1st).")
+    kind = models.CharField(max_length=16)
+    grain = models.CharField(max_length=16, choices=RollupGrain.choices)
+    channel_key = models.CharField(max_length=CHANNEL_KEY_LENGTH, blank=True)
+    domain = models.CharField(max_length=DOMAIN_MAX_LENGTH, blank=True)
+    recipient = models.CharField(max_length=EMAIL_MAX_LENGTH)
+    last_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["project", "period", "grain", "channel_key", "domain", "kind", "start", "last_at"],
+                         name="period_touch_last_at"),
+        ]
+
+
+class PeriodRollup(models.Model):
+    """One ISO week or month of one grain key: its exact distinct openers and clickers (per class too)."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+", db_index=False,
+                                db_constraint=False)
+    period = models.CharField(max_length=8, choices=PeriodGrain.choices)
+    start = models.DateField()
+    grain = models.CharField(max_length=16, choices=RollupGrain.choices)
+    channel_key = models.CharField(max_length=CHANNEL_KEY_LENGTH, blank=True)
+    domain = models.CharField(max_length=DOMAIN_MAX_LENGTH, blank=True)
+    unique_opens = models.BigIntegerField(default=0)
+    unique_clicks = models.BigIntegerField(default=0)
+    unique_opens_human = models.BigIntegerField(default=0)
+    unique_opens_machine = models.BigIntegerField(default=0)
+    unique_clicks_human = models.BigIntegerField(default=0)
+    unique_clicks_machine = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "period", "grain", "channel_key", "domain", "start"],
+                                    name="period_rollup_unique"),
+        ]

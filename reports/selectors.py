@@ -42,6 +42,13 @@ class GroupBy(models.TextChoices):
     MONTH = "month"
 
 
+class UniqueMode(models.TextChoices):
+    """How week and month buckets count unique opens and clicks (contract 3.1)."""
+
+    DAILY = "daily"  # the sum of the daily distinct counts (the seeds' caveat)
+    EXACT = "exact"  # each recipient once per bucket
+
+
 @dataclass(frozen=True)
 class Window:
     """Events with start <= occurred_at < end (aware datetimes)."""
@@ -55,6 +62,7 @@ class ReportFilters:
     channel_id: uuid.UUID | None = None
     domain: str | None = None  # lowercased sending domain
     traffic: str = TrafficFilter.ALL  # opens and clicks of every class, or of one (sent and delivered: all)
+    unique: str = UniqueMode.DAILY
 
     def columns(self, figures):
         """The rollup columns holding `figures` for this filter's traffic (`column_for_traffic`)."""
@@ -144,8 +152,7 @@ def engagement_report(*, project, window: Window, group_by: str, filters: Report
     (and their uniques and rates) are that class's; a bucket whose figures are all 0 is omitted.
     """
     rows = report_rows(project_id=project.pk, group_by=group_by, figures=filters.columns(BUCKET_COLUMNS),
-                       using=using,
-                       **_report_parts(window=window, filters=filters))
+                       using=using, **_report_parts(window=window, group_by=group_by, filters=filters))
     return [Bucket(day_start(period), *counts) for period, *counts in rows]
 
 
@@ -157,7 +164,7 @@ def engagement_report_json(*, project, window: Window, group_by: str, filters: R
     statement and the view passes the bytes through; elsewhere the buckets are encoded here.
     """
     text = report_json_text(project_id=project.pk, group_by=group_by, body=filters.body(), using=using,
-                            **_report_parts(window=window, filters=filters))
+                            **_report_parts(window=window, group_by=group_by, filters=filters))
     if text is not None:
         return text.encode("utf-8")
     buckets = engagement_report(project=project, window=window, group_by=group_by, filters=filters, using=using)
@@ -184,7 +191,7 @@ def _report_inputs(*, window: Window, group_by: str, filters: ReportFilters) -> 
     """Everything besides the project's data that a report body depends on."""
     channel = filters.channel_id.hex if filters.channel_id else ""
     return (window.start.isoformat(), window.end.isoformat(), str(group_by), channel, filters.domain or "",
-            str(filters.traffic))
+            str(filters.traffic), str(filters.unique))
 
 
 def bucket_json(bucket: Bucket) -> dict:
@@ -202,8 +209,11 @@ def bucket_json(bucket: Bucket) -> dict:
     }
 
 
-def _report_parts(*, window: Window, filters: ReportFilters) -> dict:
-    """What the report statement reads: the whole days' rollup rows of one grain key, and the partial edges."""
+def _report_parts(*, window: Window, group_by: str, filters: ReportFilters) -> dict:
+    """What the report statement reads: the whole days' rollup rows of one grain key, the partial edges, and
+    for exact week and month uniques the window (their buckets come from the period ledgers)."""
     first_whole, end_whole, partial = split_window(window)
+    exact = filters.unique == UniqueMode.EXACT and group_by != GroupBy.DAY  # for days both modes agree
     return {"whole_days": (first_whole, end_whole) if first_whole < end_whole else None, "partial": partial,
-            "key": grain_key_for_filters(channel_id=filters.channel_id, domain=filters.domain)}
+            "key": grain_key_for_filters(channel_id=filters.channel_id, domain=filters.domain),
+            "exact": (window.start, window.end) if exact else None}

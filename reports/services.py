@@ -2,6 +2,7 @@
 
 import threading
 import uuid
+from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date
@@ -14,7 +15,7 @@ from engagement_platform.durability import flush_commits
 from engagement_platform.ids import new_id
 from engagement_platform.traffic import Verdict
 from reports.classification import earliest_deliveries, given_verdict, needs_delivery_time, verdict_by_rules
-from reports.grains import day_start, utc_day
+from reports.grains import day_bounds, day_start, utc_day
 from reports.models import (
     DEFAULT_CHANNEL_NAME,
     USER_AGENT_MAX_LENGTH,
@@ -34,7 +35,9 @@ from reports.rollups.sql import (
     lock_project_rollups,
     mark_days_pending,
     pending_days,
+    periods_of,
     rebuild_day,
+    rebuild_periods,
     recount_days,
     store_batch_pipelined,
     write_pending_first_touches,
@@ -353,6 +356,11 @@ def rollups_rebuild(*, project, first_day: date | None = None, end_day: date | N
             if day_changed:
                 report_bodies.changed(project.pk)
             changed += day_changed
+    for period in sorted(periods_of(days)):  # the weeks and months holding them, whole, one per transaction
+        with transaction.atomic():
+            lock_project_rollups(project_id=project.pk, exclusive=True)
+            rebuild_periods(project_id=project.pk, periods=[period])
+        report_bodies.changed(project.pk)
     return RebuildResult(days=len(days), rows_changed=changed)
 
 
@@ -398,3 +406,84 @@ def _apply_rollup_rows(*, project, day: date, expected: dict[tuple, dict[str, in
     if existing:
         DailyRollup.objects.filter(pk__in=[row.pk for row in existing.values()]).delete()
     return len(to_create) + len(to_update) + len(existing)
+
+
+# Reclassifying traffic ------------------------------------------------------------------------
+
+RECLASSIFY_CHUNK = 2000  # events judged (and their changes written) per round trip
+
+
+@dataclass
+class ReclassifyTally:
+    """What a reclassification read and changed (contract section 6's last line)."""
+
+    read: int = 0
+    to_machine: int = 0
+    to_human: int = 0
+
+    def add(self, other: "ReclassifyTally") -> None:
+        self.read += other.read
+        self.to_machine += other.to_machine
+        self.to_human += other.to_human
+
+
+def message_traffic_reclassify(*, project, first_day: date | None = None, end_day: date | None = None,
+                               progress: Callable[[int], None] | None = None) -> ReclassifyTally:
+    """Judge the project's stored `opened` and `clicked` events of [first_day, end_day) again by the current
+    rules, with everything known now (a click's `delivered` stored after it included), and bring the
+    rollups in line. Events whose class was given (`machine: true`, a backfill line's `traffic`) keep it.
+
+    One UTC day per transaction, under the exclusive rollup lock: the day's changed classes and its
+    rebuilt rollups commit together; then the weeks and months holding changed days are rebuilt.
+    Memory stays one chunk of events whatever the number of events. Idempotent.
+    """
+    tally = ReclassifyTally()
+    changed_days = []
+    for day in _days_with_report_data(project=project, first_day=first_day, end_day=end_day):
+        with transaction.atomic():
+            lock_project_rollups(project_id=project.pk, exclusive=True)
+            day_tally = _reclassify_day(project=project, day=day, progress=progress)
+            if day_tally.to_machine or day_tally.to_human:
+                _rebuild_day(project=project, day=day)
+                changed_days.append(day)
+        tally.add(day_tally)
+    for period in sorted(periods_of(changed_days)):
+        with transaction.atomic():
+            lock_project_rollups(project_id=project.pk, exclusive=True)
+            rebuild_periods(project_id=project.pk, periods=[period])
+    if changed_days:
+        report_bodies.changed(project.pk)
+    return tally
+
+
+def _reclassify_day(*, project, day: date, progress) -> ReclassifyTally:
+    tally = ReclassifyTally()
+    start, end = day_bounds(day)
+    events = (MessageEvent.objects.filter(project=project, occurred_at__gte=start, occurred_at__lt=end,
+                                          type__in=rule.CLASSIFIED_TYPES, traffic_given=False)
+              .order_by("id").values_list("id", "type", "user_agent", "source_ip", "request_purpose", "occurred_at",
+                                          "traffic", "machine_reason", "message__client_message_id"))
+    after = None
+    while True:
+        chunk = list((events.filter(id__gt=after) if after is not None else events)[:RECLASSIFY_CHUNK])
+        if not chunk:
+            return tally
+        after = chunk[-1][0]
+        clicked = {row[8] for row in chunk if row[1] == MessageEventType.CLICKED}
+        deliveries = earliest_deliveries(project_id=project.pk, client_message_ids=clicked) if clicked else {}
+        changes: dict[tuple, list] = defaultdict(list)
+        for event_id, type_, user_agent, source_ip, purpose, occurred_at, traffic, reason, message_id in chunk:
+            verdict = verdict_by_rules(event_type=type_, user_agent=user_agent, source_ip=source_ip, purpose=purpose,
+                                       occurred_at=occurred_at, delivered_at=deliveries.get(message_id))
+            if (verdict.traffic, verdict.reason) != (traffic, reason):
+                changes[(str(verdict.traffic), verdict.reason and str(verdict.reason))].append(event_id)
+                if verdict.traffic != traffic:
+                    if verdict.is_machine:
+                        tally.to_machine += 1
+                    else:
+                        tally.to_human += 1
+        for (traffic, reason), ids in changes.items():
+            MessageEvent.objects.filter(pk__in=ids).update(traffic=traffic, machine_reason=reason)
+        tally.read += len(chunk)
+        if progress:
+            progress(len(chunk))

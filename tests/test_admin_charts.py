@@ -8,7 +8,13 @@ from django.db import connection
 from django.db.models import Sum
 from django.test.utils import CaptureQueriesContext
 
-from reports.charts import TRAFFIC_CHART_MAX_DAYS, TRAFFIC_COLUMNS, daily_traffic, traffic_chart_days
+from reports.charts import (
+    TRAFFIC_CHART_MAX_DAYS,
+    TRAFFIC_COLUMNS,
+    TRAFFIC_LABELS,
+    daily_traffic,
+    traffic_chart_days,
+)
 from reports.models import DailyRollup, MessageEvent, RollupGrain
 from tests.test_reports_helpers import CHANNEL_A, CHANNEL_B, OTHER_SENDER, SENDER, ingest, wire_event
 
@@ -17,7 +23,8 @@ pytestmark = pytest.mark.django_db
 TODAY = date(2026, 5, 3)  # the `clock` fixture's day
 EVENT_COLUMN = {"sent": "sent", "delivered": "delivered", "opened": "opens", "clicked": "clicks"}
 CHART = re.compile(r'<svg [^>]*role="img".*?</svg>', flags=re.S)
-LEGEND = re.compile(r"<text [^>]*>(sent|delivered|opens|clicks) \((\d+)\)</text>")
+LEGEND = re.compile(r"<text [^>]*>(sent|delivered|(?:opens|clicks) \((?:human|machine)\)) \((\d+)\)</text>")
+COLUMN_OF_LABEL = {label: column for column, label in TRAFFIC_LABELS.items()}
 
 
 def traffic(project, *, days_ago: list[int], recipients: int = 2, prefix: str = "t"):
@@ -35,7 +42,7 @@ def traffic(project, *, days_ago: list[int], recipients: int = 2, prefix: str = 
                         events.append(wire_event("delivered", stamp, **common))
                     if n % 2 == 0:
                         events.append(wire_event("opened", stamp, **common))
-                        events.append(wire_event("opened", stamp, **common))
+                        events.append(wire_event("opened", stamp, **common, machine=True))  # a proxy's
                     if n % 4 == 0:
                         events.append(wire_event("clicked", stamp, **common))
     ingest(project, events)
@@ -49,12 +56,13 @@ def unfiltered_rollup_sums(project, first_day: date) -> dict[str, int]:
 def raw_event_sums(project, first_day: date) -> dict[str, int]:
     sums = dict.fromkeys(TRAFFIC_COLUMNS, 0)
     for event in MessageEvent.objects.filter(project=project, occurred_at__date__gte=first_day):
-        sums[EVENT_COLUMN[event.type]] += 1
+        column = EVENT_COLUMN[event.type]
+        sums[f"{column}_{event.traffic}" if event.type in ("opened", "clicked") else column] += 1
     return sums
 
 
 def legend_totals(svg: str) -> dict[str, int]:
-    return {name: int(total) for name, total in LEGEND.findall(svg)}
+    return {COLUMN_OF_LABEL.get(name, name): int(total) for name, total in LEGEND.findall(svg)}
 
 
 def chart_on_change_page(client, project) -> str:
@@ -90,7 +98,9 @@ def test_chart_totals_equal_the_rollup_sums_and_a_recount_of_raw_events(clock, m
     first_day = TODAY - timedelta(days=13)
     expected = unfiltered_rollup_sums(project, first_day)
     assert expected == raw_event_sums(project, first_day)
-    assert expected["sent"] == 3 * 6 * 4 and expected["opens"] > expected["clicks"] > 0
+    assert expected["sent"] == 3 * 6 * 4 and expected["opens_human"] > 0
+    assert expected["opens_machine"] == expected["opens_human"]
+    assert expected["clicks_machine"] > 0 == expected["clicks_human"]  # clicked as delivered: a scanner's
     assert legend_totals(svg) == expected
     # per-channel and per-domain grains hold the same events again: the chart does not add them
     all_grains = DailyRollup.objects.filter(project=project, day__gte=first_day).aggregate(s=Sum("sent"))["s"]

@@ -233,3 +233,37 @@ def test_kept_summaries_are_kept_per_class_and_dropped_by_a_new_event(api, rende
     assert summary(api, render, "human")["counts"]["viewed"] == 1
     assert summary(api, render, "machine")["counts"]["viewed"] == 1
     assert summary(api, render, "all")["counts"]["viewed"] == 2
+
+
+# Backfilled lines (contract section 6) ----------------------------------------------------------------------
+
+def test_backfilled_lines_keep_a_given_class_and_the_rest_are_judged_by_user_agent_only(api, render, token):
+    from tests.test_backfill_render_events import backfill, line, ndjson
+
+    share_id = api.get(f"/v1/renders/{render.id}/shares").json()["data"][0]["id"]
+    recipient = {"actorKind": "recipient", "shareId": share_id}
+    out, err = backfill(render.project.name, ndjson(
+        line(render, **recipient, userAgent=SLACKBOT),  # bot by user agent
+        line(render, **recipient, userAgent=None),  # no request to judge: human, never no_user_agent
+        line(render, **recipient, userAgent=CHROME, traffic="machine", machineReason="prefetch"),  # as given
+        line(render, **recipient, userAgent=SLACKBOT, traffic="human", machineReason=None,
+             createdAt="2026-04-01T09:04:00.000Z"),  # as given
+        line(render, eventType="email_opened", **recipient, userAgent="Mozilla/5.0"),  # Apple's proxy
+        line(render, userAgent=SLACKBOT),  # a partner's: human
+        line(render, traffic="machine", machineReason="bot"),  # a partner's cannot be machine: rejected
+        line(render, **recipient, traffic="machine"),  # no reason: rejected
+        line(render, **recipient, machineReason="bot"),  # a reason without a class: rejected
+    ))
+    assert out.strip() == "accepted 6, duplicates 0, rejected 3 (lines 7, 8, 9).", (out, err)
+    rows = list(EngagementEvent.objects.filter(render=render).exclude(event_type="share_created")
+                .order_by("user_agent", "traffic").values_list("actor_kind", "traffic", "machine_reason",
+                                                               "traffic_given"))
+    assert sorted(rows, key=str) == sorted([
+        ("recipient", "machine", "bot", False), ("recipient", "human", None, False),
+        ("recipient", "machine", "prefetch", True), ("recipient", "human", None, True),
+        ("recipient", "machine", "privacy_proxy", False), ("partner", "human", None, False),
+    ], key=str)
+    machines = summary(api, render, "machine")
+    assert machines["counts"]["viewed"] == 2 and machines["counts"]["email_opened"] == 1
+    assert machines["linkOpens"] == 2
+    assert summary(api, render, "human")["counts"]["viewed"] == 3

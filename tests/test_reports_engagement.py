@@ -383,7 +383,7 @@ def test_the_openapi_schema_documents_both_report_side_routes(client):
     ingest_op = schema["paths"]["/v1/messages/events"]["post"]
     assert (report["x-required-scope"], ingest_op["x-required-scope"]) == ("reports.view", "messages.write")
     assert {p["name"] for p in report["parameters"] if p["in"] == "query"} == {"from", "to", "group_by", "channel",
-                                                                              "identity", "traffic"}
+                                                                              "identity", "traffic", "unique"}
     assert [p["name"] for p in report["parameters"] if p["in"] == "header"] == ["Cache-Control"]
     assert "application/problem+json" in report["responses"]["422"]["content"]
     assert "application/problem+json" in ingest_op["responses"]["422"]["content"]

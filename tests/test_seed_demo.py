@@ -300,3 +300,19 @@ def test_the_demo_has_a_link_previewers_view_as_machine_traffic(client):
     every, human, machine = (client.get(path, {"traffic": t}, **auth).json() for t in ("all", "human", "machine"))
     assert machine["counts"]["viewed"] == 1 and machine["linkOpens"] == 1
     assert human["counts"]["viewed"] == every["counts"]["viewed"] - 1 > 0
+
+
+def test_the_demo_report_has_apple_proxy_opens_and_scanner_clicks_as_machine_traffic(client):
+    from reports.models import MessageEvent
+
+    output = seed()
+    reasons = set(MessageEvent.objects.filter(traffic="machine").values_list("type", "machine_reason"))
+    assert {("opened", "privacy_proxy"), ("clicked", "scanner")} <= reasons
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {output[-1]}"}
+    every, human, machine = (client.get("/v1/reports/engagement", {"traffic": t}, **auth).json()["data"]
+                             for t in ("all", "human", "machine"))
+    total = {name: {key: sum(bucket[key] for bucket in body) for key in ("sent", "opens", "clicks")}
+             for name, body in (("all", every), ("human", human), ("machine", machine))}
+    assert total["machine"]["opens"] > 0 and total["machine"]["clicks"] > 0
+    assert total["human"]["opens"] + total["machine"]["opens"] == total["all"]["opens"]
+    assert total["human"]["sent"] == total["all"]["sent"]  # sent is not classified

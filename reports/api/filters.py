@@ -2,7 +2,7 @@
 
 Each parameter has one parser returning its value or raising ValueError with the reason the
 422 names; errors come in the order of `REPORT_PARAMETERS` (from, to, group_by, channel,
-identity, traffic). A parameter given twice counts by its last value; an empty one is absent.
+identity, traffic, unique). A parameter given twice counts by its last value; an empty one is absent.
 """
 
 import uuid
@@ -11,7 +11,7 @@ from datetime import datetime
 
 from engagement_platform.errors import ValidationFailed
 from engagement_platform.traffic import TrafficFilter
-from reports.selectors import GroupBy, ReportFilters
+from reports.selectors import GroupBy, ReportFilters, UniqueMode
 from reports.validation import email_domain, is_valid_email, normalize_domain, parse_rfc3339
 
 IDENTITY_MAX_LENGTH = 254
@@ -19,6 +19,7 @@ GROUP_BY_REASON = "Must be one of " + ", ".join(GroupBy.values) + "."
 CHANNEL_REASON = "Must be a UUID."
 IDENTITY_REASON = "Must be an email address or a domain, e.g. example.com."
 TRAFFIC_REASON = "Must be one of " + ", ".join(TrafficFilter.values) + "."
+UNIQUE_REASON = "Must be one of " + ", ".join(UniqueMode.values) + "."
 
 
 def parse_group_by(value: str) -> str:
@@ -43,6 +44,12 @@ def parse_traffic(value: str) -> str:
     return value
 
 
+def parse_unique(value: str) -> str:
+    if value not in UniqueMode.values:
+        raise ValueError(UNIQUE_REASON)
+    return value
+
+
 def parse_identity(value: str) -> str | None:
     """A sending identity: an email address (only its domain counts) or a bare domain, lowercased."""
     value = value.strip()
@@ -61,6 +68,7 @@ PARSERS = {
     "channel": parse_channel,
     "identity": parse_identity,
     "traffic": parse_traffic,
+    "unique": parse_unique,
 }
 
 
@@ -91,5 +99,6 @@ def parse_report_query(query_params) -> ReportQuery:
         end=values["to"],
         group_by=values["group_by"] or GroupBy.DAY,
         filters=ReportFilters(channel_id=values["channel"], domain=values["identity"],
-                              traffic=values["traffic"] or TrafficFilter.ALL),
+                              traffic=values["traffic"] or TrafficFilter.ALL,
+                              unique=values["unique"] or UniqueMode.DAILY),
     )

@@ -17,7 +17,7 @@ from reports.api.serializers import (
     MessageEventBatchSerializer,
     parse_event_batch,
 )
-from reports.selectors import GroupBy, engagement_report_body, report_window
+from reports.selectors import GroupBy, UniqueMode, engagement_report_body, report_window
 from reports.services import ingest_message_events
 
 # 1000 events with long URLs and user agents fit; larger bodies are refused before parsing.
@@ -38,6 +38,11 @@ REPORT_PARAMETERS = [
                      description="`all` (default), `human` or `machine` (contract section 6): opens, clicks, their "
                                  "uniques and rates count only that class; sent and delivered are not classified. "
                                  "A bucket whose figures are all 0 for the class is omitted."),
+    OpenApiParameter("unique", str, enum=UniqueMode.values,
+                     description="`daily` (default): a week or month bucket's unique opens and clicks are the sum "
+                                 "of its days' (a recipient active on several days counts once per day). `exact`: "
+                                 "each recipient counts once in the bucket (the part inside the window). Day "
+                                 "buckets agree in both modes."),
     OpenApiParameter("Cache-Control", str, location=OpenApiParameter.HEADER, required=False,
                      description="`no-cache` builds the report afresh. Without it, a report asked for again "
                                  "(same window, bucket and filters) may be answered from a kept copy; every "

@@ -19,6 +19,10 @@ its migration.
   class (`opens_human`, `unique_opens_machine`, ...): a report for one class reads those columns
   (`column_for_traffic`). A recipient counts in a class's distinct figure when they had at least one
   event of that class; the all-traffic distinct figure counts them once whatever their classes.
+- Distinct figures are also kept exact per *period* (ISO week, month) for `unique=exact`: a period
+  ledger (one row per period, kind, grain key and recipient, with the recipient's last touch in the
+  period) and its counts per period, kept at ingestion like the daily ones. A bucket's part from a
+  moment to its end counts the ledger rows touched at or after that moment.
 - A window edge inside a UTC day is read from data kept for it at ingestion, never from the day's
   raw events: the counted figures are also kept per *slice* of the day (`SLICE_MINUTES`), and each
   ledger row keeps the recipient's last touch time (`last_at`), so the distinct figures of the part
@@ -29,7 +33,7 @@ its migration.
 from dataclasses import dataclass
 
 from engagement_platform.traffic import Traffic, TrafficFilter
-from reports.models import MessageEventType, RollupGrain
+from reports.models import MessageEventType, PeriodGrain, RollupGrain
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,9 @@ FIGURES = (
     *(Figure(f"{figure.column}_{traffic}", figure.event_types, figure.distinct, traffic)
       for figure in _BASE_FIGURES if _classified(figure) for traffic in TRAFFIC_CLASSES),
 )
+
+# The buckets longer than a day whose distinct figures are kept exact too (`unique=exact`).
+PERIODS = (PeriodGrain.WEEK.value, PeriodGrain.MONTH.value)
 
 # The counted figures of a UTC day are also kept per slice of this many minutes (a divisor of a day).
 SLICE_MINUTES = 5

@@ -35,6 +35,8 @@ from reports.models import (
     Message,
     MessageEvent,
     PendingRecount,
+    PeriodFirstTouch,
+    PeriodRollup,
     SliceRollup,
 )
 from reports.rollups import definition as rule
@@ -389,6 +391,58 @@ def _expected_touches_sql(where: str) -> str:
             f"GROUP BY {_ordinals(1, len(names) + 1)}")
 
 
+def _bucket_start(group_by: str, day: str) -> str:
+    """The SQL of the first day of the `group_by` bucket (day, ISO week, month) holding the date `day`."""
+    if group_by == "day":
+        return day
+    if _postgres():
+        return f"date_trunc({_literal(group_by)}, {day}::timestamp)::date"
+    return f"date({day}, 'weekday 0', '-6 days')" if group_by == "week" else f"date({day}, 'start of month')"
+
+
+def _period_expansion(alias: str) -> tuple[str, str]:
+    """A FROM fragment repeating each row of `alias` once per period (`rule.PERIODS`), and the SQL of the
+    row's period start in it (as `pg.period`, start)."""
+    rows = " UNION ALL ".join(f"SELECT {_literal(period)} AS period" for period in rule.PERIODS)
+    start = ("CASE pg.period " + " ".join(f"WHEN {_literal(period)} THEN {_bucket_start(period, f'{alias}.day')}"
+                                          for period in rule.PERIODS) + " END")
+    return f"CROSS JOIN ({rows}) AS pg", start
+
+
+PERIOD_TOUCH_KEY_COLUMNS = ("project_id", "period", "start", "kind", *rule.KEY_COLUMNS, "recipient")
+PERIOD_ROLLUP_KEY_COLUMNS = ("project_id", "period", *rule.KEY_COLUMNS, "start")
+
+
+def _expected_period_touches_sql(where: str) -> str:
+    """The period ledger rows (period, start, kind, grain key, recipient, last touch) of the events matching
+    `where`."""
+    expand, key = _grain_expansion("b")
+    periods, start = _period_expansion("b")
+    names = ("period", "start", "kind", *rule.KEY_COLUMNS, "recipient")
+    columns = ", ".join(f"{expression} AS {_name(name)}" for expression, name in zip(
+        ("pg.period", start, *(_bytewise(e) for e in ("k.kind", *key, "b.recipient"))), names, strict=True))
+    return (f"SELECT {columns}, max(b.occurred_at) AS {_name('last_at')} "
+            f"FROM ({_facts_sql(where)}) AS b {_ledger_kinds('b')} {periods} {expand} "
+            f"GROUP BY {_ordinals(1, len(names))}")
+
+
+def _period_touch_columns() -> str:
+    return ", ".join(_name(column) for column in (*PERIOD_TOUCH_KEY_COLUMNS, "last_at"))
+
+
+def _period_rollup_columns() -> str:
+    return ", ".join(_name(column) for column in ("project_id", "period", "start", *rule.KEY_COLUMNS,
+                                                   *(f.column for f in rule.DISTINCT)))
+
+
+def _period_rollup_conflict() -> str:
+    return f"({', '.join(_name(column) for column in PERIOD_ROLLUP_KEY_COLUMNS)})"
+
+
+def _period_touch_conflict() -> str:
+    return f"({', '.join(_name(column) for column in PERIOD_TOUCH_KEY_COLUMNS)})"
+
+
 def _days_where(*, listed: bool) -> str:
     """The project's events inside [start, end) and, when `listed`, on one of the UTC days `days` (PostgreSQL)."""
     where = "e.project_id = %(p)s AND e.occurred_at >= %(start)s AND e.occurred_at < %(end)s"
@@ -565,6 +619,13 @@ def _events_counted_statement() -> str:
     uniques = _figures_select(lambda f: f"count(*) FILTER (WHERE kind = {_literal(f.kind)})" if f.distinct else "0")
     sums = ", ".join(f"sum({_name(column)})" for column in rule.FIGURE_COLUMNS)
     rollups, slices, touches = _table(DailyRollup), _table(SliceRollup), _table(DailyFirstTouch)
+    period_touches, period_rollups = _table(PeriodFirstTouch), _table(PeriodRollup)
+    periods, period_start = _period_expansion("facts")
+    period_touch_width = 3 + len(rule.KEY_COLUMNS) + 1  # period, start, kind, grain key, recipient
+    period_key_width = 2 + len(rule.KEY_COLUMNS)
+    period_updates = ", ".join(f"{_name(f.column)} = {period_rollups}.{_name(f.column)} + excluded.{_name(f.column)}"
+                               for f in rule.DISTINCT)
+    period_uniques = ", ".join(f"count(*) FILTER (WHERE kind = {_literal(f.kind)})" for f in rule.DISTINCT)
     updates = ", ".join(f"{_name(column)} = {rollups}.{_name(column)} + excluded.{_name(column)}"
                         for column in rule.FIGURE_COLUMNS)
     slice_updates = ", ".join(f"{_name(f.column)} = {slices}.{_name(f.column)} + excluded.{_name(f.column)}"
@@ -602,8 +663,22 @@ def _events_counted_statement() -> str:
         f"INSERT INTO {slices} ({_slice_columns()}) "
         f"SELECT %(p)b::uuid, day, slice, {bytewise_keys}, {slice_counts} FROM facts "
         f"GROUP BY {_ordinals(2, width + 1)} ORDER BY {_ordinals(2, width + 1)} "
-        f"ON CONFLICT {_slice_conflict()} DO UPDATE SET {slice_updates} RETURNING 1) "
-        f"SELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM added), (SELECT count(*) FROM sliced)"
+        f"ON CONFLICT {_slice_conflict()} DO UPDATE SET {slice_updates} RETURNING 1), "
+        # The same ledger and counts per ISO week and month (exact uniques of longer buckets).
+        f"period_touched AS ("
+        f"INSERT INTO {period_touches} AS t ({_period_touch_columns()}) "
+        f"SELECT %(p)b::uuid, pg.period, {period_start}, {touch_key.removeprefix('day, ')}, max(facts.occurred_at) "
+        f"FROM facts {_ledger_kinds('facts')} {periods} GROUP BY {_ordinals(2, period_touch_width)} "
+        f"ORDER BY {_ordinals(2, period_touch_width)} "
+        f"ON CONFLICT {_period_touch_conflict()} {_later_touch('t')} "
+        f"RETURNING period, start, kind, {keys}, (xmax = 0) AS created), "
+        f"period_added AS ("
+        f"INSERT INTO {period_rollups} ({_period_rollup_columns()}) "
+        f"SELECT %(p)b::uuid, period, start, {bytewise_keys}, {period_uniques} FROM period_touched WHERE created "
+        f"GROUP BY {_ordinals(2, period_key_width)} ORDER BY {_ordinals(2, period_key_width)} "
+        f"ON CONFLICT {_period_rollup_conflict()} DO UPDATE SET {period_updates} RETURNING 1) "
+        f"SELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM added), (SELECT count(*) FROM sliced), "
+        f"(SELECT count(*) FROM period_added)"
     )
 
 
@@ -631,7 +706,7 @@ def _ingest_set_based(*, project_id, received_at, messages, events, wait_for_flu
             cursor.execute(_events_only_statement(), event_params)
             return cursor.fetchone()[0]
         cursor.execute(_events_counted_statement(), event_params)
-        accepted, _rollup_rows, _slice_rows = cursor.fetchone()
+        accepted, _rollup_rows, _slice_rows, _period_rows = cursor.fetchone()
     return accepted
 
 
@@ -720,6 +795,7 @@ def _count_into_rollups(*, project_id: uuid.UUID, event_ids: Sequence) -> None:
     touches = _table(DailyFirstTouch)
     increments: dict[tuple, Counter] = defaultdict(Counter)
     slice_increments: dict[tuple, Counter] = defaultdict(Counter)
+    period_increments: dict[tuple, Counter] = defaultdict(Counter)
     with connection.cursor() as cursor:
         for start in range(0, len(event_ids), LOOKUP_CHUNK):
             chunk = list(event_ids[start:start + LOOKUP_CHUNK])
@@ -742,8 +818,91 @@ def _count_into_rollups(*, project_id: uuid.UUID, event_ids: Sequence) -> None:
                 increments[(_as_date(day), *key)][rule.DISTINCT_BY_KIND[kind].column] += 1
             cursor.execute(f"INSERT INTO {touches} ({_touch_columns()}) {expected} "
                            f"ON CONFLICT {_touch_conflict()} {_later_touch(touches)}", [p.uuid(project_id), *chunk])
+            _count_into_period_ledger(cursor, project_id, where, chunk, period_increments)
     _add_to_rollups(project_id=project_id, increments=increments)
     _add_to_slices(project_id=project_id, increments=slice_increments)
+    _add_to_period_rollups(project_id=project_id, increments=period_increments)
+
+
+def _count_into_period_ledger(cursor, project_id: uuid.UUID, where: str, params: list,
+                              increments: dict[tuple, Counter]) -> None:
+    """The period ledger's rows for the events matching `where`: a created row adds one to its period's
+    distinct figure (in `increments`, by (period, start, *grain key)); a later touch moves `last_at`."""
+    p = _Params()
+    period_touches = _table(PeriodFirstTouch)
+    keys = ", ".join(_name(column) for column in rule.KEY_COLUMNS)
+    expected = f"SELECT %s, x.* FROM ({_expected_period_touches_sql(where)}) AS x WHERE true"
+    cursor.execute(f"INSERT INTO {period_touches} ({_period_touch_columns()}) {expected} "
+                   f"ON CONFLICT {_period_touch_conflict()} DO NOTHING RETURNING period, start, kind, {keys}",
+                   [p.uuid(project_id), *params])
+    for period, start, kind, *key in cursor.fetchall():
+        increments[(period, _as_date(start), *key)][rule.DISTINCT_BY_KIND[kind].column] += 1
+    cursor.execute(f"INSERT INTO {period_touches} ({_period_touch_columns()}) {expected} "
+                   f"ON CONFLICT {_period_touch_conflict()} {_later_touch(period_touches)}",
+                   [p.uuid(project_id), *params])
+
+
+def _add_to_period_rollups(*, project_id: uuid.UUID, increments: dict[tuple, dict[str, int]]) -> None:
+    """Add per-(period, start, *grain key) increments of the distinct figures to the period rollups."""
+    if not increments:
+        return
+    table = _table(PeriodRollup)
+    p = _Params()
+    distinct = tuple(figure.column for figure in rule.DISTINCT)
+    values = [(p.uuid(project_id), period, p.date(start), *key, *(counts.get(column, 0) for column in distinct))
+              for (period, start, *key), counts in sorted(increments.items())]
+    updates = ", ".join(f"{_name(c)} = {table}.{_name(c)} + excluded.{_name(c)}" for c in distinct)
+    _insert(
+        table,
+        (("project_id", "uuid"), ("period", "text"), ("start", "date"), *((c, "text") for c in rule.KEY_COLUMNS),
+         *((c, "bigint") for c in distinct)),
+        values,
+        f"ON CONFLICT {_period_rollup_conflict()} DO UPDATE SET {updates}",
+    )
+
+
+def rebuild_periods(*, project_id: uuid.UUID, periods: Iterable[tuple[str, date]]) -> None:
+    """Rewrite the period ledgers and period rollups of `periods` ((period, start) pairs) from raw events.
+
+    The caller holds the exclusive rollup lock in the same transaction.
+    """
+    p = _Params()
+    period_touches, period_rollups = _table(PeriodFirstTouch), _table(PeriodRollup)
+    distinct = ", ".join(f"count(*) FILTER (WHERE kind = {_literal(f.kind)})" for f in rule.DISTINCT)
+    keys = ", ".join(_name(column) for column in rule.KEY_COLUMNS)
+    with connection.cursor() as cursor:
+        for period, start in sorted(set(periods)):
+            end = period_end(period, start)
+            params = {"p": p.uuid(project_id), "period": period, "start_day": p.date(start),
+                      "start": p.datetime(datetime.combine(start, datetime.min.time(), tzinfo=UTC)),
+                      "end": p.datetime(datetime.combine(end, datetime.min.time(), tzinfo=UTC))}
+            own = "project_id = %(p)s AND period = %(period)s AND start = %(start_day)s"
+            cursor.execute(f"DELETE FROM {period_touches} WHERE {own}", params)
+            cursor.execute(f"DELETE FROM {period_rollups} WHERE {own}", params)
+            cursor.execute(f"INSERT INTO {period_touches} ({_period_touch_columns()}) SELECT %(p)s, x.* FROM "
+                           f"({_expected_period_touches_sql(_days_where(listed=False))}) AS x "
+                           f"WHERE x.period = %(period)s", params)
+            cursor.execute(f"INSERT INTO {period_rollups} ({_period_rollup_columns()}) "
+                           f"SELECT project_id, period, start, {keys}, {distinct} FROM {period_touches} "
+                           f"WHERE {own} GROUP BY project_id, period, start, {keys}", params)
+
+
+def periods_of(days: Iterable[date]) -> set[tuple[str, date]]:
+    """The (period, start) pairs of `rule.PERIODS` holding any of `days`."""
+    return {(period, period_start(period, day)) for day in days for period in rule.PERIODS}
+
+
+def period_start(period: str, day: date) -> date:
+    if period == "week":
+        return day - timedelta(days=day.weekday())
+    return day.replace(day=1)
+
+
+def period_end(period: str, start: date) -> date:
+    """The first day after the period that starts on `start`."""
+    if period == "week":
+        return start + timedelta(days=7)
+    return (start.replace(day=28) + timedelta(days=4)).replace(day=1)
 
 
 def _add_to_rollups(*, project_id: uuid.UUID, increments: dict[tuple, dict[str, int]]) -> None:
@@ -935,7 +1094,8 @@ def first_touches_pending(*, project_id: uuid.UUID, days: Iterable[date]) -> lis
 
 
 def write_pending_first_touches(*, project_id: uuid.UUID, days: Sequence[date]) -> None:
-    """Write the first touches and slice rollups of `days` from their raw events and clear their marks.
+    """Write the first touches and slice rollups of `days` (and the period ledgers of their weeks and months)
+    from their raw events and clear their marks.
 
     The caller holds the exclusive rollup lock in the same transaction, so the touches written are
     exactly the ones the days' rollups counted. PostgreSQL writes all days at once, SQLite day by day.
@@ -960,6 +1120,9 @@ def write_pending_first_touches(*, project_id: uuid.UUID, days: Sequence[date]) 
             )
             _write_slices(cursor, where, params)
             cursor.execute(f"DELETE FROM {pending} WHERE project_id = %(p)s AND {_span_days(params)}", params)
+    # The weeks and months holding those days: their ledgers counted the days' events without the first
+    # touches; written afresh from their raw events.
+    rebuild_periods(project_id=project_id, periods=periods_of(days))
 
 
 # The report read ------------------------------------------------------------------------------
@@ -967,19 +1130,19 @@ def write_pending_first_touches(*, project_id: uuid.UUID, days: Sequence[date]) 
 # One statement per report: the rollup rows of the whole days, UNION ALL the partial edge days
 # counted from raw events (only when the window has any), grouped into buckets by the database.
 
-_PERIODS = {
-    "postgresql": {"day": "day", "week": "date_trunc('week', day::timestamp)::date",
-                   "month": "date_trunc('month', day::timestamp)::date"},
-    "sqlite": {"day": "day", "week": "date(day, 'weekday 0', '-6 days')", "month": "date(day, 'start of month')"},
-}
 
 
 def report_rows(*, project_id: uuid.UUID, whole_days: tuple[date, date] | None,
                 partial: Sequence[tuple[datetime, datetime]], key: rule.GrainKey, group_by: str,
-                figures: Sequence[str], using: str = DEFAULT_DB_ALIAS) -> list[tuple]:
-    """(period, *figures) per non-empty bucket, oldest first; `period` a date. `using`: the database alias."""
+                figures: Sequence[str], exact: tuple[datetime, datetime] | None = None,
+                using: str = DEFAULT_DB_ALIAS) -> list[tuple]:
+    """(period, *figures) per non-empty bucket, oldest first; `period` a date. `using`: the database alias.
+
+    `exact` (the window, for week and month buckets): the distinct figures count each recipient once per
+    bucket, from the period ledgers, instead of summing the daily ones.
+    """
     sql, params = _report_statement(project_id=project_id, whole_days=whole_days, partial=partial, key=key,
-                                    group_by=group_by, figures=figures)
+                                    group_by=group_by, figures=figures, exact=exact)
     with connections[using].cursor() as cursor:
         cursor.execute(sql, params)
         return [(_as_date(period), *values) for period, *values in cursor.fetchall()]
@@ -987,7 +1150,8 @@ def report_rows(*, project_id: uuid.UUID, whole_days: tuple[date, date] | None,
 
 def report_json_text(*, project_id: uuid.UUID, whole_days: tuple[date, date] | None,
                      partial: Sequence[tuple[datetime, datetime]], key: rule.GrainKey, group_by: str,
-                     body: Sequence[tuple[str, str | tuple[str, str]]], using: str = DEFAULT_DB_ALIAS) -> str | None:
+                     body: Sequence[tuple[str, str | tuple[str, str]]],
+                     exact: tuple[datetime, datetime] | None = None, using: str = DEFAULT_DB_ALIAS) -> str | None:
     """The report body's JSON text written by the database (PostgreSQL), or None where it does not write JSON.
 
     `body` lists the bucket's keys in wire order, each with what it holds: "period", a figure
@@ -1000,8 +1164,8 @@ def report_json_text(*, project_id: uuid.UUID, whole_days: tuple[date, date] | N
     if "delivered" not in figures:
         figures.append("delivered")
     sql, params = _report_statement(project_id=project_id, whole_days=whole_days, partial=partial, key=key,
-                                    group_by=group_by, figures=figures)
-    if not partial:
+                                    group_by=group_by, figures=figures, exact=exact)
+    if not partial and exact is None:
         with connections[using].cursor() as cursor:
             cursor.execute(_json_body(sql, body), params)
             return cursor.fetchone()[0]
@@ -1039,26 +1203,33 @@ def _statements_prepared(using: str) -> bool:
     return database.connection.prepare_threshold is not None
 
 
-def _report_statement(*, project_id, whole_days, partial, key, group_by: str,
-                      figures: Sequence[str]) -> tuple[str, list]:
+def _report_statement(*, project_id, whole_days, partial, key, group_by: str, figures: Sequence[str],
+                      exact: tuple[datetime, datetime] | None = None) -> tuple[str, list]:
     p = _Params()
     ops = connection.ops
-    columns = ", ".join(_name(figure) for figure in figures)
+    # With exact buckets the days give the counted figures only; the periods give the distinct ones.
+    columns = ", ".join(f"0 AS {_name(figure)}" if exact and _figure(figure).distinct else _name(figure)
+                        for figure in figures)
     parts, params = [], []
     if whole_days is not None:
         parts.append(f"SELECT day, {columns} FROM {_table(DailyRollup)} WHERE project_id = %s "
                      f"AND {_key_condition()} AND day >= %s AND day < %s")
         params += [p.uuid(project_id), *key, ops.adapt_datefield_value(whole_days[0]),
                    ops.adapt_datefield_value(whole_days[1])]
-    edge = _Edge(project_id=project_id, key=key, figures=figures)
+    edge = _Edge(project_id=project_id, key=key, figures=figures, distinct=exact is None)
     for range_start, range_end in partial:
         for part, part_params in edge.parts(range_start, range_end):
+            parts.append(part)
+            params += part_params
+    if exact is not None:
+        for part, part_params in _PeriodParts(project_id=project_id, key=key, figures=figures,
+                                              period=group_by).parts(*exact):
             parts.append(part)
             params += part_params
     days = " UNION ALL ".join(parts)
     nonempty = " + ".join(_name(figure) for figure in figures) + " > 0"
     summed = ", ".join(f"CAST(sum({_name(figure)}) AS BIGINT) AS {_name(figure)}" for figure in figures)
-    period = _PERIODS["postgresql" if _postgres() else "sqlite"][group_by]
+    period = _bucket_start(group_by, "day")
     # A day may have several rows (an edge day's slices, ledger counts and partial slice): summed per bucket.
     return (f"SELECT {period} AS period, {summed} FROM ({days}) AS days WHERE {nonempty} GROUP BY 1 "
             f"ORDER BY period"), params
@@ -1086,10 +1257,11 @@ class _Edge:
     is false reads nothing; each part is its own UNION member so that happens before any event is read.
     """
 
-    def __init__(self, *, project_id: uuid.UUID, key: rule.GrainKey, figures: Sequence[str]):
+    def __init__(self, *, project_id: uuid.UUID, key: rule.GrainKey, figures: Sequence[str], distinct: bool = True):
         self.project_id = project_id
         self.key = key
         self.figures = [_figure(name) for name in figures]
+        self.distinct = distinct  # False: the distinct figures read 0 (another part counts them)
         self.filters = [(dimension, value) for dimension, value in zip(rule.DIMENSIONS, key[1:], strict=True)
                         if value]
         self.p = _Params()
@@ -1114,7 +1286,8 @@ class _Edge:
                 self._raw(range_start, range_end, f"AND NOT {guard}", guard_params)]
 
     def _values(self, per_figure) -> str:
-        return ", ".join(f"{per_figure(figure)} AS {_name(figure.column)}" for figure in self.figures)
+        return ", ".join(f"{'0' if figure.distinct and not self.distinct else per_figure(figure)} AS "
+                         f"{_name(figure.column)}" for figure in self.figures)
 
     def _edge_data_guard(self, day: date) -> tuple[str, list]:
         """True when the day's rollups, first touches and slices are all written."""
@@ -1124,7 +1297,7 @@ class _Edge:
                 f"AND w.day = %s))"), params
 
     def _day_rollup(self, day: date, guard: str, guard_params: list) -> tuple[str, list]:
-        columns = ", ".join(_name(figure.column) for figure in self.figures)
+        columns = self._values(lambda figure: _name(figure.column))
         return (f"SELECT day, {columns} FROM {_table(DailyRollup)} WHERE project_id = %s "
                 f"AND {_key_condition()} AND day = %s AND {guard}",
                 [self.p.uuid(self.project_id), *self.key, self.ops.adapt_datefield_value(day), *guard_params])
@@ -1141,7 +1314,7 @@ class _Edge:
     def _ledger(self, day: date, range_start: datetime, guard: str, guard_params: list) -> list[tuple[str, list]]:
         """The distinct figures: the recipients whose last touch of the day falls at or after `range_start`."""
         kinds = [figure.kind for figure in self.figures if figure.distinct]
-        if not kinds:
+        if not kinds or not self.distinct:
             return []
         values = self._values(lambda f: f"count(*) FILTER (WHERE kind = {_literal(f.kind)})" if f.distinct else "0")
         return [(
@@ -1166,6 +1339,98 @@ class _Edge:
         return sql, [self.p.uuid(self.project_id), self.ops.adapt_datetimefield_value(range_start),
                      self.ops.adapt_datetimefield_value(range_end), *guard_params,
                      *(value for _dimension, value in self.filters)]
+
+
+class _PeriodParts:
+    """The statement parts that count a report's distinct figures per week or month bucket exactly
+    (`unique=exact`), each giving (bucket start, *figures) rows with the counted figures 0.
+
+    A bucket is the part of its period inside the window, [a, b) of [period start, period end):
+    - the whole period: its period rollup row;
+    - from the period's start to `b`, when nothing of the project is dated in [b, period end): the same row;
+    - from inside the period (to its end, or to `b` with nothing dated after it in the period): the
+      period ledger rows whose last touch falls at or after `a`.
+    Each is guarded: only when no day of the period has pending first touches or a pending recount (the
+    ledger is complete), else the bucket's raw events are counted. The guards are uncorrelated, as the
+    daily edges' are, so a part whose guard is false reads nothing.
+    """
+
+    def __init__(self, *, project_id: uuid.UUID, key: rule.GrainKey, figures: Sequence[str], period: str):
+        self.project_id = project_id
+        self.key = key
+        self.figures = [_figure(name) for name in figures]
+        self.period = period
+        self.p = _Params()
+        self.ops = connection.ops
+        self.filters = [(dimension, value) for dimension, value in zip(rule.DIMENSIONS, key[1:], strict=True)
+                        if value]
+
+    def parts(self, window_start: datetime, window_end: datetime) -> list[tuple[str, list]]:
+        parts = []
+        start = period_start(self.period, _utc_date(window_start))
+        while _midnight(start) < window_end:
+            end = period_end(self.period, start)
+            parts += self._bucket(start, end, max(window_start, _midnight(start)), min(window_end, _midnight(end)))
+            start = end
+        return parts
+
+    def _bucket(self, start: date, end: date, low: datetime, high: datetime) -> list[tuple[str, list]]:
+        guard, guard_params = self._complete(start, end)
+        if high < _midnight(end):
+            quiet, quiet_params = self._nothing_dated(high, _midnight(end))
+            guard, guard_params = f"{guard} AND {quiet}", [*guard_params, *quiet_params]
+        counted = (self._rollup(start, guard, guard_params) if low == _midnight(start)
+                   else self._ledger(start, low, guard, guard_params))
+        return [counted, self._raw(start, low, high, f"NOT ({guard})", guard_params)]
+
+    def _values(self, per_distinct) -> str:
+        return ", ".join(f"{per_distinct(figure) if figure.distinct else '0'} AS {_name(figure.column)}"
+                         for figure in self.figures)
+
+    def _complete(self, start: date, end: date) -> tuple[str, list]:
+        """True when the period's ledger and rollups hold every event of it."""
+        params = [self.p.uuid(self.project_id), self.ops.adapt_datefield_value(start),
+                  self.ops.adapt_datefield_value(end)] * 2
+        return (f"NOT EXISTS (SELECT 1 FROM {_table(FirstTouchesPending)} w WHERE w.project_id = %s AND w.day >= %s "
+                f"AND w.day < %s) AND NOT EXISTS (SELECT 1 FROM {_table(PendingRecount)} r WHERE r.project_id = %s "
+                f"AND r.day >= %s AND r.day < %s)"), params
+
+    def _nothing_dated(self, low: datetime, high: datetime) -> tuple[str, list]:
+        return (f"NOT EXISTS (SELECT 1 FROM {_table(MessageEvent)} o WHERE o.project_id = %s AND o.occurred_at >= %s "
+                f"AND o.occurred_at < %s)", [self.p.uuid(self.project_id), self.ops.adapt_datetimefield_value(low),
+                                             self.ops.adapt_datetimefield_value(high)])
+
+    def _own(self, start: date) -> tuple[str, list]:
+        return (f"project_id = %s AND period = %s AND {_key_condition()} AND start = %s",
+                [self.p.uuid(self.project_id), self.period, *self.key, self.ops.adapt_datefield_value(start)])
+
+    def _rollup(self, start: date, guard: str, guard_params: list) -> tuple[str, list]:
+        own, own_params = self._own(start)
+        return (f"SELECT start AS day, {self._values(lambda f: _name(f.column))} FROM {_table(PeriodRollup)} "
+                f"WHERE {own} AND {guard}", [*own_params, *guard_params])
+
+    def _ledger(self, start: date, low: datetime, guard: str, guard_params: list) -> tuple[str, list]:
+        own, own_params = self._own(start)
+        kinds = [figure.kind for figure in self.figures if figure.distinct]
+        values = self._values(lambda f: f"count(*) FILTER (WHERE kind = {_literal(f.kind)})")
+        return (f"SELECT %s AS day, {values} FROM {_table(PeriodFirstTouch)} WHERE {own} "
+                f"AND kind IN ({_literals(kinds)}) AND last_at >= %s AND {guard}",
+                [self.ops.adapt_datefield_value(start), *own_params, self.ops.adapt_datetimefield_value(low),
+                 *guard_params])
+
+    def _raw(self, start: date, low: datetime, high: datetime, guard: str, guard_params: list) -> tuple[str, list]:
+        facts_from, recipient, dimension_value = _edge_facts(every_event=True)
+        values = self._values(lambda f: _distinct(f, "e.", recipient))
+        sql = (f"SELECT %s AS day, {values} {facts_from} WHERE e.project_id = %s AND e.occurred_at >= %s "
+               f"AND e.occurred_at < %s AND e.type IN ({_literals(rule.TOUCH_TYPES)}) AND {guard}"
+               + "".join(f" AND {dimension_value(dimension)} = %s" for dimension, _value in self.filters))
+        return sql, [self.ops.adapt_datefield_value(start), self.p.uuid(self.project_id),
+                     self.ops.adapt_datetimefield_value(low), self.ops.adapt_datetimefield_value(high),
+                     *guard_params, *(value for _dimension, value in self.filters)]
+
+
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, datetime.min.time(), tzinfo=UTC)
 
 
 def _figure(column: str) -> rule.Figure:
