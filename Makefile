@@ -63,6 +63,15 @@ bench: $(VENV)/.installed
 bench-quick: $(VENV)/.installed
 	$(BIN)/python bench/run.py --quick
 
+## Past one machine (docs/scaling.md): PgBouncer vs direct connections, replica reads, S3 vs local files; each run
+## starts its own PostgreSQL pair, PgBouncer, Redis, moto and gunicorns (needs pgbouncer and wrk).
+.PHONY: bench-scale bench-scale-quick
+bench-scale: $(VENV)/.installed-dev
+	$(BIN)/python bench/scale.py
+
+bench-scale-quick: $(VENV)/.installed-dev
+	$(BIN)/python bench/scale.py --quick
+
 ## The full benchmark with every one of the 10,000,000 report lines loaded by backfill_message_events.
 .PHONY: bench-backfill-all
 bench-backfill-all: $(VENV)/.installed

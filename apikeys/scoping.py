@@ -1,8 +1,10 @@
 """Tenant scoping that views cannot bypass: every object a view touches is the key's project's."""
 
 from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.permissions import SAFE_METHODS
 from rest_framework.views import APIView
 
+from engagement_platform.db.replica import project_written
 from engagement_platform.errors import NotFound
 from engagement_platform.ids import parse_uuid
 from engagement_platform.ratelimit import WindowDecision
@@ -39,6 +41,8 @@ class ProjectScopedAPIView(APIView):
 
     def finalize_response(self, request, response, *args, **kwargs):
         response = super().finalize_response(request, response, *args, **kwargs)
+        if request.method not in SAFE_METHODS and response.status_code < 400 and self.request.user is not None:
+            project_written(self.request.user)  # its reads use the primary for the read-your-writes window
         resolution = getattr(request, "resolution", None)
         if resolution is not None and resolution.rate is not None:  # the key authenticated
             for name, value in rate_limit_headers(resolution.rate).items():

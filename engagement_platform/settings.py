@@ -3,11 +3,12 @@
 import os
 from pathlib import Path
 
-import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from engagement_platform.clientip import parse_networks, parse_trusted_proxies
+from engagement_platform.db.config import DEFAULT_STARTUP_OPTIONS, database_settings, replica_settings
 from engagement_platform.env import get_from_env
+from engagement_platform.storage import storages_from_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -76,44 +77,41 @@ TEMPLATES = [
     },
 ]
 
-# Database: PostgreSQL in production and CI, SQLite as the embedded local default.
+# Database: PostgreSQL in production and CI, SQLite as the embedded local default; every alias built by one
+# rule (engagement_platform/db/config.py).
+_database = {
+    "conn_max_age": get_from_env("DATABASE_CONN_MAX_AGE", 60, cast=int),
+    "health_check_idle": get_from_env("DATABASE_HEALTH_CHECK_IDLE", 1.0, cast=float),
+    # Server-side parameter binding lets PostgreSQL keep the plan of a statement a connection runs again and
+    # again (the hot paths' statements): psycopg prepares a query from its Nth execution on. 0 behind a
+    # connection pooler in transaction mode, which cannot carry prepared statements.
+    "prepare_threshold": get_from_env("DATABASE_PREPARE_THRESHOLD", 2, cast=int),
+    "startup_options": get_from_env("DATABASE_STARTUP_OPTIONS", DEFAULT_STARTUP_OPTIONS),
+}
 DATABASES = {
-    "default": dj_database_url.parse(
+    "default": database_settings(
         get_from_env("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
-        conn_max_age=get_from_env("DATABASE_CONN_MAX_AGE", 60, cast=int),
-        conn_health_checks=True,
+        connect_timeout=get_from_env("DATABASE_CONNECT_TIMEOUT", 3, cast=int),
+        sqlite_test_name=str(BASE_DIR / f".test-db-{os.getpid()}.sqlite3"), **_database,
     )
 }
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # IMMEDIATE takes the write lock at BEGIN, so check-then-write sequences serialize.
-    DATABASES["default"]["OPTIONS"] = {"transaction_mode": "IMMEDIATE", "timeout": 30}
-    DATABASES["default"]["CONN_MAX_AGE"] = 0
-    # A file, not memory, so tests with real threads share one database.
-    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / f".test-db-{os.getpid()}.sqlite3")}
-else:
-    DATABASES["default"].setdefault("OPTIONS", {})
-    DATABASES["default"]["OPTIONS"].setdefault(
-        "connect_timeout", get_from_env("DATABASE_CONNECT_TIMEOUT", 3, cast=int)
+# A streaming replica for the reads contract section 10 names (the report, the event log, visits, pages,
+# exports): `reading_from_replica(project)` in engagement_platform/db/replica.py picks the alias at each
+# such read. Only added when set; a short connect timeout, so an unreachable replica costs little before
+# the read falls back to the primary.
+_replica_url = get_from_env("DATABASE_REPLICA_URL", "")
+if _replica_url:
+    DATABASES["replica"] = replica_settings(
+        _replica_url, primary=DATABASES["default"],
+        connect_timeout=get_from_env("DATABASE_REPLICA_CONNECT_TIMEOUT", 1, cast=int), **_database,
     )
-    # Server-side parameter binding lets PostgreSQL keep the plan of a statement a connection runs
-    # again and again (the hot paths' statements): psycopg prepares a query from its Nth execution on.
-    # Turn it off (0) behind a connection pooler in transaction mode that cannot carry prepared statements.
-    # Django's PostgreSQL backend plus one change: the per-request health check (`SELECT 1`) is
-    # skipped for a connection that served a request without error less than this many seconds ago
-    # (engagement_platform/db/postgresql); 0 checks before every request as Django does.
-    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-        DATABASES["default"]["ENGINE"] = "engagement_platform.db.postgresql"
-    DATABASES["default"]["OPTIONS"].setdefault(
-        "health_check_idle_seconds", get_from_env("DATABASE_HEALTH_CHECK_IDLE", 1.0, cast=float)
-    )
-    # No JIT compilation: the platform's statements are short, and compiling one whose estimated cost passes
-    # `jit_above_cost` (a report's edge days at a few thousand events a day) takes tens of milliseconds,
-    # more than the statement itself.
-    DATABASES["default"]["OPTIONS"].setdefault("options", "-c jit=off")
-    _prepare_threshold = get_from_env("DATABASE_PREPARE_THRESHOLD", 2, cast=int)
-    if _prepare_threshold > 0:
-        DATABASES["default"]["OPTIONS"].setdefault("server_side_binding", True)
-        DATABASES["default"]["OPTIONS"].setdefault("prepare_threshold", _prepare_threshold)
+# Writes, migrations and every read not routed explicitly go to the primary.
+DATABASE_ROUTERS = ["engagement_platform.db.router.PrimaryRouter"]
+# Reads of a project within this many seconds of its last write through the platform use the primary.
+READ_YOUR_WRITES_SECONDS = get_from_env("READ_YOUR_WRITES_SECONDS", 5.0, cast=float)
+# After a failed replica connection or read, reads use the primary for this many seconds (every process:
+# the mark is kept in the shared cache) before the replica is tried again.
+REPLICA_RETRY_SECONDS = get_from_env("DATABASE_REPLICA_RETRY_SECONDS", 5.0, cast=float)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -170,6 +168,9 @@ STATIC_URL = "static/"
 STATIC_ROOT = Path(get_from_env("STATIC_ROOT", str(BASE_DIR / "staticfiles")))
 MEDIA_ROOT = Path(get_from_env("MEDIA_ROOT", str(BASE_DIR / "media")))
 MEDIA_URL = "media/"
+# Stored files (PDFs, page images): local files under MEDIA_ROOT, or an S3-compatible bucket
+# (`s3://bucket[/prefix]?region=...&endpoint_url=...`, engagement_platform/storage.py).
+STORAGES = storages_from_url(get_from_env("STORAGE_URL", ""))
 
 # Public base URL used for absolute links in emails; request host is used when unset.
 PUBLIC_BASE_URL = get_from_env("PUBLIC_BASE_URL", "")

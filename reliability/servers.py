@@ -30,6 +30,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def free_port_in(first: int, last: int) -> int:
+    """A free loopback port between `first` and `last` (inclusive), for servers kept to a port range."""
+    for port in range(first, last + 1):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port between {first} and {last}")
+
+
 def wait_until(predicate, timeout: float, interval: float = 0.1) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -66,15 +78,16 @@ def postgres_bin(name: str) -> str:
 class ThrowawayPostgres:
     """A private PostgreSQL cluster in a temp dir, trust auth, on a free port."""
 
-    def __init__(self):
-        self.port = free_port()
+    def __init__(self, port: int | None = None, *, initialize: bool = True):
+        self.port = port or free_port()
         self.dir = tempfile.mkdtemp(prefix="ep-pg-")
         self.data = os.path.join(self.dir, "data")
         self.log = os.path.join(self.dir, "server.log")
         if os.geteuid() == 0:
             shutil.chown(self.dir, "postgres", "postgres")
-        _as_postgres(postgres_bin("initdb"), "-D", self.data, "-U", "postgres", "--auth=trust", "-E", "UTF8",
-                     "--no-sync")
+        if initialize:  # initdb's defaults: wal_level=replica, 10 WAL senders, replication trusted on loopback
+            _as_postgres(postgres_bin("initdb"), "-D", self.data, "-U", "postgres", "--auth=trust", "-E", "UTF8",
+                         "--no-sync")
 
     @property
     def url(self) -> str:
@@ -103,9 +116,26 @@ class ThrowawayPostgres:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+class StreamingReplica(ThrowawayPostgres):
+    """A hot standby of `primary`: `pg_basebackup -R` (streaming, recovery settings written) into a temp dir,
+    started as a second postmaster on `port`."""
+
+    def __init__(self, primary: ThrowawayPostgres, port: int | None = None):
+        super().__init__(port, initialize=False)
+        self.primary = primary
+        _as_postgres(postgres_bin("pg_basebackup"), "-h", "127.0.0.1", "-p", str(primary.port), "-U", "postgres",
+                     "-D", self.data, "-R", "-X", "stream", "-c", "fast", "--no-sync")
+
+    def start(self, timeout: float = 30) -> None:
+        options = (f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.dir} "
+                   "-c hot_standby=on -c fsync=off -c max_connections=200")
+        _as_postgres(postgres_bin("pg_ctl"), "-D", self.data, "-l", self.log, "-o", options, "-w",
+                     "-t", str(int(timeout)), "start")
+
+
 class ThrowawayRedis:
-    def __init__(self):
-        self.port = free_port()
+    def __init__(self, port: int | None = None):
+        self.port = port or free_port()
         self.process = None
 
     @property
@@ -126,6 +156,77 @@ class ThrowawayRedis:
         self.process = None
 
 
+class PgBouncer:
+    """PgBouncer (Debian's `pgbouncer`) in transaction mode on `port`, in front of the PostgreSQL at
+    `server_port`: every database name passes through, trust authentication, `pgbouncer` the admin console."""
+
+    def __init__(self, port: int, *, server_port: int, pool_size: int = 20, max_clients: int = 400):
+        self.port, self.server_port, self.pool_size = port, server_port, pool_size
+        self.dir = tempfile.mkdtemp(prefix="ep-pgbouncer-")
+        self.config = os.path.join(self.dir, "pgbouncer.ini")
+        self.log = os.path.join(self.dir, "pgbouncer.log")
+        Path(self.config).write_text(
+            "[databases]\n"
+            f"* = host=127.0.0.1 port={server_port}\n"
+            "[pgbouncer]\n"
+            f"listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir = {self.dir}\n"
+            f"auth_type = trust\nauth_file = {os.path.join(self.dir, 'users.txt')}\n"
+            "admin_users = postgres\nstats_users = postgres\n"
+            "pool_mode = transaction\n"
+            f"default_pool_size = {pool_size}\nmax_client_conn = {max_clients}\n"
+            # psycopg and Django send no other startup parameter once `options` is off (DATABASE_STARTUP_OPTIONS).
+            "ignore_startup_parameters = extra_float_digits\n"
+            f"logfile = {self.log}\npidfile = {os.path.join(self.dir, 'pgbouncer.pid')}\n"
+        )
+        Path(self.dir, "users.txt").write_text('"postgres" ""\n')  # trust still names its users
+        if os.geteuid() == 0:  # pgbouncer refuses to run as root
+            shutil.chown(self.dir, "postgres", "postgres")
+            shutil.chown(self.config, "postgres", "postgres")
+        self.process = None
+
+    def database_url(self, name: str) -> str:
+        return f"postgres://postgres@127.0.0.1:{self.port}/{name}"
+
+    def start(self, timeout: float = 15) -> None:
+        command = [shutil.which("pgbouncer") or "/usr/sbin/pgbouncer", self.config]
+        if os.geteuid() == 0:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                        start_new_session=True)
+        if not wait_until(lambda: port_open(self.port), timeout):
+            self.stop()
+            log = Path(self.log).read_text(errors="replace") if os.path.exists(self.log) else ""
+            raise RuntimeError(f"pgbouncer did not start:\n{log[-3000:]}")
+
+    def pools(self) -> dict[str, dict]:
+        """`SHOW POOLS` from the admin console, per database: clients and server connections by state."""
+        import psycopg
+
+        with psycopg.connect(self.database_url("pgbouncer"), autocommit=True, prepare_threshold=None,
+                             cursor_factory=psycopg.ClientCursor) as conn:
+            cursor = conn.execute("SHOW POOLS")
+            names = [column.name for column in cursor.description]
+            return {row[0]: dict(zip(names, row, strict=True)) for row in cursor.fetchall()}
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=5)
+        self.process = None
+
+    def destroy(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def pgbouncer_installed() -> bool:
+    return bool(shutil.which("pgbouncer") or os.path.exists("/usr/sbin/pgbouncer"))
+
+
 def manage(*args, env: dict, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run([str(VENV_BIN / "python"), "manage.py", *args], cwd=ROOT, env=env, check=check,
                           capture_output=True, text=True)
@@ -135,8 +236,8 @@ class Gunicorn:
     """gunicorn serving the platform with the given environment; `log` holds its stdout/stderr."""
 
     def __init__(self, env: dict, *, workers: int = 2, threads: int = 4, access_log: bool = False,
-                 timeout: int = 30):
-        self.port = free_port()
+                 timeout: int = 30, port: int | None = None):
+        self.port = port or free_port()
         self.env = env
         self.workers, self.threads, self.timeout = workers, threads, timeout
         self.access_log = access_log

@@ -9,6 +9,7 @@ from django.db.models import Count, Q, Sum
 from django.db.models.functions import TruncDate
 
 from engagement_platform.bodycache import KeptBodies
+from engagement_platform.db.replica import replica_read
 from engagement_platform.ids import parse_uuid
 from engagement_platform.traffic import TrafficFilter
 from renders.models import (
@@ -224,8 +225,10 @@ def render_page(*, project, limit: int, after: tuple | None) -> tuple[list[Rende
 def render_event_page(*, render: Render, lookups: dict, limit: int, after: tuple | None
                       ) -> tuple[list[EngagementEvent], bool]:
     """One page of a render's events matching `lookups` (field filters), newest first (ties by id), through
-    the (render, created_at, id) index or its per-class and per-type siblings."""
-    return keyset_page(EngagementEvent.objects.filter(render=render, **lookups), limit=limit, after=after)
+    the (render, created_at, id) index or its per-class and per-type siblings. Read from the replica when
+    one is configured and the render's project has not written within the read-your-writes window."""
+    return replica_read(render.project_id, lambda using: keyset_page(
+        EngagementEvent.objects.using(using).filter(render=render, **lookups), limit=limit, after=after))
 
 
 def share_page(*, render: Render, limit: int, after: tuple | None) -> tuple[list[Share], bool]:

@@ -272,8 +272,10 @@ def _insert_new_events_copy(rows: list[tuple], *, wait_for_flush: bool) -> dict[
             cursor.execute("SET LOCAL synchronous_commit = off")
         # INCLUDING DEFAULTS: the columns a backfill line does not carry (its traffic class) take the table's
         # defaults in the staging copy too, which keeps their NOT NULL.
+        # ON COMMIT DROP: the staging table is the transaction's own, so no session state outlives it (a pooler
+        # in transaction mode hands the server connection to another client after the commit).
         cursor.execute(sql.SQL("CREATE TEMPORARY TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS) "
-                               "ON COMMIT DELETE ROWS").format(staging, table).as_string(raw.connection))
+                               "ON COMMIT DROP").format(staging, table).as_string(raw.connection))
         cursor.execute(sql.SQL("TRUNCATE {}").format(staging).as_string(raw.connection))
         with raw.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(staging, columns)) as copy:
             write_row = copy.write_row

@@ -13,6 +13,7 @@ from django.db import models
 
 from engagement_platform.bodycache import KeptBodies
 from engagement_platform.clock import iso_seconds, now
+from engagement_platform.db.replica import PRIMARY, replica_read
 from engagement_platform.errors import RetentionExceeded, ValidationFailed
 from engagement_platform.jsonio import dumps
 from engagement_platform.traffic import TrafficFilter
@@ -142,39 +143,46 @@ def split_window(window: Window) -> tuple[date, date, list[tuple[datetime, datet
     return first_whole, end_whole, partial
 
 
-def engagement_report(*, project, window: Window, group_by: str, filters: ReportFilters) -> list[Bucket]:
-    """The buckets of `window`, oldest first, empty ones omitted.
+def engagement_report(*, project, window: Window, group_by: str, filters: ReportFilters,
+                      using: str = PRIMARY) -> list[Bucket]:
+    """The buckets of `window`, oldest first, empty ones omitted, read from the database `using`.
 
     Unique opens and clicks are exact per UTC day for the filtered traffic; week and month
     buckets sum the daily figures (the documented caveat). With a traffic class, opens and clicks
     (and their uniques and rates) are that class's; a bucket whose figures are all 0 is omitted.
     """
     rows = report_rows(project_id=project.pk, group_by=group_by, figures=filters.columns(BUCKET_COLUMNS),
-                       **_report_parts(window=window, group_by=group_by, filters=filters))
+                       using=using, **_report_parts(window=window, group_by=group_by, filters=filters))
     return [Bucket(day_start(period), *counts) for period, *counts in rows]
 
 
-def engagement_report_json(*, project, window: Window, group_by: str, filters: ReportFilters) -> bytes:
+def engagement_report_json(*, project, window: Window, group_by: str, filters: ReportFilters,
+                           using: str = PRIMARY) -> bytes:
     """The report's body `{"data": [bucket, ...]}`, encoded.
 
     Where the database writes JSON (PostgreSQL) it builds the buckets and their text in the same
     statement and the view passes the bytes through; elsewhere the buckets are encoded here.
     """
-    text = report_json_text(project_id=project.pk, group_by=group_by, body=filters.body(),
+    text = report_json_text(project_id=project.pk, group_by=group_by, body=filters.body(), using=using,
                             **_report_parts(window=window, group_by=group_by, filters=filters))
     if text is not None:
         return text.encode("utf-8")
-    buckets = engagement_report(project=project, window=window, group_by=group_by, filters=filters)
+    buckets = engagement_report(project=project, window=window, group_by=group_by, filters=filters, using=using)
     return dumps({"data": [bucket_json(bucket) for bucket in buckets]})
 
 
 def engagement_report_body(*, project, window: Window, group_by: str, filters: ReportFilters,
                            refresh: bool = False) -> bytes:
-    """The report's encoded body, from the report cache when it is current (`refresh` builds it afresh)."""
+    """The report's encoded body, from the report cache when it is current (`refresh` builds it afresh).
+
+    Built on the replica when one is configured and the project has not written within the
+    read-your-writes window (contract section 10), else on the primary."""
+    def build() -> bytes:
+        return replica_read(project.pk, lambda using: engagement_report_json(
+            project=project, window=window, group_by=group_by, filters=filters, using=using))
+
     return report_bodies.cached(
-        project.pk,
-        inputs=_report_inputs(window=window, group_by=group_by, filters=filters),
-        build=lambda: engagement_report_json(project=project, window=window, group_by=group_by, filters=filters),
+        project.pk, inputs=_report_inputs(window=window, group_by=group_by, filters=filters), build=build,
         refresh=refresh,
     )
 

@@ -47,7 +47,6 @@ from reports.rollups.sql import (
     rebuild_day,
     rebuild_periods,
     recount_days,
-    release_run_lock,
     store_batch_pipelined,
     write_pending_first_touches,
 )
@@ -172,7 +171,7 @@ class DeferredRollups:
         return deferred_rollups_supported()
 
     def start(self) -> None:
-        hold_run_lock(self.run)
+        self._run_lock = hold_run_lock(self.run)
 
     def store(self, events: list[dict], *, wait_for_flush: bool = False) -> IngestResult:
         if not events:
@@ -231,7 +230,7 @@ class DeferredRollups:
             report_bodies.changed(self.project.pk)
             if progress:
                 progress(sum(len(chunk) for chunk in round_chunks))
-        release_run_lock(self.run)
+        self._run_lock.release()
         return len(days)
 
     def _recount_in_parallel(self, chunks: list[list[date]], runs: list[uuid.UUID]) -> None:

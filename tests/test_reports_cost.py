@@ -18,7 +18,8 @@ RAW_TABLE = MessageEvent._meta.db_table
 TIMESTAMP = re.compile(r"(\d{4}-\d{2}-\d{2})[ T](\d{2}:\d{2}:\d{2})")
 # Authentication (key lookup, at most one last-used write) and the report's one statement, which
 # reads the rollup rows of the whole days and the edge days together; on PostgreSQL a window with edge
-# days sets its generic plan around it (two more).
+# days sets its generic plan for the statement (`SET LOCAL` before it and, inside the test's transaction,
+# back to the default after it: two more; no BEGIN and COMMIT inside the test's transaction).
 MAX_REPORT_QUERIES = 3 + (2 if connection.vendor == "postgresql" else 0)
 
 

@@ -107,7 +107,10 @@ def test_a_run_that_died_before_its_recount_is_recounted_by_the_next_backfill(pr
         run.start()
         lines = events_file.read_text().splitlines()
         run.store(parsed([json.loads(line) for line in lines[:2000]]))
-        connection.close()  # the process is gone: its marks stay, its lock is released
+        # The process is gone: its connections close (the one storing, and the one whose open transaction
+        # holds the run's lock), its marks stay, its lock is released.
+        connection.close()
+        run._run_lock.holder.close()
 
     worker = threading.Thread(target=crashed_run)
     worker.start()

@@ -19,12 +19,12 @@ import re
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import UTC, date, datetime, timedelta
 from functools import cache, lru_cache
 
 import psycopg
-from django.db import connection, transaction
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 
 from engagement_platform.ids import new_id
 from reports.models import (
@@ -153,7 +153,7 @@ def _server_binding_cursor():
 
 
 @contextmanager
-def _numbered_statement_cursor():
+def _numbered_statement_cursor(using: str = DEFAULT_DB_ALIAS):
     """A Django cursor for a statement given in two forms: (`%s` form, params) -> runs it.
 
     psycopg converts `%s` placeholders on every execution of a statement longer than 4096 bytes or with
@@ -162,12 +162,13 @@ def _numbered_statement_cursor():
     a raw cursor, still through Django's cursor wrapper (execute wrappers, error translation). When
     Django logs queries (DEBUG, query capture) the `%s` form runs instead, which its log can render.
     """
-    with connection.cursor() as django_cursor:
-        if connection.queries_logged:
+    database = connections[using]
+    with database.cursor() as django_cursor:
+        if database.queries_logged:
             yield lambda statement, params: django_cursor.execute(statement, params) or django_cursor
             return
         raw = psycopg.RawCursor(django_cursor.cursor.connection)
-        with connection.make_cursor(raw) as cursor:
+        with database.make_cursor(raw) as cursor:
             yield lambda statement, params: cursor.execute(_numbered(statement), params) or cursor
 
 
@@ -478,15 +479,32 @@ def lock_project_rollups(*, project_id: uuid.UUID, exclusive: bool) -> None:
         cursor.execute(f"SELECT {function}(%s, %s)", [ROLLUP_LOCK_NAMESPACE, _lock_id(project_id)])
 
 
-def hold_run_lock(run: uuid.UUID) -> None:
-    """Take the run's session lock on this thread's connection (released when it closes or by `release_run_lock`)."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_lock(%s, %s)", [RUN_LOCK_NAMESPACE, _lock_id(run)])
+class RunLock:
+    """A live run's mark: an advisory lock on its id held by an open transaction on a connection of its own.
+
+    Not a session lock: under a pooler in transaction mode a session lock stays on whichever server
+    connection took it (and an unlock may reach another one), while an open transaction keeps its
+    server connection until it ends. The transaction only holds the lock (no snapshot is kept between
+    statements at READ COMMITTED, so it holds back no vacuum); it ends with `release`, or when the
+    process dies and its connection closes, which frees the lock for the next run to adopt the marks.
+    """
+
+    def __init__(self, run: uuid.UUID):
+        self.holder = connections.create_connection(DEFAULT_DB_ALIAS)
+        self.holder.set_autocommit(False)
+        with self.holder.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [RUN_LOCK_NAMESPACE, _lock_id(run)])
+
+    def release(self) -> None:
+        try:
+            self.holder.rollback()
+        finally:
+            self.holder.close()
 
 
-def release_run_lock(run: uuid.UUID) -> None:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [RUN_LOCK_NAMESPACE, _lock_id(run)])
+def hold_run_lock(run: uuid.UUID) -> RunLock:
+    """Take the run's lock until `RunLock.release` (or the process's end)."""
+    return RunLock(run)
 
 
 # Ingestion ------------------------------------------------------------------------------------
@@ -997,7 +1015,7 @@ def _span_days(params: dict) -> str:
 # A backfill that defers its rollups marks each UTC day before storing events of it (a committed
 # mark per day and run), stores events only, and at the end recounts the marked days set-based
 # under the exclusive rollup lock, deleting its marks in the same transaction. While it runs it
-# holds a session advisory lock on its run id, so another backfill can tell a crashed run's marks
+# holds an advisory lock on its run id (`RunLock`), so another backfill can tell a crashed run's marks
 # (lock free) from a live run's and adopt them.
 
 
@@ -1026,11 +1044,11 @@ def abandoned_runs(*, project_id: uuid.UUID, own: uuid.UUID) -> list[uuid.UUID]:
         cursor.execute(f"SELECT DISTINCT run FROM {_table(PendingRecount)} WHERE project_id = %s AND run <> %s",
                        [project_id, own])
         runs = [row[0] for row in cursor.fetchall()]
-        dead = []
-        for run in runs:
-            cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [RUN_LOCK_NAMESPACE, _lock_id(run)])
+    dead = []
+    for run in runs:  # a run's lock free: it is not running (tried and freed in one transaction of its own)
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", [RUN_LOCK_NAMESPACE, _lock_id(run)])
             if cursor.fetchone()[0]:
-                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [RUN_LOCK_NAMESPACE, _lock_id(run)])
                 dead.append(run)
     return dead
 
@@ -1125,15 +1143,16 @@ def write_pending_first_touches(*, project_id: uuid.UUID, days: Sequence[date]) 
 
 def report_rows(*, project_id: uuid.UUID, whole_days: tuple[date, date] | None,
                 partial: Sequence[tuple[datetime, datetime]], key: rule.GrainKey, group_by: str,
-                figures: Sequence[str], exact: tuple[datetime, datetime] | None = None) -> list[tuple]:
-    """(period, *figures) per non-empty bucket, oldest first; `period` a date.
+                figures: Sequence[str], exact: tuple[datetime, datetime] | None = None,
+                using: str = DEFAULT_DB_ALIAS) -> list[tuple]:
+    """(period, *figures) per non-empty bucket, oldest first; `period` a date. `using`: the database alias.
 
     `exact` (the window, for week and month buckets): the distinct figures count each recipient once per
     bucket, from the period ledgers, instead of summing the daily ones.
     """
     sql, params = _report_statement(project_id=project_id, whole_days=whole_days, partial=partial, key=key,
                                     group_by=group_by, figures=figures, exact=exact)
-    with connection.cursor() as cursor:
+    with connections[using].cursor() as cursor:
         cursor.execute(sql, params)
         return [(_as_date(period), *values) for period, *values in cursor.fetchall()]
 
@@ -1141,11 +1160,12 @@ def report_rows(*, project_id: uuid.UUID, whole_days: tuple[date, date] | None,
 def report_json_text(*, project_id: uuid.UUID, whole_days: tuple[date, date] | None,
                      partial: Sequence[tuple[datetime, datetime]], key: rule.GrainKey, group_by: str,
                      body: Sequence[tuple[str, str | tuple[str, str]]],
-                     exact: tuple[datetime, datetime] | None = None) -> str | None:
+                     exact: tuple[datetime, datetime] | None = None, using: str = DEFAULT_DB_ALIAS) -> str | None:
     """The report body's JSON text written by the database (PostgreSQL), or None where it does not write JSON.
 
     `body` lists the bucket's keys in wire order, each with what it holds: "period", a figure
     column, or ("rate", a distinct figure's column): that figure over `delivered`, clamped to [0, 1].
+    `using`: the database alias (the primary, or the replica: the statement only reads).
     """
     if not _postgres():
         return None
@@ -1155,25 +1175,41 @@ def report_json_text(*, project_id: uuid.UUID, whole_days: tuple[date, date] | N
     sql, params = _report_statement(project_id=project_id, whole_days=whole_days, partial=partial, key=key,
                                     group_by=group_by, figures=figures, exact=exact)
     if not partial and exact is None:
-        with connection.cursor() as cursor:
+        with connections[using].cursor() as cursor:
             cursor.execute(_json_body(sql, body), params)
             return cursor.fetchone()[0]
-    with _numbered_statement_cursor() as execute:
-        # The statement's text is the same for every report of the same shape (the window and the key are
-        # parameters), and planning its edge parts costs more than running them: it runs on one generic
-        # plan per connection (each guard is a one-time filter, decided when the statement runs). A
-        # session setting (a transaction's own would cost two more round trips), rolled back with an
-        # enclosing transaction that fails.
-        cursor = execute("SET plan_cache_mode = force_generic_plan", None)
-        try:
+    if not _statements_prepared(using):  # every execution is planned anyway: a plan mode would save nothing
+        with _numbered_statement_cursor(using) as execute:
             return execute(_json_body(sql, body), params).fetchone()[0]
-        finally:
-            if not connection.needs_rollback and not _transaction_failed(cursor):
-                execute("RESET plan_cache_mode", None)
+    # The statement's text is the same for every report of the same shape (the window and the key are
+    # parameters), and planning its edge parts costs more than running them: once prepared, it runs on one
+    # generic plan per connection (each guard is a one-time filter, decided when the statement runs). The
+    # setting is the transaction's own (`SET LOCAL`): no session state outlives it. Its own transaction,
+    # pipelined (psycopg's pipeline mode, where Django does not log queries): the BEGIN, the setting and the
+    # statement travel in one round trip, the COMMIT in a second. Inside a caller's transaction the setting
+    # is put back once the statement has run, so the caller's later statements plan as before.
+    database = connections[using]
+    inside_a_transaction = database.in_atomic_block
+    with database.wrap_database_errors, transaction.atomic(using=using, savepoint=False):
+        with _numbered_statement_cursor(using) as execute, _pipelined(database):
+            execute("SET LOCAL plan_cache_mode = force_generic_plan", None)
+            text = execute(_json_body(sql, body), params).fetchone()[0]
+            if inside_a_transaction:
+                execute("SET LOCAL plan_cache_mode TO DEFAULT", None)
+            return text
 
 
-def _transaction_failed(cursor) -> bool:
-    return cursor.connection.info.transaction_status == psycopg.pq.TransactionStatus.INERROR
+def _pipelined(database):
+    """psycopg's pipeline mode on the alias's connection, unless Django logs its queries (its `%s` cursor)."""
+    return nullcontext() if database.queries_logged else database.connection.pipeline()
+
+
+def _statements_prepared(using: str) -> bool:
+    """Whether the connection prepares statements it runs again (`DATABASE_PREPARE_THRESHOLD` > 0); behind a
+    pooler in transaction mode (0) none is prepared, so none keeps a plan."""
+    database = connections[using]
+    database.ensure_connection()
+    return database.connection.prepare_threshold is not None
 
 
 def _report_statement(*, project_id, whole_days, partial, key, group_by: str, figures: Sequence[str],

@@ -1,0 +1,133 @@
+"""Which database a replica-safe read of a project uses: the streaming replica, or the primary.
+
+Contract section 10: with `DATABASE_REPLICA_URL` set (the `replica` alias), the report, the event log,
+visits, pages and exports read from the replica; every write, and a read of a project within
+`READ_YOUR_WRITES_SECONDS` of that project's last write through the platform, uses the primary; when
+the replica is unreachable reads fall back to the primary.
+
+The choice is made explicitly where such a read runs, never by a global router:
+
+    from engagement_platform.db.replica import replica_read
+
+    def visit_page(*, project, limit, after):
+        return replica_read(project.pk, lambda using: list(Visit.objects.using(using).filter(...)[:limit]))
+
+`replica_read` runs the read on the alias `reading_from_replica` picks and, when the replica fails while
+answering (stopped, restarted, a recovery conflict), marks it down and runs the read again on the
+primary. The read must be a read: the replica refuses writes. Everything else (writes, migrations, reads
+not routed here) goes to the primary (`PrimaryRouter` in engagement_platform/db/router.py).
+
+What every process shares (in the cache, Redis in production): each project's last write time
+(`project_written`, called after a successful write through the API), and a "replica down" mark kept
+`DATABASE_REPLICA_RETRY_SECONDS` after a failed connection or read, so the next reads do not wait for
+the replica's connect timeout again. With the cache unreachable, reads use the primary.
+"""
+
+import logging
+import math
+import time
+import uuid
+from collections.abc import Callable
+from typing import TypeVar
+
+from django.conf import settings
+from django.core.cache import caches
+from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.utils import DatabaseError, InterfaceError, OperationalError
+
+logger = logging.getLogger("engagement_platform.replica")
+
+PRIMARY = DEFAULT_DB_ALIAS
+REPLICA = "replica"
+WRITTEN_KEY = "replica:written:{project}"
+DOWN_KEY = "replica:down"
+
+T = TypeVar("T")
+
+
+def replica_configured() -> bool:
+    return REPLICA in settings.DATABASES
+
+
+def _project_key(project) -> str:
+    project_id = project if isinstance(project, uuid.UUID) else project.pk
+    return WRITTEN_KEY.format(project=project_id.hex)
+
+
+def _cache():
+    return caches["default"]
+
+
+def project_written(project) -> None:
+    """Note a committed write of `project` (a project or its id): its reads use the primary for the window."""
+    if not replica_configured():
+        return
+    seconds = settings.READ_YOUR_WRITES_SECONDS
+    try:
+        _cache().set(_project_key(project), time.time(), timeout=max(1, math.ceil(seconds)))
+    except Exception as exc:  # the project's reads may see the replica's lag until the cache is back
+        logger.warning("last write not kept, cache unavailable: %s", type(exc).__name__)
+
+
+def mark_replica_down(reason: BaseException) -> None:
+    """Reads use the primary for `DATABASE_REPLICA_RETRY_SECONDS`, in every process."""
+    logger.warning("replica unavailable, reading from the primary: %s", type(reason).__name__)
+    try:
+        _cache().set(DOWN_KEY, time.time(), timeout=max(1, math.ceil(settings.REPLICA_RETRY_SECONDS)))
+    except Exception as exc:  # noqa: BLE001 - each read then tries the replica again (short connect timeout)
+        logger.warning("replica mark not kept, cache unavailable: %s", type(exc).__name__)
+
+
+def _replica_connects() -> bool:
+    """Open (or keep) this thread's replica connection; a failure marks the replica down."""
+    try:
+        connections[REPLICA].ensure_connection()
+    except (OperationalError, InterfaceError) as exc:
+        mark_replica_down(exc)
+        return False
+    return True
+
+
+def reading_from_replica(project) -> str:
+    """The alias a replica-safe read of `project` (a project or its id) uses: `replica` or the primary's.
+
+    The primary when no replica is configured, within the project's read-your-writes window, while the
+    replica is marked down, when the cache cannot say (unreachable) or when the replica does not connect.
+    One cache round trip (both marks at once), then the thread's kept replica connection.
+    """
+    if not replica_configured():
+        return PRIMARY
+    written_key = _project_key(project)
+    try:
+        marks = _cache().get_many([written_key, DOWN_KEY])
+    except Exception as exc:  # noqa: BLE001 - whether the project just wrote is unknown: the primary has it
+        logger.warning("replica marks unavailable, reading from the primary: %s", type(exc).__name__)
+        return PRIMARY
+    if DOWN_KEY in marks:
+        return PRIMARY
+    written = marks.get(written_key)
+    if written is not None and time.time() - written < settings.READ_YOUR_WRITES_SECONDS:
+        return PRIMARY
+    return REPLICA if _replica_connects() else PRIMARY
+
+
+def replica_read(project, read: Callable[[str], T]) -> T:
+    """`read(using)` on the alias `reading_from_replica(project)` picks; on the primary again when the
+    replica fails while answering (the replica is then marked down and its connection closed)."""
+    alias = reading_from_replica(project)
+    if alias == PRIMARY:
+        return read(PRIMARY)
+    try:
+        return read(alias)
+    except (DatabaseError, InterfaceError) as exc:  # stopped, restarted, a recovery conflict: the primary answers
+        failure = exc
+    mark_replica_down(failure)
+    _close_quietly(connections[REPLICA])
+    return read(PRIMARY)
+
+
+def _close_quietly(connection) -> None:
+    try:
+        connection.close()
+    except DatabaseError:  # already broken: nothing to close
+        pass
