@@ -37,6 +37,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from bench.loadgen import run_wrk  # noqa: E402
+from demo.pdf import simple_pdf  # noqa: E402
 from reliability.servers import (  # noqa: E402
     Gunicorn,
     PgBouncer,
@@ -57,7 +58,9 @@ HTTP_PORTS = (8400, 8499)
 SIZES = {"full": {"duration": 5, "rounds": 3, "warmup": 2, "connections": 8, "files": 200},
          "quick": {"duration": 2, "rounds": 2, "warmup": 1, "connections": 8, "files": 40}}
 POOLER_TARGET = 1.15
-PDF = b"%PDF-1.4\n" + os.urandom(100 * 1024) + b"\n%%EOF\n"  # a 100 KiB document
+# A readable document of about 100 KiB (uploads must open as a PDF with pages).
+PDF = simple_pdf("Scale bench", [f"Line {n}: " + "the quick brown fox jumps over the lazy dog " * 2
+                                 for n in range(1050)])
 CHANNEL = "0193c2c3-0000-7000-8000-0000000000bb"
 
 
