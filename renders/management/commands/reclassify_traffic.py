@@ -3,13 +3,11 @@ rollups in line."""
 
 import sys
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand
 from tqdm import tqdm
 
-from apikeys.models import Project
-from apikeys.selectors import project_by_id_or_name
 from renders.services import render_traffic_reclassify
-from reports.management.commands.rebuild_rollups import parse_day
+from reports.management.commands.rebuild_rollups import add_project_and_days_arguments, projects_and_days
 from reports.services import ReclassifyTally, message_traffic_reclassify
 
 
@@ -21,21 +19,10 @@ class Command(BaseCommand):
             "Running it twice changes nothing the second time.")
 
     def add_arguments(self, parser):
-        parser.add_argument("--project", help="Project id or name; every project when omitted.")
-        parser.add_argument("--from", dest="first_day", help="First UTC day, YYYY-MM-DD.")
-        parser.add_argument("--to", dest="end_day", help="UTC day to stop before, YYYY-MM-DD.")
+        add_project_and_days_arguments(parser)
 
     def handle(self, *args, project, first_day, end_day, verbosity, **options):
-        first_day, end_day = parse_day(first_day), parse_day(end_day)
-        if first_day and end_day and first_day >= end_day:
-            raise CommandError("--from must be earlier than --to.")
-        if project is not None:
-            found = project_by_id_or_name(project)
-            if found is None:
-                raise CommandError(f"No project with id or name {project!r}.")
-            projects = [found]
-        else:
-            projects = list(Project.objects.order_by("created_at"))
+        projects, first_day, end_day = projects_and_days(project, first_day, end_day)
         tally = ReclassifyTally()
         with tqdm(unit=" events", disable=verbosity < 1 or not sys.stderr.isatty(), file=sys.stderr) as bar:
             for each in projects:
