@@ -35,8 +35,10 @@ run: migrate
 	$(RUN_ENV) $(BIN)/python manage.py seed_demo --base-url http://$(HOST):$(PORT)
 	$(RUN_ENV) RUN_BIN=$(BIN) RUN_HOST=$(HOST) RUN_PORT=$(PORT) $(BIN)/python -m honcho -f Procfile start
 
-## The test suite (SQLite unless DATABASE_URL is set; CI sets PostgreSQL).
+## The test suite (SQLite unless DATABASE_URL is set; CI sets PostgreSQL). The browser tests need Debian's
+## chromium, and the pooler tests its pgbouncer: installed first when missing (bin/system-packages).
 test: $(VENV)/.installed-dev
+	bin/system-packages chromium pgbouncer
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-dev
