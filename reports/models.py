@@ -183,30 +183,39 @@ class DailyRollup(CountedRollup):
 class DailyFirstTouch(models.Model):
     """That a recipient opened (or clicked) on a day within one grain key: the distinct-count ledger.
 
-    A row is inserted with ON CONFLICT DO NOTHING; only the insert that creates it adds one
-    to the rollup's unique count, so the count is exact under concurrent batches.
+    One row per day, event type, grain key and recipient, with the recipient's last touch of the type
+    (`last_at`) and per traffic class (NULL until they have one). The write that creates the row adds
+    one to the rollup's all-traffic unique count, and the write that first sets a class's time adds
+    one to that class's (`new_<class>` notes it for the write's RETURNING), so the counts are exact
+    under concurrent batches: each row is written under its own row lock.
     """
 
     # The key is the primary key: no surrogate id (and its index) per row of the largest derived table.
-    pk = models.CompositePrimaryKey("project", "day", "kind", "grain", "channel_key", "domain", "recipient")
+    pk = models.CompositePrimaryKey("project", "day", "type", "grain", "channel_key", "domain", "recipient")
     # No index of its own: the key leads with the project. No database-level foreign key on this derived
     # table (rebuilt from raw events by rebuild_rollups); deleting a project still cascades (Django).
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+", db_index=False,
                                 db_constraint=False)
     day = models.DateField()
-    kind = models.CharField(max_length=16, help_text="The distinct figure's kind: its event type, and its "
-                                                     "traffic class when it counts one (`opened:human`).")
+    type = models.CharField(max_length=16, choices=MessageEventType.choices)
     grain = models.CharField(max_length=16, choices=RollupGrain.choices)
     channel_key = models.CharField(max_length=CHANNEL_KEY_LENGTH, blank=True)
     domain = models.CharField(max_length=DOMAIN_MAX_LENGTH, blank=True)
     recipient = models.CharField(max_length=EMAIL_MAX_LENGTH)
-    last_at = models.DateTimeField(help_text="When the recipient's latest event of this kind on the day occurred.")
+    last_at = models.DateTimeField(help_text="When the recipient's latest event of this type on the day occurred.")
+    last_human_at = models.DateTimeField(null=True, help_text="The same, of their human events (NULL: none).")
+    last_machine_at = models.DateTimeField(null=True, help_text="The same, of their machine events (NULL: none).")
+    new_human = models.BooleanField(default=False, db_default=False,
+                                    help_text="Whether the row's latest write gave it its first human touch.")
+    new_machine = models.BooleanField(default=False, db_default=False,
+                                      help_text="Whether the row's latest write gave it its first machine touch.")
 
     class Meta:
         indexes = [
-            # A window that starts inside a day counts the day's rows touched at or after its start.
-            models.Index(fields=["project", "grain", "channel_key", "domain", "kind", "day", "last_at"],
-                         name="first_touch_last_at"),
+            # A window that starts inside a day counts the day's rows touched at or after its start, per class
+            # too: the class times are carried in the index (PostgreSQL), so the count reads the index alone.
+            models.Index(fields=["project", "grain", "channel_key", "domain", "type", "day", "last_at"],
+                         include=["last_human_at", "last_machine_at"], name="first_touch_last_at"),
         ]
 
 
@@ -287,12 +296,13 @@ class PeriodGrain(models.TextChoices):
 class PeriodFirstTouch(models.Model):
     """That a recipient opened (or clicked) within one ISO week or month and grain key: the exact-uniques ledger.
 
-    The daily ledger's twin for longer buckets: only the insert that creates a row adds one to the
-    period's distinct count (`PeriodRollup`), and `last_at` (the recipient's latest touch in the period)
-    answers the part of a period from a moment to its end.
+    The daily ledger's twin for longer buckets, one row per period, event type, grain key and recipient:
+    the write that creates a row (or first sets a class's time) adds one to the period's distinct count
+    (`PeriodRollup`), and the last touch times (the recipient's latest in the period, of any class and per
+    class) answer the part of a period from a moment to its end.
     """
 
-    pk = models.CompositePrimaryKey("project", "period", "start", "kind", "grain", "channel_key", "domain",
+    pk = models.CompositePrimaryKey("project", "period", "start", "type", "grain", "channel_key", "domain",
                                     "recipient")
     # No database-level foreign key on this derived table (rebuilt from raw events); deleting a project
     # still cascades (Django).
@@ -300,16 +310,20 @@ class PeriodFirstTouch(models.Model):
                                 db_constraint=False)
     period = models.CharField(max_length=8, choices=PeriodGrain.choices)
     start = models.DateField(help_text="The period's first day (a Monday, or the 1st).")
-    kind = models.CharField(max_length=16)
+    type = models.CharField(max_length=16, choices=MessageEventType.choices)
     grain = models.CharField(max_length=16, choices=RollupGrain.choices)
     channel_key = models.CharField(max_length=CHANNEL_KEY_LENGTH, blank=True)
     domain = models.CharField(max_length=DOMAIN_MAX_LENGTH, blank=True)
     recipient = models.CharField(max_length=EMAIL_MAX_LENGTH)
     last_at = models.DateTimeField()
+    last_human_at = models.DateTimeField(null=True)
+    last_machine_at = models.DateTimeField(null=True)
+    new_human = models.BooleanField(default=False, db_default=False)
+    new_machine = models.BooleanField(default=False, db_default=False)
 
-    # No index besides the key: every event writes this table's rows (two periods, each grain and kind), and
-    # the key alone gives a bucket's rows (equal period, start, kind and grain key) as one range, whose
-    # `last_at` the partial bucket's count filters.
+    # No index besides the key: every opened and clicked event writes this table's rows (two periods, each
+    # grain), and the key alone gives a bucket's rows (equal period, start, type and grain key) as one range,
+    # whose last touch times the partial bucket's count filters.
 
 
 class PeriodRollup(models.Model):

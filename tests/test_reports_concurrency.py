@@ -111,6 +111,29 @@ def test_twenty_threads_posting_different_batches_for_one_day_give_exact_sums_an
     assert rollup_snapshot(project) == before
 
 
+def test_threads_touching_one_recipient_in_both_classes_count_it_once_per_class(project, make_key):
+    """Each ledger row is one row lock: concurrent first touches of one recipient, half of them machine, give
+    one unique for all traffic and one per class, on the day and in the exact week."""
+    raw_key = make_key(project).raw_key
+
+    def post(index):
+        batch = [{**event(f"mixed-{index}-{j}", "opened", POOL[j], CHANNEL_A, SENDER, index + j),
+                  "machine": bool((index + j) % 2)} for j in range(3)]
+        return client_for(raw_key).post(EVENTS_URL, {"events": batch}, format="json").status_code
+
+    assert run_in_threads(THREADS, post) == [200] * THREADS
+    for traffic in ("all", "human", "machine"):
+        [day] = engagement_report(project=project, window=DAY, group_by="day",
+                                  filters=ReportFilters(traffic=traffic))
+        assert (day.opens, day.unique_opens) == (THREADS * 3 if traffic == "all" else THREADS * 3 // 2, 3), traffic
+        [week] = engagement_report(project=project, window=DAY, group_by="week",
+                                   filters=ReportFilters(traffic=traffic, unique="exact"))
+        assert week.unique_opens == 3, traffic
+    before = rollup_snapshot(project)
+    assert rollups_rebuild(project=project).rows_changed == 0
+    assert rollup_snapshot(project) == before
+
+
 def test_rebuilds_running_alongside_ingestion_leave_exact_rollups(project, make_key):
     raw_key = make_key(project).raw_key
 

@@ -40,7 +40,8 @@ def parsed(events: list[dict]) -> list[dict]:
 
 def touches(project) -> set:
     return set(DailyFirstTouch.objects.filter(project=project)
-               .values_list("day", "kind", "grain", "channel_key", "domain", "recipient"))
+               .values_list("day", "type", "grain", "channel_key", "domain", "recipient", "last_human_at",
+                            "last_machine_at"))
 
 
 @pytest.fixture

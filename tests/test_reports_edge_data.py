@@ -113,14 +113,14 @@ def test_a_day_whose_edge_data_is_pending_is_read_from_raw_events(first_day):
 @pytest.mark.django_db
 def test_a_later_touch_moves_the_last_time_and_an_earlier_one_does_not(project):
     def last_at():
-        return DailyFirstTouch.objects.get(project=project, grain="all", kind="opened").last_at
+        return DailyFirstTouch.objects.get(project=project, grain="all", type="opened").last_at
 
     ingest(project, [wire_event("opened", f"{DAY}T12:00:00Z")])
     ingest(project, [wire_event("opened", f"{DAY}T09:00:00Z")])
     assert last_at() == utc(2026, 4, 3, 12)
     ingest(project, [wire_event("opened", f"{DAY}T13:30:00Z"), wire_event("opened", f"{DAY}T13:00:00Z")])
     assert last_at() == utc(2026, 4, 3, 13, 30)
-    assert DailyFirstTouch.objects.filter(project=project, kind="opened").count() == len(rule.GRAINS)
+    assert DailyFirstTouch.objects.filter(project=project, type="opened").count() == len(rule.GRAINS)
     slices = dict(SliceRollup.objects.filter(project=project, grain="all").values_list("slice", "opens"))
     assert slices == {9 * 12: 1, 12 * 12: 1, 13 * 12: 1, 13 * 12 + 6: 1}
 
@@ -175,7 +175,7 @@ def test_concurrent_batches_keep_the_latest_touch_and_count_a_recipient_once(pro
 
     run_in_threads(10, lambda index: ingest(project, batches[index]))
 
-    touch = DailyFirstTouch.objects.get(project=project, grain="all", kind="opened")
+    touch = DailyFirstTouch.objects.get(project=project, grain="all", type="opened")
     assert touch.last_at == utc(2026, 4, 3) + timedelta(minutes=max(minutes))
     assert rollup_snapshot(project)[(utc(2026, 4, 3).date(), "all", "", "")][4] == 1  # unique_opens
     assert sum(SliceRollup.objects.filter(project=project, grain="all").values_list("opens", flat=True)) == \

@@ -101,7 +101,7 @@ def test_rebuild_rollups_writes_the_period_ledgers_again(api, three_days, clock)
     PeriodFirstTouch.objects.filter(project=three_days).delete()
     call_command("rebuild_rollups", project=three_days.name, stdout=StringIO())
     assert report(api, **WEEK, group_by="month", unique="exact") == expected
-    assert PeriodFirstTouch.objects.filter(project=three_days, period="week", grain="all", kind="opened").count() == 2
+    assert PeriodFirstTouch.objects.filter(project=three_days, period="week", grain="all", type="opened").count() == 2
 
 
 @pytest.mark.django_db(transaction=True)  # the backfill stores on connections of its own

@@ -102,7 +102,7 @@ def edge_data_snapshot(project) -> tuple[set, set]:
     from reports.models import DailyFirstTouch, SliceRollup
 
     touches = set(DailyFirstTouch.objects.filter(project=project).values_list(
-        "day", "kind", "grain", "channel_key", "domain", "recipient", "last_at"))
+        "day", "type", "grain", "channel_key", "domain", "recipient", "last_at", "last_human_at", "last_machine_at"))
     slices = set(SliceRollup.objects.filter(project=project).values_list(
         "day", "slice", "grain", "channel_key", "domain", "sent", "delivered", "opens", "clicks"))
     return touches, slices

@@ -199,7 +199,8 @@ def period_snapshot(project) -> tuple:
         "period", "start", "grain", "channel_key", "domain", "unique_opens", "unique_clicks", "unique_opens_human",
         "unique_opens_machine", "unique_clicks_human", "unique_clicks_machine"))
     touches = sorted(PeriodFirstTouch.objects.filter(project=project).values_list(
-        "period", "start", "kind", "grain", "channel_key", "domain", "recipient", "last_at"))
+        "period", "start", "type", "grain", "channel_key", "domain", "recipient", "last_at", "last_human_at",
+        "last_machine_at"))
     return rollups, touches
 
 

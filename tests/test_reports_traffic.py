@@ -130,6 +130,42 @@ def test_per_class_uniques_count_a_recipient_active_in_both_classes_in_each(api,
         assert report(api, traffic="human", group_by=group_by)[0]["unique_opens"] == 1
 
 
+def test_a_recipients_classes_arriving_in_separate_batches_count_once_each(api, project, clock):
+    """One ledger row per recipient and type: its first write counts the recipient, each class's first time its
+    class; later touches of a class already counted count nothing (daily and exact week figures alike)."""
+    from reports.models import DailyFirstTouch, PeriodFirstTouch
+    from reports.rollups import definition as rule
+
+    ingest(project, [wire_event("delivered", at("08:00:00"), recipient="ann@example.org")])
+    for n, (clock_time, machine) in enumerate((("09:00:00", False), ("09:10:00", True), ("09:20:00", False),
+                                               ("09:30:00", True), ("08:30:00", True))):
+        ingest(project, [wire_event("opened", at(clock_time), event_id=f"open-{n}", recipient="ann@example.org",
+                                    userAgent=CHROME, machine=machine)])
+        opens = {traffic: report(api, traffic=traffic)[0]["unique_opens"] for traffic in ("all", "human", "machine")}
+        assert opens == {"all": 1, "human": 1, "machine": 1 if n else 0}, n
+    for group_by in ("week", "month"):
+        assert [report(api, traffic=traffic, group_by=group_by, unique="exact")[0]["unique_opens"]
+                for traffic in ("all", "human", "machine")] == [1, 1, 1]
+    assert DailyFirstTouch.objects.filter(project=project).count() == len(rule.GRAINS)
+    assert PeriodFirstTouch.objects.filter(project=project).count() == len(rule.GRAINS) * len(rule.PERIODS)
+    touch = DailyFirstTouch.objects.get(project=project, grain="all")
+    assert (touch.type, touch.last_at, touch.last_human_at, touch.last_machine_at) == (
+        "opened", clock_at("09:30:00"), clock_at("09:20:00"), clock_at("09:30:00"))
+    # The part of the day from 09:15 on: Ann's human touch at 09:20 and machine one at 09:30.
+    late = {"from": at("09:15:00"), "to": "2026-04-05T00:00:00Z"}
+    assert [report(api, **late, traffic=traffic)[0]["unique_opens"] for traffic in ("all", "human", "machine")] == \
+        [1, 1, 1]
+    later = {"from": at("09:25:00"), "to": "2026-04-05T00:00:00Z"}
+    assert [report(api, **later, traffic=traffic)[0]["unique_opens"] for traffic in ("all", "machine")] == [1, 1]
+    assert report(api, **later, traffic="human") == []  # nothing human from 09:25 on: the bucket is omitted
+
+
+def clock_at(clock_time: str):
+    from datetime import UTC, datetime
+
+    return datetime.fromisoformat(at(clock_time).replace("Z", "+00:00")).astimezone(UTC)
+
+
 def test_traffic_all_is_the_default_body_byte_for_byte(api, mixed_day, clock):
     default = api.get("/v1/reports/engagement", WINDOW)
     explicit = api.get("/v1/reports/engagement", {**WINDOW, "traffic": "all"})

@@ -13,15 +13,18 @@ its migration.
 - A *figure* is a rollup column: either the number of events of its types, or the number of
   distinct recipients with an event of its types on the day within the grain key; a figure may
   count one traffic class only. Distinct figures are kept exact at ingestion by the first-touch
-  ledger (one row per day, kind, grain key and recipient, the kind naming the figure's type and
-  class; only the insert that creates the row adds one).
+  ledger: one row per day, event type, grain key and recipient, holding the recipient's last touch
+  of the type (`last_at`) and, per traffic class, their last touch of that class (`last_human_at`,
+  `last_machine_at`: NULL until they have one). The write that creates the row adds one to the
+  all-traffic figure; the write that first sets a class's time adds one to that class's figure (the
+  upsert notes it in the row's `new_<class>` column, which its RETURNING reads back).
 - The figures of the classified event types (opens and clicks) are kept for all traffic and per
   class (`opens_human`, `unique_opens_machine`, ...): a report for one class reads those columns
   (`column_for_traffic`). A recipient counts in a class's distinct figure when they had at least one
   event of that class; the all-traffic distinct figure counts them once whatever their classes.
 - Distinct figures are also kept exact per *period* (ISO week, month) for `unique=exact`: a period
-  ledger (one row per period, kind, grain key and recipient, with the recipient's last touch in the
-  period) and its counts per period, kept at ingestion like the daily ones. A bucket's part from a
+  ledger (one row per period, event type, grain key and recipient, with the recipient's last touches in
+  the period, per class too) and its counts per period, kept at ingestion like the daily ones. A bucket's part from a
   moment to its end counts the ledger rows touched at or after that moment.
 - A window edge inside a UTC day is read from data kept for it at ingestion, never from the day's
   raw events: the counted figures are also kept per *slice* of the day (`SLICE_MINUTES`), and each
@@ -60,9 +63,24 @@ class Figure:
     traffic: str = ""  # "": every event of its types; else only the events of this traffic class
 
     @property
-    def kind(self) -> str:
-        """The first-touch ledger's `kind` of a distinct figure: the event type it counts, and its class."""
-        return f"{self.event_types[0]}:{self.traffic}" if self.traffic else self.event_types[0]
+    def touch_type(self) -> str:
+        """The ledger rows' `type` of a distinct figure: the event type it counts."""
+        return self.event_types[0]
+
+    @property
+    def last_column(self) -> str:
+        """The ledger column holding a recipient's last touch for this distinct figure (NULL: none)."""
+        return last_column(self.traffic)
+
+
+def last_column(traffic: str) -> str:
+    """The ledger column of the last touch of one traffic class ("": of any)."""
+    return f"last_{traffic}_at" if traffic else "last_at"
+
+
+def new_column(traffic: str) -> str:
+    """The ledger column that notes whether the latest write gave the row its first touch of `traffic`."""
+    return f"new_{traffic}"
 
 
 CHANNEL = Dimension("channel_key", source="channel.external_id")
@@ -115,17 +133,18 @@ KEY_COLUMNS = ("grain", *DIMENSION_COLUMNS)  # a rollup row is (project, day, *K
 FIGURE_COLUMNS = tuple(figure.column for figure in FIGURES)
 COUNTED = tuple(figure for figure in FIGURES if not figure.distinct)
 DISTINCT = tuple(figure for figure in FIGURES if figure.distinct)
-# Each distinct figure counts one event type, whose name is its ledger kind.
-if any(len(figure.event_types) != 1 for figure in DISTINCT) or len({f.kind for f in DISTINCT}) != len(DISTINCT):
-    raise ValueError("each distinct figure counts one event type of its own (its first-touch ledger kind)")
+# Each distinct figure counts one event type (its ledger rows' `type`) and one class or all of them.
+if (any(len(figure.event_types) != 1 for figure in DISTINCT)
+        or len({(f.touch_type, f.traffic) for f in DISTINCT}) != len(DISTINCT)):
+    raise ValueError("each distinct figure counts one event type, for one traffic class or all (its ledger column)")
 SLICES_PER_DAY = 24 * 60 // SLICE_MINUTES
 if SLICES_PER_DAY * SLICE_MINUTES != 24 * 60:
     raise ValueError("SLICE_MINUTES must divide a day")
-TOUCH_KINDS = tuple(figure.kind for figure in DISTINCT)
-TOUCH_TYPES = tuple(dict.fromkeys(figure.event_types[0] for figure in DISTINCT))  # the types the ledger records
-DISTINCT_BY_KIND = {figure.kind: figure for figure in DISTINCT}
-if any(len(figure.kind) > 16 for figure in DISTINCT):
-    raise ValueError("a ledger kind is at most 16 characters (DailyFirstTouch.kind)")
+TOUCH_TYPES = tuple(dict.fromkeys(figure.touch_type for figure in DISTINCT))  # the types the ledger records
+# The ledger's time columns: the last touch of any class, then one per class; and the class notes.
+LAST_COLUMNS = tuple(dict.fromkeys((last_column(""), *(last_column(t) for t in TRAFFIC_CLASSES))))
+NEW_COLUMNS = tuple(new_column(traffic) for traffic in TRAFFIC_CLASSES)
+DISTINCT_BY_TOUCH = {(figure.touch_type, figure.traffic): figure for figure in DISTINCT}
 
 
 def column_for_traffic(column: str, traffic: str) -> str:

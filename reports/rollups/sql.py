@@ -275,12 +275,40 @@ def _distinct(figure: rule.Figure, alias: str, recipient_expression: str) -> str
     return f"count(DISTINCT {recipient_expression}) FILTER (WHERE {_matches(figure, alias)})"
 
 
-def _ledger_kinds(alias: str) -> str:
-    """A JOIN giving each event (facts under `alias`) one row per ledger kind it records, as `k.kind`."""
-    rows = " UNION ALL ".join(
-        f"SELECT {_literal(f.kind)} AS kind, {_literal(f.event_types[0])} AS type, {_literal(f.traffic)} AS traffic"
-        for f in rule.DISTINCT)
-    return (f"JOIN ({rows}) AS k ON k.type = {alias}.type AND (k.traffic = '' OR k.traffic = {alias}.traffic)")
+def _touching(alias: str) -> str:
+    """Whether an event (facts under `alias`) is of a type the ledger records."""
+    return f"{alias}.type IN ({_literals(rule.TOUCH_TYPES)})"
+
+
+def _last_touches(alias: str) -> str:
+    """The ledger's time columns of the events (facts under `alias`) grouped into one ledger row: their last
+    touch, and per traffic class their last of the class (NULL when none is of it)."""
+    return ", ".join(
+        f"max({alias}.occurred_at)"
+        + (f" FILTER (WHERE {alias}.traffic = {_literal(traffic)})" if traffic else "")
+        + f" AS {_name(rule.last_column(traffic))}"
+        for traffic in ("", *rule.TRAFFIC_CLASSES))
+
+
+def _new_on_insert(alias: str) -> str:
+    """The class notes of a ledger row as an insert creates it: set for each class its events have."""
+    return ", ".join(f"(count(*) FILTER (WHERE {alias}.traffic = {_literal(traffic)}) > 0) "
+                     f"AS {_name(rule.new_column(traffic))}" for traffic in rule.TRAFFIC_CLASSES)
+
+
+def _added_by_write(figure: rule.Figure) -> str:
+    """Over a ledger write's RETURNING rows (`type`, `created`, the class notes): whether the row adds one to
+    the distinct `figure`: the all-traffic figure when the write created it, a class's when it noted the class."""
+    added = _name(rule.new_column(figure.traffic)) if figure.traffic else "created"
+    return f"type = {_literal(figure.touch_type)} AND {added}"
+
+
+def _ledger_count(figure: rule.Figure, since: str | None = None) -> str:
+    """Over ledger rows: the distinct `figure` (recipients with a touch of its type and class, at or after
+    `since` when given: an SQL placeholder or value)."""
+    last = _name(figure.last_column)
+    touched = f"{last} >= {since}" if since else f"{last} IS NOT NULL"
+    return f"count(*) FILTER (WHERE type = {_literal(figure.touch_type)} AND {touched})"
 
 
 def _figures_select(per_figure) -> str:
@@ -296,12 +324,13 @@ def _ordinals(first: int, count: int) -> str:
     return ", ".join(str(position) for position in range(first, first + count))
 
 
-TOUCH_KEY_COLUMNS = ("project_id", "day", "kind", *rule.KEY_COLUMNS, "recipient")
+TOUCH_KEY_COLUMNS = ("project_id", "day", "type", *rule.KEY_COLUMNS, "recipient")
 
 
-def _touch_columns() -> str:
-    """The ledger's columns as its writers list them: its key, then the last touch time."""
-    return ", ".join(_name(column) for column in (*TOUCH_KEY_COLUMNS, "last_at"))
+def _touch_columns(*, notes: bool = False) -> str:
+    """The ledger's columns as its writers list them: its key, then the last touch times (and the class notes)."""
+    return ", ".join(_name(column) for column in (*TOUCH_KEY_COLUMNS, *rule.LAST_COLUMNS,
+                                                   *(rule.NEW_COLUMNS if notes else ())))
 
 
 def _rollup_columns() -> str:
@@ -325,10 +354,21 @@ def _touch_conflict() -> str:
     return f"({', '.join(_name(column) for column in TOUCH_KEY_COLUMNS)})"
 
 
-def _later_touch(table: str) -> str:
-    """The ledger upsert's update: a later touch of a recipient already counted moves its last time."""
-    return (f"DO UPDATE SET {_name('last_at')} = excluded.{_name('last_at')} "
-            f"WHERE {table}.{_name('last_at')} < excluded.{_name('last_at')}")
+def _later_touch(table: str, *, notes: bool = False) -> str:
+    """The ledger upsert's update: a later touch of a recipient already counted moves its last times (a first
+    touch of a class sets that class's). With `notes`, each class note tells whether this write set the class's
+    first time (SET expressions read the row as it was). Rows the write would not change are left unwritten."""
+    def later(column: str) -> str:
+        old, new = f"{table}.{_name(column)}", f"excluded.{_name(column)}"
+        return f"CASE WHEN {new} > {old} OR {old} IS NULL THEN {new} ELSE {old} END"
+
+    sets = [f"{_name(column)} = {later(column)}" for column in rule.LAST_COLUMNS]
+    if notes:
+        sets += [f"{_name(rule.new_column(traffic))} = ({table}.{_name(rule.last_column(traffic))} IS NULL "
+                 f"AND excluded.{_name(rule.last_column(traffic))} IS NOT NULL)" for traffic in rule.TRAFFIC_CLASSES]
+    moved = " OR ".join(f"excluded.{_name(c)} > {table}.{_name(c)} OR ({table}.{_name(c)} IS NULL "
+                        f"AND excluded.{_name(c)} IS NOT NULL)" for c in rule.LAST_COLUMNS)
+    return f"DO UPDATE SET {', '.join(sets)} WHERE {moved}"
 
 
 def _counted_sql(source: str, *, by_slice: bool = False) -> str:
@@ -381,13 +421,13 @@ def _expected_rollups_sql(where: str) -> str:
 
 
 def _expected_touches_sql(where: str) -> str:
-    """The first touches (day, kind, grain key, recipient, last touch time) of the events matching `where`."""
+    """The first touches (day, type, grain key, recipient, last touch times) of the events matching `where`."""
     expand, key = _grain_expansion("b")
-    names = ("kind", *rule.KEY_COLUMNS, "recipient")
+    names = ("type", *rule.KEY_COLUMNS, "recipient")
     columns = ", ".join(f"{_bytewise(expression)} AS {_name(name)}"
-                        for expression, name in zip(("k.kind", *key, "b.recipient"), names, strict=True))
-    return (f"SELECT b.day AS day, {columns}, max(b.occurred_at) AS {_name('last_at')} "
-            f"FROM ({_facts_sql(where)}) AS b {_ledger_kinds('b')} {expand} "
+                        for expression, name in zip(("b.type", *key, "b.recipient"), names, strict=True))
+    return (f"SELECT b.day AS day, {columns}, {_last_touches('b')} "
+            f"FROM ({_facts_sql(where)}) AS b {expand} WHERE {_touching('b')} "
             f"GROUP BY {_ordinals(1, len(names) + 1)}")
 
 
@@ -409,25 +449,26 @@ def _period_expansion(alias: str) -> tuple[str, str]:
     return f"CROSS JOIN ({rows}) AS pg", start
 
 
-PERIOD_TOUCH_KEY_COLUMNS = ("project_id", "period", "start", "kind", *rule.KEY_COLUMNS, "recipient")
+PERIOD_TOUCH_KEY_COLUMNS = ("project_id", "period", "start", "type", *rule.KEY_COLUMNS, "recipient")
 PERIOD_ROLLUP_KEY_COLUMNS = ("project_id", "period", *rule.KEY_COLUMNS, "start")
 
 
 def _expected_period_touches_sql(where: str) -> str:
-    """The period ledger rows (period, start, kind, grain key, recipient, last touch) of the events matching
-    `where`."""
+    """The period ledger rows (period, start, type, grain key, recipient, last touch times) of the events
+    matching `where`."""
     expand, key = _grain_expansion("b")
     periods, start = _period_expansion("b")
-    names = ("period", "start", "kind", *rule.KEY_COLUMNS, "recipient")
+    names = ("period", "start", "type", *rule.KEY_COLUMNS, "recipient")
     columns = ", ".join(f"{expression} AS {_name(name)}" for expression, name in zip(
-        ("pg.period", start, *(_bytewise(e) for e in ("k.kind", *key, "b.recipient"))), names, strict=True))
-    return (f"SELECT {columns}, max(b.occurred_at) AS {_name('last_at')} "
-            f"FROM ({_facts_sql(where)}) AS b {_ledger_kinds('b')} {periods} {expand} "
+        ("pg.period", start, *(_bytewise(e) for e in ("b.type", *key, "b.recipient"))), names, strict=True))
+    return (f"SELECT {columns}, {_last_touches('b')} "
+            f"FROM ({_facts_sql(where)}) AS b {periods} {expand} WHERE {_touching('b')} "
             f"GROUP BY {_ordinals(1, len(names))}")
 
 
-def _period_touch_columns() -> str:
-    return ", ".join(_name(column) for column in (*PERIOD_TOUCH_KEY_COLUMNS, "last_at"))
+def _period_touch_columns(*, notes: bool = False) -> str:
+    return ", ".join(_name(column) for column in (*PERIOD_TOUCH_KEY_COLUMNS, *rule.LAST_COLUMNS,
+                                                   *(rule.NEW_COLUMNS if notes else ())))
 
 
 def _period_rollup_columns() -> str:
@@ -616,24 +657,26 @@ def _events_counted_statement() -> str:
     dimensions = ", ".join(f"{_dimension_source(d)} AS {_name(d.column)}" for d in rule.DIMENSIONS)
     key_aliases = ", ".join(f"{expr} AS {_name(column)}" for expr, column in zip(key, rule.KEY_COLUMNS, strict=True))
     counted = _figures_select(lambda f: "0" if f.distinct else _counted(f))
-    uniques = _figures_select(lambda f: f"count(*) FILTER (WHERE kind = {_literal(f.kind)})" if f.distinct else "0")
+    uniques = _figures_select(lambda f: f"count(*) FILTER (WHERE {_added_by_write(f)})" if f.distinct else "0")
     sums = ", ".join(f"sum({_name(column)})" for column in rule.FIGURE_COLUMNS)
     rollups, slices, touches = _table(DailyRollup), _table(SliceRollup), _table(DailyFirstTouch)
     period_touches, period_rollups = _table(PeriodFirstTouch), _table(PeriodRollup)
     periods, period_start = _period_expansion("facts")
-    period_touch_width = 3 + len(rule.KEY_COLUMNS) + 1  # period, start, kind, grain key, recipient
+    period_touch_width = 3 + len(rule.KEY_COLUMNS) + 1  # period, start, type, grain key, recipient
     period_key_width = 2 + len(rule.KEY_COLUMNS)
     period_updates = ", ".join(f"{_name(f.column)} = {period_rollups}.{_name(f.column)} + excluded.{_name(f.column)}"
                                for f in rule.DISTINCT)
-    period_uniques = ", ".join(f"count(*) FILTER (WHERE kind = {_literal(f.kind)})" for f in rule.DISTINCT)
+    period_uniques = ", ".join(f"count(*) FILTER (WHERE {_added_by_write(f)})" for f in rule.DISTINCT)
     updates = ", ".join(f"{_name(column)} = {rollups}.{_name(column)} + excluded.{_name(column)}"
                         for column in rule.FIGURE_COLUMNS)
     slice_updates = ", ".join(f"{_name(f.column)} = {slices}.{_name(f.column)} + excluded.{_name(f.column)}"
                               for f in rule.COUNTED)
     slice_counts = ", ".join(f"{_counted(f)}" for f in rule.COUNTED)
     bytewise_keys = ", ".join(_bytewise(_name(k)) for k in rule.KEY_COLUMNS)
-    touch_key = ", ".join(["day", *(_bytewise(column) for column in ("k.kind", *(_name(c) for c in rule.KEY_COLUMNS),
-                                                                     "recipient"))])
+    touch_key = ", ".join(["day", *(_bytewise(column) for column in ("facts.type", *(_name(c) for c in
+                                                                                    rule.KEY_COLUMNS), "recipient"))])
+    notes = ", ".join(_name(column) for column in rule.NEW_COLUMNS)
+    adding = " OR ".join(["created", *(_name(column) for column in rule.NEW_COLUMNS)])  # writes that add one
     return (
         f"WITH inserted AS ({_events_insert_sql('message_id, type, traffic, occurred_at')}), "
         # The accepted events fetch their message's facts by primary key: the stored message's count.
@@ -643,17 +686,19 @@ def _events_counted_statement() -> str:
         f"FROM inserted i CROSS JOIN LATERAL (SELECT {_recipient()} AS recipient, {dimensions} "
         f"FROM {_table(Message)} m JOIN {_table(Channel)} c ON c.id = m.channel_id WHERE m.id = i.message_id "
         f"LIMIT 1) AS f {expand}), "
-        # A new ledger row is a new distinct recipient (xmax = 0 marks the rows the insert created);
-        # a later touch of a recipient already counted only moves its last time.
+        # A new ledger row is a new distinct recipient (xmax = 0 marks the rows the insert created), and
+        # a class note a new distinct recipient of the class; a later touch of a recipient already
+        # counted only moves its last times.
         f"touched AS ("
-        f"INSERT INTO {touches} AS t ({_touch_columns()}) "
-        f"SELECT %(p)b::uuid, {touch_key}, max(facts.occurred_at) FROM facts {_ledger_kinds('facts')} "
-        f"GROUP BY {_ordinals(2, width + 2)} "
+        f"INSERT INTO {touches} AS t ({_touch_columns(notes=True)}) "
+        f"SELECT %(p)b::uuid, {touch_key}, {_last_touches('facts')}, {_new_on_insert('facts')} "
+        f"FROM facts WHERE {_touching('facts')} GROUP BY {_ordinals(2, width + 2)} "
         f"ORDER BY {_ordinals(2, width + 2)} "
-        f"ON CONFLICT {_touch_conflict()} {_later_touch('t')} RETURNING day, kind, {keys}, (xmax = 0) AS created), "
+        f"ON CONFLICT {_touch_conflict()} {_later_touch('t', notes=True)} "
+        f"RETURNING day, type, {keys}, (xmax = 0) AS created, {notes}), "
         f"increments AS ("
         f"SELECT day, {keys}, {counted} FROM facts GROUP BY {_ordinals(1, width)} "
-        f"UNION ALL SELECT day, {keys}, {uniques} FROM touched WHERE created GROUP BY {_ordinals(1, width)}), "
+        f"UNION ALL SELECT day, {keys}, {uniques} FROM touched WHERE {adding} GROUP BY {_ordinals(1, width)}), "
         f"added AS ("
         f"INSERT INTO {rollups} ({_rollup_columns()}) "
         f"SELECT %(p)b::uuid, day, {bytewise_keys}, "
@@ -666,15 +711,16 @@ def _events_counted_statement() -> str:
         f"ON CONFLICT {_slice_conflict()} DO UPDATE SET {slice_updates} RETURNING 1), "
         # The same ledger and counts per ISO week and month (exact uniques of longer buckets).
         f"period_touched AS ("
-        f"INSERT INTO {period_touches} AS t ({_period_touch_columns()}) "
-        f"SELECT %(p)b::uuid, pg.period, {period_start}, {touch_key.removeprefix('day, ')}, max(facts.occurred_at) "
-        f"FROM facts {_ledger_kinds('facts')} {periods} GROUP BY {_ordinals(2, period_touch_width)} "
+        f"INSERT INTO {period_touches} AS t ({_period_touch_columns(notes=True)}) "
+        f"SELECT %(p)b::uuid, pg.period, {period_start}, {touch_key.removeprefix('day, ')}, "
+        f"{_last_touches('facts')}, {_new_on_insert('facts')} "
+        f"FROM facts {periods} WHERE {_touching('facts')} GROUP BY {_ordinals(2, period_touch_width)} "
         f"ORDER BY {_ordinals(2, period_touch_width)} "
-        f"ON CONFLICT {_period_touch_conflict()} {_later_touch('t')} "
-        f"RETURNING period, start, kind, {keys}, (xmax = 0) AS created), "
+        f"ON CONFLICT {_period_touch_conflict()} {_later_touch('t', notes=True)} "
+        f"RETURNING period, start, type, {keys}, (xmax = 0) AS created, {notes}), "
         f"period_added AS ("
         f"INSERT INTO {period_rollups} ({_period_rollup_columns()}) "
-        f"SELECT %(p)b::uuid, period, start, {bytewise_keys}, {period_uniques} FROM period_touched WHERE created "
+        f"SELECT %(p)b::uuid, period, start, {bytewise_keys}, {period_uniques} FROM period_touched WHERE {adding} "
         f"GROUP BY {_ordinals(2, period_key_width)} ORDER BY {_ordinals(2, period_key_width)} "
         f"ON CONFLICT {_period_rollup_conflict()} DO UPDATE SET {period_updates} RETURNING 1) "
         f"SELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM added), (SELECT count(*) FROM sliced), "
@@ -791,7 +837,6 @@ def _count_into_rollups(*, project_id: uuid.UUID, event_ids: Sequence) -> None:
     """Count the stored events `event_ids` into the rollups: their counted figures, then their first touches."""
     p = _Params()
     width = len(rule.KEY_COLUMNS)
-    keys = ", ".join(_name(column) for column in rule.KEY_COLUMNS)
     touches = _table(DailyFirstTouch)
     increments: dict[tuple, Counter] = defaultdict(Counter)
     slice_increments: dict[tuple, Counter] = defaultdict(Counter)
@@ -807,39 +852,54 @@ def _count_into_rollups(*, project_id: uuid.UUID, event_ids: Sequence) -> None:
                 for figure, value in zip(rule.COUNTED, rest[width:], strict=True):
                     day_counts[figure.column] += value
                     slice_counts[figure.column] += value
-            # New ledger rows are new distinct recipients; then the rows already there move their last
-            # touch time (one writer at a time here: the two statements see no other change between them).
-            # WHERE true: SQLite reads ON CONFLICT after a bare FROM item as a join constraint.
-            expected = f"SELECT %s, x.* FROM ({_expected_touches_sql(where)}) AS x WHERE true"
-            cursor.execute(f"INSERT INTO {touches} ({_touch_columns()}) {expected} "
-                           f"ON CONFLICT {_touch_conflict()} DO NOTHING RETURNING day, kind, {keys}",
-                           [p.uuid(project_id), *chunk])
-            for day, kind, *key in cursor.fetchall():
-                increments[(_as_date(day), *key)][rule.DISTINCT_BY_KIND[kind].column] += 1
-            cursor.execute(f"INSERT INTO {touches} ({_touch_columns()}) {expected} "
-                           f"ON CONFLICT {_touch_conflict()} {_later_touch(touches)}", [p.uuid(project_id), *chunk])
-            _count_into_period_ledger(cursor, project_id, where, chunk, period_increments)
+            _count_into_ledger(cursor, touches, _touch_columns(), _touch_conflict(), _expected_touches_sql(where),
+                               [p.uuid(project_id), *chunk], ("day",), increments)
+            _count_into_ledger(cursor, _table(PeriodFirstTouch), _period_touch_columns(), _period_touch_conflict(),
+                               _expected_period_touches_sql(where), [p.uuid(project_id), *chunk],
+                               ("period", "start"), period_increments)
     _add_to_rollups(project_id=project_id, increments=increments)
     _add_to_slices(project_id=project_id, increments=slice_increments)
     _add_to_period_rollups(project_id=project_id, increments=period_increments)
 
 
-def _count_into_period_ledger(cursor, project_id: uuid.UUID, where: str, params: list,
-                              increments: dict[tuple, Counter]) -> None:
-    """The period ledger's rows for the events matching `where`: a created row adds one to its period's
-    distinct figure (in `increments`, by (period, start, *grain key)); a later touch moves `last_at`."""
-    p = _Params()
-    period_touches = _table(PeriodFirstTouch)
-    keys = ", ".join(_name(column) for column in rule.KEY_COLUMNS)
-    expected = f"SELECT %s, x.* FROM ({_expected_period_touches_sql(where)}) AS x WHERE true"
-    cursor.execute(f"INSERT INTO {period_touches} ({_period_touch_columns()}) {expected} "
-                   f"ON CONFLICT {_period_touch_conflict()} DO NOTHING RETURNING period, start, kind, {keys}",
-                   [p.uuid(project_id), *params])
-    for period, start, kind, *key in cursor.fetchall():
-        increments[(period, _as_date(start), *key)][rule.DISTINCT_BY_KIND[kind].column] += 1
-    cursor.execute(f"INSERT INTO {period_touches} ({_period_touch_columns()}) {expected} "
-                   f"ON CONFLICT {_period_touch_conflict()} {_later_touch(period_touches)}",
-                   [p.uuid(project_id), *params])
+def _count_into_ledger(cursor, table: str, columns: str, conflict: str, expected_sql: str, params: list,
+                       when: tuple[str, ...], increments: dict[tuple, Counter]) -> None:
+    """Write a ledger's rows (daily or period) for the events `expected_sql` selects, adding to `increments`
+    (by (*`when`, *grain key)) one per distinct figure each write adds to.
+
+    New rows are new distinct recipients (of each class they have a time of); then the rows already there
+    move their last times, noting each class whose first time the write set (one writer at a time here:
+    the two statements see no other change between them). WHERE true: SQLite reads ON CONFLICT after a bare
+    FROM item as a join constraint.
+    """
+    keys = ", ".join(_name(column) for column in (*when, "type", *rule.KEY_COLUMNS))
+    classes = ", ".join(_name(rule.last_column(traffic)) for traffic in rule.TRAFFIC_CLASSES)
+    notes = ", ".join(_name(column) for column in rule.NEW_COLUMNS)
+    expected = f"SELECT %s, x.* FROM ({expected_sql}) AS x WHERE true"
+    cursor.execute(f"INSERT INTO {table} ({columns}) {expected} ON CONFLICT {conflict} DO NOTHING "
+                   f"RETURNING {keys}, {classes}", params)
+    for row in cursor.fetchall():
+        _add_written(increments, row, when, created=True)
+    cursor.execute(f"INSERT INTO {table} ({columns}) {expected} ON CONFLICT {conflict} "
+                   f"{_later_touch(table, notes=True)} RETURNING {keys}, {notes}", params)
+    for row in cursor.fetchall():
+        _add_written(increments, row, when, created=False)
+
+
+def _add_written(increments: dict[tuple, Counter], row: tuple, when: tuple[str, ...], *, created: bool) -> None:
+    """Count one ledger write's RETURNING row (*when, type, *grain key, one value per class) into `increments`:
+    a created row adds one to the all-traffic figure and to each class it has a time of (the values are the
+    class times); an updated row to each class it noted (the values are the class notes)."""
+    width, key_width = len(when), len(rule.KEY_COLUMNS)
+    moment = tuple(_as_date(value) if column in ("day", "start") else value
+                   for column, value in zip(when, row[:width], strict=True))
+    touch_type, key, per_class = row[width], row[width + 1:width + 1 + key_width], row[width + 1 + key_width:]
+    counts = increments[(*moment, *key)]
+    if created:
+        counts[rule.DISTINCT_BY_TOUCH[(touch_type, "")].column] += 1
+    for traffic, value in zip(rule.TRAFFIC_CLASSES, per_class, strict=True):
+        if (value is not None) if created else bool(value):
+            counts[rule.DISTINCT_BY_TOUCH[(touch_type, traffic)].column] += 1
 
 
 def _add_to_period_rollups(*, project_id: uuid.UUID, increments: dict[tuple, dict[str, int]]) -> None:
@@ -868,7 +928,7 @@ def rebuild_periods(*, project_id: uuid.UUID, periods: Iterable[tuple[str, date]
     """
     p = _Params()
     period_touches, period_rollups = _table(PeriodFirstTouch), _table(PeriodRollup)
-    distinct = ", ".join(f"count(*) FILTER (WHERE kind = {_literal(f.kind)})" for f in rule.DISTINCT)
+    distinct = ", ".join(_ledger_count(figure) for figure in rule.DISTINCT)
     keys = ", ".join(_name(column) for column in rule.KEY_COLUMNS)
     with connection.cursor() as cursor:
         for period, start in sorted(set(periods)):
@@ -964,7 +1024,9 @@ def rebuild_day(*, project_id: uuid.UUID, day: date) -> dict[tuple, dict[str, in
     params = _days_params(project_id, [day], day=_Params().date(day))
     touches = _table(DailyFirstTouch)
     where = _days_where(listed=False)
-    ledger_key = ", ".join(_name(c) for c in ("kind", *rule.KEY_COLUMNS, "recipient"))
+    ledger_key = ", ".join(_name(c) for c in ("type", *rule.KEY_COLUMNS, "recipient"))
+    lasts = ", ".join(_name(c) for c in rule.LAST_COLUMNS)
+    excluded = ", ".join(f"excluded.{_name(c)}" for c in rule.LAST_COLUMNS)
     with connection.cursor() as cursor:
         if _postgres():
             # A day is small: starting parallel workers costs more than the whole statement.
@@ -975,11 +1037,11 @@ def rebuild_day(*, project_id: uuid.UUID, day: date) -> dict[tuple, dict[str, in
             cursor.execute(
                 f"WITH expected AS MATERIALIZED ({_expected_touches_sql(where)}), "
                 f"stale AS (DELETE FROM {touches} t WHERE t.project_id = %(p)s AND t.day = %(day)s AND "
-                f"({', '.join('t.' + _name(c) for c in ('kind', *rule.KEY_COLUMNS, 'recipient'))}) NOT IN ("
+                f"({', '.join('t.' + _name(c) for c in ('type', *rule.KEY_COLUMNS, 'recipient'))}) NOT IN ("
                 f"SELECT {ledger_key} FROM expected)) "
                 f"INSERT INTO {touches} AS t ({_touch_columns()}) SELECT %(p)s::uuid, * FROM expected "
-                f"ON CONFLICT {_touch_conflict()} DO UPDATE SET {_name('last_at')} = excluded.{_name('last_at')} "
-                f"WHERE t.{_name('last_at')} <> excluded.{_name('last_at')}",
+                f"ON CONFLICT {_touch_conflict()} DO UPDATE SET ({lasts}) = ROW({excluded}) "
+                f"WHERE ({', '.join('t.' + _name(c) for c in rule.LAST_COLUMNS)}) IS DISTINCT FROM ({excluded})",
                 params,
             )
         else:
@@ -1322,15 +1384,18 @@ class _Edge:
 
     def _ledger(self, day: date, range_start: datetime, guard: str, guard_params: list) -> list[tuple[str, list]]:
         """The distinct figures: the recipients whose last touch of the day falls at or after `range_start`."""
-        kinds = [figure.kind for figure in self.figures if figure.distinct]
-        if not kinds or not self.distinct:
+        distinct = [figure for figure in self.figures if figure.distinct]
+        if not distinct or not self.distinct:
             return []
-        values = self._values(lambda f: f"count(*) FILTER (WHERE kind = {_literal(f.kind)})" if f.distinct else "0")
+        since = self.ops.adapt_datetimefield_value(range_start)
+        types = tuple(dict.fromkeys(figure.touch_type for figure in distinct))
+        values = self._values(lambda f: _ledger_count(f, "%s") if f.distinct else "0")
+        # The last touch of any class is the latest of the classes': the rows of the range are a prefix of it.
         return [(
             f"SELECT day, {values} FROM {_table(DailyFirstTouch)} WHERE project_id = %s AND {_key_condition()} "
-            f"AND kind IN ({_literals(kinds)}) AND day = %s AND last_at >= %s AND {guard} GROUP BY day",
-            [self.p.uuid(self.project_id), *self.key, self.ops.adapt_datefield_value(day),
-             self.ops.adapt_datetimefield_value(range_start), *guard_params])]
+            f"AND type IN ({_literals(types)}) AND day = %s AND last_at >= %s AND {guard} GROUP BY day",
+            [*(since for _figure in distinct), self.p.uuid(self.project_id), *self.key,
+             self.ops.adapt_datefield_value(day), since, *guard_params])]
 
     def _raw(self, range_start: datetime, range_end: datetime, guard: str, guard_params: list, *,
              counted_only: bool = False) -> tuple[str, list]:
@@ -1420,11 +1485,13 @@ class _PeriodParts:
 
     def _ledger(self, start: date, low: datetime, guard: str, guard_params: list) -> tuple[str, list]:
         own, own_params = self._own(start)
-        kinds = [figure.kind for figure in self.figures if figure.distinct]
-        values = self._values(lambda f: f"count(*) FILTER (WHERE kind = {_literal(f.kind)})")
+        distinct = [figure for figure in self.figures if figure.distinct]
+        since = self.ops.adapt_datetimefield_value(low)
+        types = tuple(dict.fromkeys(figure.touch_type for figure in distinct))
+        values = self._values(lambda f: _ledger_count(f, "%s"))
         return (f"SELECT %s AS day, {values} FROM {_table(PeriodFirstTouch)} WHERE {own} "
-                f"AND kind IN ({_literals(kinds)}) AND last_at >= %s AND {guard}",
-                [self.ops.adapt_datefield_value(start), *own_params, self.ops.adapt_datetimefield_value(low),
+                f"AND type IN ({_literals(types)}) AND last_at >= %s AND {guard}",
+                [self.ops.adapt_datefield_value(start), *(since for _figure in distinct), *own_params, since,
                  *guard_params])
 
     def _raw(self, start: date, low: datetime, high: datetime, guard: str, guard_params: list) -> tuple[str, list]:
