@@ -168,8 +168,7 @@ def visits_ended_announce(*, at: datetime | None = None, chunk: int = ENDINGS_CH
     told = 0
     for _ in range(chunks):
         with transaction.atomic():
-            due = list(visits_idle(at=at).filter(ended_announced_at__isnull=True)
-                       .select_for_update(skip_locked=True, of=("self",))[:chunk])
+            due = list(visits_unannounced(at=at).select_for_update(skip_locked=True, of=("self",))[:chunk])
             for visit in due:
                 told += visit_ended_tell(visit, at=at)
             if due:
@@ -177,6 +176,12 @@ def visits_ended_announce(*, at: datetime | None = None, chunk: int = ENDINGS_CH
         if len(due) < chunk:
             break
     return told
+
+
+def visits_unannounced(*, at: datetime):
+    """The visits ended by `at` whose ending was not told yet, oldest last activity first (the partial index
+    `visit_end_unannounced`)."""
+    return visits_idle(at=at).filter(ended_announced_at__isnull=True)
 
 
 def visit_ended_tell(visit: Visit, *, at: datetime) -> int:

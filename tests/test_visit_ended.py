@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 from django.apps import apps
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection
 from django.test import Client
 from django.urls import reverse
 from standardwebhooks import Webhook
@@ -19,8 +20,8 @@ from engagement_platform.clock import iso_ms, now
 from engagement_platform.traffic import HUMAN
 from renders.models import Share, Visit
 from renders.services import render_create
-from renders.visits import idle_window, visit_view, visits_ended_announce, visits_idle
-from tests.conftest import requires_postgres, run_in_threads
+from renders.visits import idle_window, visit_view, visits_ended_announce, visits_idle, visits_unannounced
+from tests.conftest import run_in_threads
 from tests.receivers import start_receiver
 from tests.sharing import mint, token_of
 from tests.test_reading import BOT, open_reader, reader_client, report, visits
@@ -208,6 +209,16 @@ def test_without_a_listener_visits_are_marked_no_delivery_is_written_and_the_sca
         assert visits_ended_announce(at=at + timedelta(hours=1)) == 0
 
 
+@pytest.mark.skipif(connection.vendor != "postgresql",
+                    reason="reads PostgreSQL's EXPLAIN output (the plans production runs); SQLite's differs")
+def test_the_scan_reads_the_partial_index_of_the_visits_not_yet_announced():
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("SET LOCAL enable_sort = off")  # an index that gives the order, or a visible Sort
+    plan = visits_unannounced(at=now()).select_for_update(skip_locked=True, of=("self",))[:100].explain()
+    assert "visit_end_unannounced" in plan and "Sort" not in plan, plan
+
+
 def test_a_run_takes_visits_in_chunks_and_each_chunk_is_one_transaction(api, token):
     endpoint = subscribe(api)
     for _ in range(7):
@@ -300,9 +311,13 @@ def test_the_admin_shows_when_a_visit_was_announced(token, admin_client):
 
 RUNNERS = 4
 MANY_VISITS = 60
+requires_row_locks = pytest.mark.skipif(
+    connection.vendor != "postgresql",
+    reason="the runners overlap only on PostgreSQL (row locks, SKIP LOCKED); SQLite's IMMEDIATE transactions "
+           "run one at a time, so there is no race to test")
 
 
-@requires_postgres
+@requires_row_locks
 @pytest.mark.django_db(transaction=True)
 def test_several_workers_at_once_announce_each_visit_exactly_once(api, project, doc):
     endpoint = subscribe(api)
