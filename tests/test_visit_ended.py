@@ -4,6 +4,7 @@ once with several workers at once and after a run that died mid-way."""
 
 import importlib
 import json
+import time
 from datetime import timedelta
 
 import pytest
@@ -25,8 +26,10 @@ from tests.conftest import run_in_threads
 from tests.receivers import start_receiver
 from tests.sharing import mint, token_of
 from tests.test_reading import BOT, open_reader, reader_client, report, visits
+from tests.workers import WorkerProcess
 from webhooks.delivery import deliver_due
 from webhooks.models import WebhookDelivery
+from webhooks.services import endpoint_create
 from webhooks.subscriptions import kept_subscriptions
 
 pytestmark = pytest.mark.django_db
@@ -307,10 +310,11 @@ def test_the_admin_shows_when_a_visit_was_announced(token, admin_client):
     assert "When the worker told listeners the visit ended" in page.content.decode()
 
 
-# Several workers at once (PostgreSQL) --------------------------------------------------------------------------
+# Several workers at once -----------------------------------------------------------------------------------------
 
 RUNNERS = 4
 MANY_VISITS = 60
+WORKER_VISITS = 30
 requires_row_locks = pytest.mark.skipif(
     connection.vendor != "postgresql",
     reason="the runners overlap only on PostgreSQL (row locks, SKIP LOCKED); SQLite's IMMEDIATE transactions "
@@ -338,3 +342,33 @@ def test_several_workers_at_once_announce_each_visit_exactly_once(api, project, 
     assert len({d.event_id for d in deliveries}) == MANY_VISITS
     assert not Visit.objects.filter(ended_announced_at__isnull=True).exists()
     assert sum(run_in_threads(RUNNERS, lambda index: visits_ended_announce(at=at))) == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_running_workers_deliver_each_ended_visit_once(project, doc, tmp_path):
+    receiver = start_receiver()
+    created = endpoint_create(project=project, url=receiver.url, events=["visit.ended"])
+    share = Share.objects.select_related("render").get(pk=Share.objects.create(project=project, render=doc).pk)
+    started = now() - timedelta(hours=1)
+    expected = {str(visit_view(share=share, viewer=f"viewer-{index:03d}-aaaaaaaaaaaaaaaa", verdict=HUMAN,
+                               source_ip="203.0.113.1", user_agent="UA", at=started + timedelta(seconds=index)).pk)
+                for index in range(WORKER_VISITS)}
+    workers = []
+    try:
+        workers = [WorkerProcess(log=tmp_path / f"worker-{index}.log") for index in range(2)]
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (
+                WebhookDelivery.objects.filter(status="succeeded").count() >= WORKER_VISITS
+                and not Visit.objects.filter(ended_announced_at__isnull=True).exists()):
+            time.sleep(0.1)
+        time.sleep(1.5)  # a duplicate, if there were one, would have been sent by now
+        received = receiver.wait_for(WORKER_VISITS + 1, timeout=0.1)
+    finally:
+        for worker in workers:
+            worker.stop()
+        receiver.stop()
+
+    payloads = [Webhook(created.secret).verify(item.body, item.headers) for item in received]
+    assert sorted(payload["data"]["id"] for payload in payloads) == sorted(expected)
+    assert {payload["type"] for payload in payloads} == {"visit.ended"}
+    assert WebhookDelivery.objects.filter(status="succeeded").count() == WORKER_VISITS
