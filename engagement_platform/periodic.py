@@ -2,7 +2,7 @@
 
 Each job runs at most every `every_seconds`, one at a time, in the worker's periodic thread. Webhooks registers
 its due deliveries (retries and anything enqueued but not run: the outbox sweep) and the failing-endpoint
-check; visit endings (`visit.ended`) and partition upkeep register here the same way.
+check; renders registers the visit endings (`visit.ended`) the same way.
 """
 
 import logging

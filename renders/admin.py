@@ -186,8 +186,9 @@ class RenderEmailAdmin(ReadOnlyAdmin):
 @admin.register(Visit)
 class VisitAdmin(ReadOnlyAdmin):
     list_display = ["started_at", "render", "share", "viewer_email", "traffic", "duration_ms", "pages_viewed",
-                    "downloaded", "printed", "last_activity_at"]
-    list_filter = ["traffic", "downloaded", "printed", "project"]
+                    "downloaded", "printed", "last_activity_at", "ended_announced_at"]
+    list_filter = ["traffic", "downloaded", "printed", "project", ("ended_announced_at", admin.EmptyFieldListFilter)]
+    readonly_fields = ["ended_announced_at"]
     search_fields = ["render__id", "render__name", "viewer_email"]
     list_select_related = ["render", "share"]
     date_hierarchy = "started_at"

@@ -220,6 +220,9 @@ class Visit(models.Model):
     machine_reason = models.CharField(max_length=20, choices=MachineReason.choices, null=True, blank=True)
     source_ip = models.GenericIPAddressField(null=True, blank=True, unpack_ipv4=False)
     user_agent = models.CharField(max_length=512, null=True, blank=True)
+    ended_announced_at = models.DateTimeField(
+        null=True, blank=True, editable=False,
+        help_text="When the worker told listeners the visit ended (visit.ended), whether or not one wanted it.")
 
     class Meta:
         ordering = ["-started_at", "-id"]
@@ -229,6 +232,8 @@ class Visit(models.Model):
             models.Index(fields=["share", "-started_at", "-id"], name="visit_share_recent"),
             models.Index(fields=["share", "viewer", "-last_activity_at"], name="visit_viewer_current"),
             models.Index(fields=["last_activity_at"], name="visit_last_activity"),
+            models.Index(fields=["last_activity_at", "id"], name="visit_end_unannounced",
+                         condition=models.Q(ended_announced_at__isnull=True)),
         ]
 
     def __str__(self):

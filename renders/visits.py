@@ -5,6 +5,9 @@ first-party cookie) had activity on that share less than VISIT_IDLE_MINUTES ago.
 its reading time to the visit, its pages (`VisitPage`), the render's per-page figures (`PageReading`) and
 the render's visit totals (`VisitTotals`) in one transaction, with the visit's row locked: so the pages read
 is a few rows whatever the number of visits, and concurrent reports of one visit queue instead of racing.
+
+A visit idle for VISIT_IDLE_MINUTES has ended: the worker's periodic job (`visits_ended_announce`) tells it as
+`visit.ended` through engagement_platform.event_hooks, once per visit, marked in the same transaction.
 """
 
 from contextlib import nullcontext
@@ -15,8 +18,11 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F, Sum
 
+from engagement_platform import event_hooks
 from engagement_platform.clock import iso_ms, now
-from engagement_platform.traffic import TrafficFilter, Verdict
+from engagement_platform.event_hooks import PublicEventType, RecordedEvent
+from engagement_platform.ids import new_id
+from engagement_platform.traffic import Traffic, TrafficFilter, Verdict
 from renders.models import PageReading, Render, Share, Visit, VisitTotals
 from renders.selectors import keyset_page
 from renders.upserts import (
@@ -29,6 +35,9 @@ from renders.upserts import (
 
 READ_PAGE_MS = 1000  # a page counts as read (pagesViewed, a page's visits, completion) from 1 s of reading
 CAP_GRACE_MS = 5000  # a visit is never credited more than its wall-clock time since it started plus this
+ENDINGS_EVERY_SECONDS = 10.0  # how often the worker looks for visits that ended (visit.ended)
+ENDINGS_CHUNK = 100  # visits announced per transaction
+ENDINGS_CHUNKS_PER_RUN = 20  # a run stops after this many chunks, so the worker's other periodic jobs keep pace
 
 
 def idle_window() -> timedelta:
@@ -137,6 +146,58 @@ def activity_record(*, share: Share, visit_id, pages: dict[int, int], at: dateti
                                                  pages_viewed=F("pages_viewed") + len(read),
                                                  last_activity_at=max(at, visit.last_activity_at))
     return ActivityResult(credited_ms=total, pages_read=read)
+
+
+# Endings: visit.ended ------------------------------------------------------------------------------------------
+
+def visits_ended_announce(*, at: datetime | None = None, chunk: int = ENDINGS_CHUNK,
+                          chunks: int = ENDINGS_CHUNKS_PER_RUN) -> int:
+    """The worker's periodic job: tell the listeners `visit.ended` for each visit idle for VISIT_IDLE_MINUTES
+    by `at` and not yet announced, once per visit. Returns how many events were told.
+
+    Each chunk is one transaction: the due visits are taken with their rows locked (PostgreSQL, `SKIP LOCKED`:
+    workers running at once take different visits; SQLite's IMMEDIATE transactions run one at a time), the
+    listeners store their deliveries (the webhooks outbox), and the visits get `ended_announced_at`, all
+    committed together or not at all; a worker killed mid-run leaves its chunk to the next run. A visit whose
+    project listens to nothing for its traffic class is marked without an event. The event's `createdAt` is
+    `at` (the marker's time), its `data` the visit of GET /v1/renders/:id/visits plus `renderId`, as it stood
+    when announced. Activity that reaches a visit after its announcement is still credited; it is not
+    announced again. The partial index on the visits not yet announced keeps the scan to the visits of the
+    last VISIT_IDLE_MINUTES once the job has caught up."""
+    at = at or now()
+    told = 0
+    for _ in range(chunks):
+        with transaction.atomic():
+            due = list(visits_unannounced(at=at).select_for_update(skip_locked=True, of=("self",))[:chunk])
+            for visit in due:
+                told += visit_ended_tell(visit, at=at)
+            if due:
+                Visit.objects.filter(pk__in=[visit.pk for visit in due]).update(ended_announced_at=at)
+        if len(due) < chunk:
+            break
+    return told
+
+
+def visits_unannounced(*, at: datetime):
+    """The visits ended by `at` whose ending was not told yet, oldest last activity first (the partial index
+    `visit_end_unannounced`)."""
+    return visits_idle(at=at).filter(ended_announced_at__isnull=True)
+
+
+def visit_ended_tell(visit: Visit, *, at: datetime) -> int:
+    """Tell `visit.ended` of `visit` to the listeners that want it (in the caller's transaction); 1 if any did."""
+    machine = visit.traffic == Traffic.MACHINE
+    if PublicEventType.VISIT_ENDED not in event_hooks.listened_types(project_id=visit.project_id, machine=machine):
+        return 0
+    event_hooks.recorded(RecordedEvent(
+        project_id=visit.project_id, id=new_id(), type=PublicEventType.VISIT_ENDED, created_at=at,
+        machine=machine, data=lambda: visit_ended_data(visit)))
+    return 1
+
+
+def visit_ended_data(visit: Visit) -> dict:
+    """The `data` of `visit.ended` (contract section 8): the visit object of 7.3 plus `renderId`."""
+    return {**visit_json(visit, visit.render.page_count), "renderId": str(visit.render_id)}
 
 
 # Reads -------------------------------------------------------------------------------------------------------
