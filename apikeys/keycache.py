@@ -5,6 +5,8 @@ request. With a shared cache (Redis) each worker process keeps the keys it has v
 hash) with their project, and the shared cache holds the **keys epoch**: an opaque value replaced
 by every change that can alter an authentication outcome (revocation, expiry, a project's soft
 delete, scopes or plan), by the service that writes it, after the change commits (`keys_changed`).
+Other credentials kept the same way (the public links of shares) replace it on their own changes
+too, through the same call; it knows nothing of them.
 
 An entry remembers the epoch read *before* its database read. Each request's one round trip to
 Redis (the rate-limit count, `count_request`) also compares the epoch: when it is unchanged the
@@ -23,14 +25,12 @@ which bounds how long a change made outside the platform's services (SQL by hand
 import hashlib
 import logging
 import secrets
-import threading
-import time
-from dataclasses import dataclass
 
 from django.core.cache import caches
 from django.db import connection, transaction
 
 from apikeys.models import ApiKey
+from engagement_platform.kept import KeptByEpoch
 from engagement_platform.ratelimit import COUNTER_TTL_SECONDS
 from engagement_platform.redis_kept import kept_connection
 
@@ -66,42 +66,8 @@ def new_epoch() -> int:
     return secrets.randbits(62)
 
 
-@dataclass(frozen=True)
-class VerifiedKey:
-    key: ApiKey  # with `key.project` loaded
-    epoch: int  # the shared epoch read before the database read
-    loaded_at: float
-
-
-class LocalKeys:
-    """The worker's verified keys by hash, shared by its threads: reads need no lock, changes take it."""
-
-    def __init__(self):
-        self._entries: dict[str, VerifiedKey] = {}
-        self._lock = threading.Lock()
-
-    def get(self, digest: str) -> VerifiedKey | None:
-        entry = self._entries.get(digest)
-        if entry is None or time.monotonic() - entry.loaded_at > LOCAL_TTL_SECONDS:
-            return None
-        return entry
-
-    def keep(self, digest: str, key: ApiKey, *, epoch: int) -> None:
-        with self._lock:  # every change under the lock: eviction iterates the dict
-            if len(self._entries) >= LOCAL_MAX_ENTRIES:
-                self._entries.pop(next(iter(self._entries)), None)
-            self._entries[digest] = VerifiedKey(key=key, epoch=epoch, loaded_at=time.monotonic())
-
-    def drop(self, digest: str) -> None:
-        with self._lock:
-            self._entries.pop(digest, None)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-
-
-local_keys = LocalKeys()
+# The worker's verified keys by hash, each with its project loaded (`Kept.value`: an `ApiKey`).
+local_keys: KeptByEpoch[ApiKey] = KeptByEpoch(ttl_seconds=LOCAL_TTL_SECONDS, max_entries=LOCAL_MAX_ENTRIES)
 
 
 # The shared epoch --------------------------------------------------------------------------

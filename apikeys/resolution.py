@@ -82,8 +82,8 @@ def resolve_request(*, raw_key: str | None, scope: str | None) -> Resolution:
     if shared:
         entry = local_keys.get(digest)
         # A kept key answers only a request it lets through: a refusal is confirmed in the database.
-        if entry is not None and entry.key.matches(raw_key) and _passes(entry.key, at, scope):
-            key = entry.key
+        if entry is not None and entry.value.matches(raw_key) and _passes(entry.value, at, scope):
+            key = entry.value
             try:
                 epoch, count = count_request(
                     counter_key=ratelimit.counter_key(rate_limit_key(key.project), window),

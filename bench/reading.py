@@ -32,6 +32,8 @@ os.environ.setdefault("ALLOWED_HOSTS", "testserver")
 os.environ.setdefault("LOG_LEVEL", "WARNING")  # no request log lines in the timings
 os.environ["BENCH_FLOOR_VIEWS"] = "1"  # the floor views, routed in this process only
 os.environ.setdefault("PUBLIC_RATE_LIMIT_PER_MINUTE", str(10**9))  # one client IP asks for everything
+# The shared cache production runs with (Redis): the rate limits, and the open links each worker keeps.
+os.environ.setdefault("CACHE_URL", "redis://127.0.0.1:6379/12")
 MEDIA = tempfile.mkdtemp(prefix="bench-reading-media-")
 os.environ["MEDIA_ROOT"] = MEDIA  # the PDFs and page images, removed at the end
 

@@ -14,6 +14,7 @@ from engagement_platform.errors import PayloadTooLarge, ValidationFailed
 from engagement_platform.ids import parse_uuid
 from engagement_platform.traffic import HUMAN, EventKind, Traffic, Verdict, classify
 from renders.announcements import announce, wanted_announcements
+from renders.kept_links_store import links_changed
 from renders.models import (
     CLASSIFIED_EVENT_TYPES,
     DEDUPED_EVENT_TYPES,
@@ -77,6 +78,7 @@ def renders_delete(*, renders) -> int:
             return 0
         Render.objects.filter(pk__in=[render.pk for render in found]).delete()
         summaries.changed(*(render.pk for render in found))
+        links_changed()  # their shares' links, kept by the workers, are gone
         storage = Render._meta.get_field("file").storage
         names = [name for render in found for name in ([render.file.name] if render.file.name else [])
                  + page_image_names(render)]

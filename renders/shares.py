@@ -9,6 +9,7 @@ from django.db import transaction
 from django.urls import reverse
 
 from engagement_platform.clock import now
+from renders.kept_links_store import links_changed
 from renders.models import ActorKind, EventType, Render, Share
 from renders.services import record_event
 
@@ -59,6 +60,7 @@ def share_revoke(*, share: Share, source_ip: str | None = None, user_agent: str 
             locked.save(update_fields=["revoked_at"])
             record_event(render=locked.render, event_type=EventType.SHARE_REVOKED, actor_kind=ActorKind.PARTNER,
                          share=locked, source_ip=source_ip, user_agent=user_agent, at=locked.revoked_at)
+            links_changed()
     return locked
 
 

@@ -152,9 +152,12 @@ def assert_envelope(response, status: int, code: str, message: str | None = None
 def shared_cache(settings):
     """The default cache on Redis (a shared keys epoch, kept keys), under a key prefix of this test's own."""
     from apikeys.keycache import local_keys
+    from renders.kept_links_store import local_links
 
     own = settings.CACHES = redis_cache_settings(redis_url_or_skip())
     local_keys.clear()
+    local_links.clear()
     yield own
     local_keys.clear()
+    local_links.clear()
     delete_own_keys(own)

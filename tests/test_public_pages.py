@@ -14,6 +14,15 @@ from tests.sharing import engagement, mint, token_of
 RECIPIENT_EVENTS = ("viewed", "downloaded", "printed")
 
 
+@pytest.fixture(autouse=True, params=["per-process cache", "shared cache"])
+def cache_kind(request):
+    """Every public route twice: looked up in the database each time (a per-process cache), and with the open
+    links kept by the worker under the shared keys epoch (Redis; renders/public/kept_links.py)."""
+    if request.param == "shared cache":
+        request.getfixturevalue("shared_cache")
+    return request.param
+
+
 @pytest.fixture
 def share(api, render):
     return mint(api, render, label="For Alice")
@@ -367,6 +376,7 @@ def test_when_the_shared_cache_is_down_public_routes_let_requests_through(client
         raise RateLimitUnavailable("ConnectionError")
 
     monkeypatch.setattr("renders.public.budget.count_in_window", unreachable)
+    monkeypatch.setattr("renders.public.budget.count_request", unreachable)  # the kept links' count too
 
     assert [visit(client, "file", token).status_code for _ in range(5)] == [200] * 5
     assert visit(client, "print", token).status_code == 204

@@ -7,10 +7,19 @@ be reached, requests go through: a public page is never refused for a cache outa
 """
 
 import logging
+import time
 
 from django.conf import settings
 
-from engagement_platform.ratelimit import RateLimitUnavailable, WindowDecision, count_in_window
+from apikeys.keycache import count_request
+from engagement_platform.ratelimit import (
+    RateLimitUnavailable,
+    WindowDecision,
+    count_in_window,
+    counter_key,
+    decide,
+    window_of,
+)
 
 logger = logging.getLogger("engagement_platform.public")
 
@@ -28,3 +37,17 @@ def public_budget_spend(*, share, source_ip: str | None) -> WindowDecision | Non
         logger.warning("public rate limit unavailable, request let through", extra={"error": str(exc)})
         return None
     return None if decision.allowed else decision
+
+
+def public_budget_spend_at_epoch(*, share, source_ip: str | None, epoch: int) -> tuple[bool, WindowDecision | None]:
+    """Count one request on `share`'s budget in the round trip that checks the keys epoch is still `epoch`
+    (a kept link, renders/public/kept_links.py): (whether it was, the refusal or None). Not counted when the
+    epoch moved. Raises when the shared cache is unreachable."""
+    at = time.time()
+    window = window_of(at)
+    _epoch, count = count_request(counter_key=counter_key(budget_key(share_id=share.pk, source_ip=source_ip), window),
+                                  expected_epoch=epoch)
+    if count is None:
+        return False, None
+    decision = decide(limit=settings.PUBLIC_RATE_LIMIT_PER_MINUTE, count=count, window=window, at=at)
+    return True, None if decision.allowed else decision

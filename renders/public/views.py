@@ -19,7 +19,7 @@ from engagement_platform.traffic import request_purpose
 from renders.emails import TRANSPARENT_GIF, email_click_record, email_open_record
 from renders.models import ActorKind, EventType, Share
 from renders.pdfpages import PAGE_IMAGE_CONTENT_TYPE, PAGE_IMAGE_WIDTH, page_image_open
-from renders.public.budget import public_budget_spend
+from renders.public.kept_links import link_open_and_spend
 from renders.public.reader import (
     ActivityProblem,
     answered_email,
@@ -31,7 +31,7 @@ from renders.public.reader import (
     viewer_of,
 )
 from renders.services import event_verdict, record_event, truncate_user_agent
-from renders.shares import LinkState, link_resolve, share_page_url
+from renders.shares import LinkState, share_page_url
 from renders.visits import activity_record, visit_mark, visit_view
 
 SHARE_PAGE_CSP = (
@@ -96,11 +96,10 @@ class OpenShare(NamedTuple):
 
 def open_share(request, token, *, page: bool = True) -> tuple[OpenShare | None, HttpResponse | None]:
     """(the open share and the client's IP, None) within its budget, else (None, the response to answer)."""
-    link = link_resolve(token)
+    source_ip = client_ip(request.META)
+    link, refused = link_open_and_spend(token=token, source_ip=source_ip)
     if link.state is not LinkState.OPEN:
         return None, unavailable(request, link.state)
-    source_ip = client_ip(request.META)
-    refused = public_budget_spend(share=link.share, source_ip=source_ip)
     if refused is not None:
         return None, rate_limited(request, refused, page=page)
     return OpenShare(link.share, source_ip), None
@@ -275,10 +274,10 @@ def email_open_pixel(request, token):
     A revoked or expired share, or a client past the share's budget, gets the GIF and nothing is recorded
     (a mail client shows a broken image for an error status, so the pixel never answers one).
     """
-    link = link_resolve(token)
+    source_ip = client_ip(request.META)
+    link, refused = link_open_and_spend(token=token, source_ip=source_ip)
     if link.state is LinkState.OPEN:
-        source_ip = client_ip(request.META)
-        if public_budget_spend(share=link.share, source_ip=source_ip) is None:
+        if refused is None:
             email_open_record(token=token, source_ip=source_ip, user_agent=request.META.get("HTTP_USER_AGENT"),
                               request_purpose=request_purpose(request.method, request.META))
     return private(HttpResponse(TRANSPARENT_GIF, content_type="image/gif"), PIXEL_CSP)
@@ -288,12 +287,11 @@ def email_open_pixel(request, token):
 def email_click(request, token):
     """An open link redirects to its share page, an email's recording the click; a revoked or expired one is
     the 410 page and records nothing; an unknown token redirects too (the share page answers its 404)."""
-    link = link_resolve(token)
+    source_ip = client_ip(request.META)
+    link, refused = link_open_and_spend(token=token, source_ip=source_ip)
     if link.state is LinkState.GONE:
         return unavailable(request, link.state)
     if link.state is LinkState.OPEN:
-        source_ip = client_ip(request.META)
-        refused = public_budget_spend(share=link.share, source_ip=source_ip)
         if refused is not None:
             return rate_limited(request, refused)
         # A HEAD records what its GET would: a machine's (`prefetch`) click.
