@@ -90,7 +90,9 @@ def main() -> int:
         from webhooks.models import DeliveryStatus, WebhookDelivery
         from webhooks.services import endpoint_create
 
-        pdf = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
+        from demo.pdf import simple_pdf
+
+        pdf = simple_pdf("Quarterly report", ["A readable one-page PDF: uploads are opened as PDFs."])
 
         def new_render(project):
             return render_create(project=project, uploaded_file=SimpleUploadedFile("q.pdf", pdf), name="q.pdf")
