@@ -1,10 +1,12 @@
-"""The task queue's side of deliveries (django-tasks, forward compatible with django.tasks): a committed
-delivery is enqueued once its transaction commits, so the worker sends it at once; the worker's sweep
+"""The task queue's side of deliveries (django-tasks, forward compatible with django.tasks): a delivery's task
+is stored with it (the database backend) or enqueued once its transaction commits, so the worker sends it at
+once; the worker's sweep
 (`delivery.deliver_due`) sends anything the queue lost (a crash after commit, a failed enqueue) and retries."""
 
 import logging
 
-from django.db import transaction
+from django.conf import settings
+from django.db import connection, transaction
 from django.db.utils import DatabaseError
 
 from engagement_platform.durability import commit_without_flush
@@ -16,6 +18,8 @@ except ImportError:  # pragma: no cover - Django 5.2
 
 logger = logging.getLogger("engagement_platform.webhooks")
 
+DATABASE_BACKEND = "django_tasks_db.DatabaseBackend"
+
 
 @task()
 def deliver_deliveries(delivery_ids: list[str]) -> int:
@@ -26,9 +30,22 @@ def deliver_deliveries(delivery_ids: list[str]) -> int:
 
 
 def enqueue_after_commit(delivery_ids: list) -> None:
+    """Have the worker send these stored deliveries once the caller's transaction commits.
+
+    With the database backend the task row is written now, in the caller's transaction: it commits with the
+    deliveries (the worker cannot see it before) or not at all, and costs one statement instead of a
+    transaction of its own after the commit. Any other backend is told after the commit."""
     ids = [str(pk) for pk in delivery_ids]
-    if ids:
+    if not ids:
+        return
+    if _stored_in_the_database() and connection.in_atomic_block:
+        deliver_deliveries.enqueue(ids)
+    else:
         transaction.on_commit(lambda: enqueue_now(ids))
+
+
+def _stored_in_the_database() -> bool:
+    return settings.TASKS["default"]["BACKEND"] == DATABASE_BACKEND
 
 
 def enqueue_now(ids: list[str]) -> None:
