@@ -203,12 +203,15 @@ def visit_ended_data(visit: Visit) -> dict:
 
 # Reads -------------------------------------------------------------------------------------------------------
 
-def visit_list_page(*, render: Render, lookups: dict, limit: int, after: tuple | None) -> tuple[list[Visit], bool]:
+def visit_list_page(*, render: Render, lookups: dict, limit: int, after: tuple | None,
+                    using: str | None = None) -> tuple[list[Visit], bool]:
     """One page of a render's visits matching `lookups`, newest first (ties by id), through the
     (render, started_at, id) index or its per-class and per-share siblings. Read from the replica when one is
-    configured and the render's project has not written within the read-your-writes window (contract 10)."""
-    return replica_read(render.project_id, lambda using: keyset_page(
-        Visit.objects.using(using).filter(render=render, **lookups), limit=limit, after=after, field="started_at"))
+    configured and the render's project has not written within the read-your-writes window (contract 10),
+    unless `using` names the database (the admin reads the primary)."""
+    return replica_read(render.project_id, lambda alias: keyset_page(
+        Visit.objects.using(alias).filter(render=render, **lookups), limit=limit, after=after, field="started_at"),
+        using=using)
 
 
 def visits_idle(*, at: datetime | None = None, since: datetime | None = None):
@@ -273,13 +276,14 @@ def _classes(queryset, traffic: str):
     return queryset if traffic == TrafficFilter.ALL else queryset.filter(traffic=traffic)
 
 
-def reading_by_page(*, render: Render, traffic: str = TrafficFilter.ALL) -> ReadingByPage:
+def reading_by_page(*, render: Render, traffic: str = TrafficFilter.ALL, using: str | None = None) -> ReadingByPage:
     """A render's reading per page (zero-filled 1..pageCount) and its visits in all: two reads of the kept
     figures (a row per page and class, a row per class), whatever the number of visits. Both read from the
     replica when one is configured and the render's project has not written within the read-your-writes
-    window (contract 10), and both again from the primary when the replica fails."""
-    per_page, totals = replica_read(render.project_id, lambda using: _kept_figures(
-        render=render, traffic=traffic, using=using))
+    window (contract 10), and both again from the primary when the replica fails; unless `using` names the
+    database (the admin reads the primary)."""
+    per_page, totals = replica_read(render.project_id, lambda alias: _kept_figures(
+        render=render, traffic=traffic, using=alias), using=using)
     page_count = render.page_count or 0
     pages = [PageFigures(page=page, visits=int(per_page[page]["n"]) if page in per_page else 0,
                          total_ms=int(per_page[page]["ms"]) if page in per_page else 0)

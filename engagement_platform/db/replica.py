@@ -111,9 +111,13 @@ def reading_from_replica(project) -> str:
     return REPLICA if _replica_connects() else PRIMARY
 
 
-def replica_read(project, read: Callable[[str], T]) -> T:
+def replica_read(project, read: Callable[[str], T], *, using: str | None = None) -> T:
     """`read(using)` on the alias `reading_from_replica(project)` picks; on the primary again when the
-    replica fails while answering (the replica is then marked down and its connection closed)."""
+    replica fails while answering (the replica is then marked down and its connection closed).
+
+    A caller that names the database (`using`, e.g. the admin's pages on the primary) reads there only."""
+    if using is not None:
+        return read(using)
     alias = reading_from_replica(project)
     if alias == PRIMARY:
         return read(PRIMARY)
