@@ -14,8 +14,10 @@ The choice is made explicitly where such a read runs, never by a global router:
 
 `replica_read` runs the read on the alias `reading_from_replica` picks and, when the replica fails while
 answering (stopped, restarted, a recovery conflict), marks it down and runs the read again on the
-primary. The read must be a read: the replica refuses writes. Everything else (writes, migrations, reads
-not routed here) goes to the primary (`PrimaryRouter` in engagement_platform/db/router.py).
+primary. A streamed read (an export) goes through `replica_stream` instead: it is retried on the primary
+only while no chunk has been handed over (see there). The read must be a read: the replica refuses
+writes. Everything else (writes, migrations, reads not routed here) goes to the primary (`PrimaryRouter`
+in engagement_platform/db/router.py).
 
 What every process shares (in the cache, Redis in production): each project's last write time
 (`project_written`, called after a successful write through the API), and a "replica down" mark kept
