@@ -12,6 +12,12 @@ and both ways of writing it are derived from it:
 - Elsewhere (SQLite) the rows are read with the ORM's iterator and written by `python_line`.
 
 Memory stays flat whatever the number of rows: one fetched batch and one chunk at a time.
+
+Every export reads from the database `reading_from_replica` picks for its project (contract section 10:
+the replica, or the primary within the project's read-your-writes window or while the replica is down),
+through `replica_stream` (engagement_platform/db/replica.py): the first chunk is read before the
+response starts, so a replica failing before it is answered by the primary as if nothing happened; a
+failure after it cuts the transfer short (logged), since rows already sent cannot be taken back.
 """
 
 import csv
@@ -21,12 +27,13 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import orjson
-from django.db import connection
+from django.db import connections
 from django.db.models import Expression, F, TextField
 from django.http import HttpResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 
 from engagement_platform.clock import iso_exact, iso_ms
+from engagement_platform.db.replica import replica_stream
 
 NDJSON = "ndjson"
 CSV = "csv"
@@ -159,12 +166,13 @@ class _JsonLine(Expression):
         return "(" + " || ".join(parts) + " || '}')", params
 
 
-def _database_writes_lines() -> bool:
-    return connection.vendor == "postgresql"
+def _database_writes_lines(using: str) -> bool:
+    return connections[using].vendor == "postgresql"
 
 
 def copied_chunks(queryset, *, csv_format: bool) -> Iterator[bytes]:
-    """The rows of a `values_list` queryset as PostgreSQL writes them (`COPY (query) TO STDOUT`), in chunks.
+    """The rows of a `values_list` queryset as PostgreSQL writes them (`COPY (query) TO STDOUT`), in chunks,
+    from the queryset's database (`queryset.db`). Its failures are Django's database errors, as a query's.
 
     COPY streams: the server sends rows as it makes them and this reads them as they come, so the
     database and the process writing the response work at the same time, in constant memory. Text
@@ -174,24 +182,26 @@ def copied_chunks(queryset, *, csv_format: bool) -> Iterator[bytes]:
     """
     import psycopg
 
+    connection = connections[queryset.db]
     sql, params = queryset.query.sql_with_params()
     chunk_bytes = CHUNK_BYTES
-    cursor = connection.cursor()
-    raw = cursor.cursor
-    query = psycopg.ClientCursor(raw.connection).mogrify(sql, params)
-    options = " (FORMAT csv)" if csv_format else ""
-    copying = raw.copy(f"COPY ({query}) TO STDOUT{options}")
     copied = False
     try:
-        buffer = bytearray()
-        for data in copying.__enter__():
-            buffer += data
-            if len(buffer) >= chunk_bytes:
+        with connection.wrap_database_errors:  # psycopg's errors as Django's (a replica failing is one)
+            cursor = connection.cursor()
+            raw = cursor.cursor
+            query = psycopg.ClientCursor(raw.connection).mogrify(sql, params)
+            options = " (FORMAT csv)" if csv_format else ""
+            copying = raw.copy(f"COPY ({query}) TO STDOUT{options}")
+            buffer = bytearray()
+            for data in copying.__enter__():
+                buffer += data
+                if len(buffer) >= chunk_bytes:
+                    yield _unescaped(buffer, csv_format)
+                    buffer = bytearray()
+            if buffer:
                 yield _unescaped(buffer, csv_format)
-                buffer = bytearray()
-        if buffer:
-            yield _unescaped(buffer, csv_format)
-        copied = True
+            copied = True
     finally:
         if copied:
             copying.__exit__(None, None, None)
@@ -217,7 +227,7 @@ def streamed_rows(queryset, *, chunk_size: int | None = None) -> Iterator:
 
 def ndjson_chunks(queryset, columns: tuple[Column, ...]) -> Iterator[bytes]:
     """One JSON object a line, in chunks of about CHUNK_BYTES."""
-    if _database_writes_lines():
+    if _database_writes_lines(queryset.db):
         yield from copied_chunks(queryset.annotate(export_line=_JsonLine(columns)).values_list("export_line"),
                                  csv_format=False)
         return
@@ -239,16 +249,18 @@ def ndjson_chunks(queryset, columns: tuple[Column, ...]) -> Iterator[bytes]:
 
 def csv_chunks(queryset, columns: tuple[Column, ...]) -> Iterator[bytes]:
     """A header row of the columns' keys, then one row per stored row, in chunks of about CHUNK_BYTES.
-    Lines end with LF, as PostgreSQL's CSV writes them."""
+    Lines end with LF, as PostgreSQL's CSV writes them. The header goes with the first rows, so the first
+    chunk is the database's answer (`replica_stream` retries a stream that fails before it)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow([column.key for column in columns])
-    if _database_writes_lines():
+    if _database_writes_lines(queryset.db):
         names = [f"export_{n}" for n in range(len(columns))]
         annotated = queryset.annotate(**{name: _Sql(_PG_TEXT[column.kind], F(column.field))
                                          for name, column in zip(names, columns, strict=True)})
-        yield buffer.getvalue().encode("utf-8")
-        yield from copied_chunks(annotated.values_list(*names), csv_format=True)
+        copied = copied_chunks(annotated.values_list(*names), csv_format=True)
+        yield buffer.getvalue().encode("utf-8") + next(copied, b"")
+        yield from copied
         return
     chunk_bytes, writerow, cell = CHUNK_BYTES, writer.writerow, csv_cell
     for row in streamed_rows(queryset.values_list(*(column.field for column in columns))):
@@ -268,8 +280,16 @@ def export_response(content: bytes | Iterable[bytes], *, export_format: str, fil
     return response
 
 
-def stream_export(queryset, *, columns: tuple[Column, ...], export_format: str,
+def stream_export(queryset, *, project, columns: tuple[Column, ...], export_format: str,
                   filename: str) -> StreamingHttpResponse:
-    """Every row of `queryset` (filtered and ordered) as a line of `columns`, streamed as an attachment."""
-    chunks = csv_chunks(queryset, columns) if export_format == CSV else ndjson_chunks(queryset, columns)
+    """Every row of `queryset` (filtered and ordered, of `project`: a project or its id) as a line of
+    `columns`, streamed as an attachment.
+
+    Read from the replica when one is configured and the project has not written within the
+    read-your-writes window, else from the primary (contract section 10). The first chunk is read
+    before the response is returned: a replica failing before it is retried on the primary and the
+    client sees an ordinary response; a failure once bytes may have been sent ends the transfer early
+    with an error logged, and is not retried (`replica_stream`)."""
+    chunks_of = csv_chunks if export_format == CSV else ndjson_chunks
+    chunks = replica_stream(project, lambda using: chunks_of(queryset.using(using), columns))
     return export_response(chunks, export_format=export_format, filename=filename)

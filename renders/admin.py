@@ -9,6 +9,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from engagement_platform.clock import now
+from engagement_platform.db.replica import PRIMARY
 from engagement_platform.svgchart import Series, bar_chart, line_chart
 from engagement_platform.traffic import Traffic, TrafficFilter
 from renders.models import EngagementCounter, EngagementEvent, EventType, Render, RenderEmail, Share, Visit
@@ -108,7 +109,7 @@ class RenderAdmin(admin.ModelAdmin):
 
 def render_reading_chart(render) -> str:
     """Seconds read on each page, people and machines side by side (the kept per-page figures)."""
-    by_class = {traffic: reading_by_page(render=render, traffic=traffic) for traffic in Traffic}
+    by_class = {traffic: reading_by_page(render=render, traffic=traffic, using=PRIMARY) for traffic in Traffic}
     labels = [str(number) for number in range(1, (render.page_count or 0) + 1)]
     series = [Series(traffic.label, [page.total_ms // 1000 for page in reading.pages])
               for traffic, reading in by_class.items()]
@@ -119,7 +120,7 @@ def render_reading_chart(render) -> str:
 
 def render_recent_visits(render):
     """The render's newest visits as a table (one read of a page of visits), and a link to all of them."""
-    visits, more = visit_list_page(render=render, lookups={}, limit=RECENT_VISITS, after=None)
+    visits, more = visit_list_page(render=render, lookups={}, limit=RECENT_VISITS, after=None, using=PRIMARY)
     if not visits:
         return "No visits yet."
     rows = format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{} s</td><td>{}/{}</td><td>{}</td>"

@@ -20,6 +20,7 @@ from django.db.models import F, Sum
 
 from engagement_platform import event_hooks
 from engagement_platform.clock import iso_ms, now
+from engagement_platform.db.replica import replica_read
 from engagement_platform.event_hooks import PublicEventType, RecordedEvent
 from engagement_platform.ids import new_id
 from engagement_platform.traffic import Traffic, TrafficFilter, Verdict
@@ -202,10 +203,15 @@ def visit_ended_data(visit: Visit) -> dict:
 
 # Reads -------------------------------------------------------------------------------------------------------
 
-def visit_list_page(*, render: Render, lookups: dict, limit: int, after: tuple | None) -> tuple[list[Visit], bool]:
+def visit_list_page(*, render: Render, lookups: dict, limit: int, after: tuple | None,
+                    using: str | None = None) -> tuple[list[Visit], bool]:
     """One page of a render's visits matching `lookups`, newest first (ties by id), through the
-    (render, started_at, id) index or its per-class and per-share siblings."""
-    return keyset_page(Visit.objects.filter(render=render, **lookups), limit=limit, after=after, field="started_at")
+    (render, started_at, id) index or its per-class and per-share siblings. Read from the replica when one is
+    configured and the render's project has not written within the read-your-writes window (contract 10),
+    unless `using` names the database (the admin reads the primary)."""
+    return replica_read(render.project_id, lambda alias: keyset_page(
+        Visit.objects.using(alias).filter(render=render, **lookups), limit=limit, after=after, field="started_at"),
+        using=using)
 
 
 def visits_idle(*, at: datetime | None = None, since: datetime | None = None):
@@ -270,13 +276,14 @@ def _classes(queryset, traffic: str):
     return queryset if traffic == TrafficFilter.ALL else queryset.filter(traffic=traffic)
 
 
-def reading_by_page(*, render: Render, traffic: str = TrafficFilter.ALL) -> ReadingByPage:
+def reading_by_page(*, render: Render, traffic: str = TrafficFilter.ALL, using: str | None = None) -> ReadingByPage:
     """A render's reading per page (zero-filled 1..pageCount) and its visits in all: two reads of the kept
-    figures (a row per page and class, a row per class), whatever the number of visits."""
-    per_page = {row["page"]: row for row in _classes(PageReading.objects.filter(render=render), traffic)
-                .order_by().values("page").annotate(ms=Sum("total_ms"), n=Sum("visits"))}
-    totals = _classes(VisitTotals.objects.filter(render=render), traffic).aggregate(
-        visits=Sum("visits"), duration_ms=Sum("duration_ms"), completed=Sum("completed"))
+    figures (a row per page and class, a row per class), whatever the number of visits. Both read from the
+    replica when one is configured and the render's project has not written within the read-your-writes
+    window (contract 10), and both again from the primary when the replica fails; unless `using` names the
+    database (the admin reads the primary)."""
+    per_page, totals = replica_read(render.project_id, lambda alias: _kept_figures(
+        render=render, traffic=traffic, using=alias), using=using)
     page_count = render.page_count or 0
     pages = [PageFigures(page=page, visits=int(per_page[page]["n"]) if page in per_page else 0,
                          total_ms=int(per_page[page]["ms"]) if page in per_page else 0)
@@ -284,6 +291,15 @@ def reading_by_page(*, render: Render, traffic: str = TrafficFilter.ALL) -> Read
     return ReadingByPage(page_count=page_count, visits=int(totals["visits"] or 0),
                          duration_ms=int(totals["duration_ms"] or 0), completed=int(totals["completed"] or 0),
                          pages=pages)
+
+
+def _kept_figures(*, render: Render, traffic: str, using: str) -> tuple[dict, dict]:
+    """{page: its summed figures} and the visits' summed totals, read from the database `using`."""
+    per_page = {row["page"]: row for row in _classes(PageReading.objects.using(using).filter(render=render), traffic)
+                .order_by().values("page").annotate(ms=Sum("total_ms"), n=Sum("visits"))}
+    totals = _classes(VisitTotals.objects.using(using).filter(render=render), traffic).aggregate(
+        visits=Sum("visits"), duration_ms=Sum("duration_ms"), completed=Sum("completed"))
+    return per_page, totals
 
 
 def reading_json(reading: ReadingByPage) -> dict:

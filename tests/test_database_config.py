@@ -1,10 +1,14 @@
-"""Section 10: every alias's settings by one rule (engagement_platform/db/config.py), and the router."""
+"""Section 10: every alias's settings by one rule (engagement_platform/db/config.py), the router, and how a
+replica-safe read or stream behaves on the primary (tests/test_replica.py runs them against a real standby)."""
+
+import logging
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
+from django.db.utils import OperationalError
 
 from engagement_platform.db.config import DEFAULT_STARTUP_OPTIONS, database_settings, replica_settings
-from engagement_platform.db.replica import PRIMARY, reading_from_replica, replica_read
+from engagement_platform.db.replica import PRIMARY, reading_from_replica, replica_read, replica_stream
 from engagement_platform.db.router import PrimaryRouter
 
 DEFAULTS = {"conn_max_age": 60, "connect_timeout": 3, "health_check_idle": 1.0, "prepare_threshold": 2,
@@ -47,6 +51,47 @@ def test_a_replica_needs_postgresql_on_both_sides(primary_url, replica_url):
 def test_without_a_replica_every_read_uses_the_primary(project):
     assert reading_from_replica(project) == PRIMARY
     assert replica_read(project.pk, lambda using: using) == PRIMARY
+
+
+def failing_after(chunks: list[bytes], seen: list[str]):
+    def stream(using):
+        seen.append(using)
+        yield from chunks
+        raise OperationalError("server closed the connection unexpectedly")
+    return stream
+
+
+def test_a_stream_failing_before_its_first_chunk_fails_before_the_response_starts(project):
+    seen = []
+    with pytest.raises(OperationalError):
+        replica_stream(project, failing_after([], seen))
+    assert seen == [PRIMARY]
+
+
+def test_a_stream_failing_after_its_first_chunk_is_cut_short_with_an_error_logged(project, caplog):
+    seen = []
+    stream = replica_stream(project, failing_after([b"first\n", b"second\n"], seen))
+    assert seen == [PRIMARY]  # started at once: the first chunk is read before the response exists
+    received = []
+    with caplog.at_level(logging.ERROR, logger="engagement_platform.replica"), pytest.raises(OperationalError):
+        received.extend(stream)  # raised again: the server aborts the transfer, the body never looks whole
+    assert received == [b"first\n", b"second\n"] and seen == [PRIMARY]  # not retried: rows were sent
+    assert "stream cut short after its first chunk, default failed: OperationalError" in caplog.text
+
+
+def test_closing_a_started_stream_closes_the_read_it_holds(project):
+    closed = []
+
+    def chunks(using):
+        try:
+            yield b"first\n"
+            yield b"second\n"
+        finally:
+            closed.append(using)
+
+    stream = replica_stream(project, chunks)
+    stream.close()  # the response closed before it was sent (the client went away)
+    assert closed == [PRIMARY]
 
 
 def test_writes_and_migrations_go_to_the_primary_only():

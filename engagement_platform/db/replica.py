@@ -14,8 +14,10 @@ The choice is made explicitly where such a read runs, never by a global router:
 
 `replica_read` runs the read on the alias `reading_from_replica` picks and, when the replica fails while
 answering (stopped, restarted, a recovery conflict), marks it down and runs the read again on the
-primary. The read must be a read: the replica refuses writes. Everything else (writes, migrations, reads
-not routed here) goes to the primary (`PrimaryRouter` in engagement_platform/db/router.py).
+primary. A streamed read (an export) goes through `replica_stream` instead: it is retried on the primary
+only while no chunk has been handed over (see there). The read must be a read: the replica refuses
+writes. Everything else (writes, migrations, reads not routed here) goes to the primary (`PrimaryRouter`
+in engagement_platform/db/router.py).
 
 What every process shares (in the cache, Redis in production): each project's last write time
 (`project_written`, called after a successful write through the API), and a "replica down" mark kept
@@ -27,7 +29,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
 from django.conf import settings
@@ -111,9 +113,13 @@ def reading_from_replica(project) -> str:
     return REPLICA if _replica_connects() else PRIMARY
 
 
-def replica_read(project, read: Callable[[str], T]) -> T:
+def replica_read(project, read: Callable[[str], T], *, using: str | None = None) -> T:
     """`read(using)` on the alias `reading_from_replica(project)` picks; on the primary again when the
-    replica fails while answering (the replica is then marked down and its connection closed)."""
+    replica fails while answering (the replica is then marked down and its connection closed).
+
+    A caller that names the database (`using`, e.g. the admin's pages on the primary) reads there only."""
+    if using is not None:
+        return read(using)
     alias = reading_from_replica(project)
     if alias == PRIMARY:
         return read(PRIMARY)
@@ -121,9 +127,69 @@ def replica_read(project, read: Callable[[str], T]) -> T:
         return read(alias)
     except (DatabaseError, InterfaceError) as exc:  # stopped, restarted, a recovery conflict: the primary answers
         failure = exc
+    _replica_failed(failure)
+    return read(PRIMARY)
+
+
+def replica_stream(project, chunks: Callable[[str], Iterable[bytes]]) -> Iterable[bytes]:
+    """The chunks of a streamed read (an export) of `project`: `chunks(using)` on the alias
+    `reading_from_replica(project)` picks, by the rule `replica_read` follows.
+
+    The stream is started here, before the response is: its first chunk is read at once (on either alias),
+    so a replica failing before that chunk costs nothing but time, the stream is started again on the
+    primary and the client gets a whole, ordinary response; a failure on the primary before that chunk
+    is the request's own error, answered as any other. Once the first chunk has been handed over, bytes
+    may have reached the client and a failure cannot be retried without repeating or losing rows: it is
+    logged (with the alias that failed) and raised again, so the server aborts the response
+    and the client sees a transfer cut short, never a body that looks whole. A replica failing mid-stream
+    is marked down like any failed replica read.
+    """
+    alias = reading_from_replica(project)
+    try:
+        return _started(chunks(alias), alias)
+    except (DatabaseError, InterfaceError) as exc:
+        if alias == PRIMARY:
+            raise
+        failure = exc
+    _replica_failed(failure)
+    return _started(chunks(PRIMARY), PRIMARY)
+
+
+def _started(chunks: Iterable[bytes], alias: str) -> Iterable[bytes]:
+    """`chunks` with its first chunk read already: a failure until then is raised here."""
+    stream = iter(chunks)
+    first = next(stream, None)
+    if first is None:
+        return ()
+    return _StartedStream(first, stream, alias)
+
+
+class _StartedStream:
+    """`first`, then the rest of `stream`. Closing it (the response closed: sent, or the client gone away)
+    closes `stream` at once, whether or not it was iterated, so the read it holds open ends."""
+
+    def __init__(self, first: bytes, stream: Iterator[bytes], alias: str):
+        self.first, self.stream, self.alias = first, stream, alias
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield self.first
+        try:
+            yield from self.stream
+        except (DatabaseError, InterfaceError) as exc:
+            logger.error("stream cut short after its first chunk, %s failed: %s", self.alias, type(exc).__name__)
+            if self.alias == REPLICA:
+                _replica_failed(exc)
+            raise
+
+    def close(self) -> None:
+        close = getattr(self.stream, "close", None)
+        if close is not None:
+            close()
+
+
+def _replica_failed(failure: BaseException) -> None:
     mark_replica_down(failure)
     _close_quietly(connections[REPLICA])
-    return read(PRIMARY)
 
 
 def _close_quietly(connection) -> None:

@@ -165,7 +165,7 @@ class RenderEventsView(ProjectScopedAPIView):
         page, lookups, export_format = parse_event_log_query(request.query_params, tag=tag)
         if export_format is not None:
             return stream_export(render_events_matching(render=render, lookups=lookups),
-                                 columns=RENDER_EVENT_LINE, export_format=export_format,
+                                 project=render.project_id, columns=RENDER_EVENT_LINE, export_format=export_format,
                                  filename=f"render-{render.pk}-events")
         events, has_more = render_event_page(render=render, lookups=lookups, limit=page.limit, after=page.after)
         return Response({

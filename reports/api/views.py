@@ -23,8 +23,8 @@ from reports.api.serializers import (
     MessageEventBatchSerializer,
     parse_event_batch,
 )
-from reports.exports import MESSAGE_EVENT_LINE, message_events_in_window, report_csv
-from reports.selectors import GroupBy, UniqueMode, engagement_report, engagement_report_body, report_window
+from reports.exports import MESSAGE_EVENT_LINE, engagement_report_csv, message_events_in_window
+from reports.selectors import GroupBy, UniqueMode, engagement_report_body, report_window
 from reports.services import ingest_message_events
 
 # 1000 events with long URLs and user agents fit; larger bodies are refused before parsing.
@@ -108,7 +108,8 @@ class MessageEventsView(ProjectScopedAPIView):
         query = parse_message_export_query(request.query_params)
         window = report_window(project=self.project, start=query.start, end=query.end)
         return stream_export(message_events_in_window(project=self.project, window=window),
-                             columns=MESSAGE_EVENT_LINE, export_format=query.format, filename="message-events")
+                             project=self.project, columns=MESSAGE_EVENT_LINE, export_format=query.format,
+                             filename="message-events")
 
 
 class EngagementReportView(ProjectScopedAPIView):
@@ -131,9 +132,9 @@ class EngagementReportView(ProjectScopedAPIView):
         query = parse_report_query(request.query_params)
         window = report_window(project=self.project, start=query.start, end=query.end)
         if wants_csv(request, query.format):
-            buckets = engagement_report(project=self.project, window=window, group_by=query.group_by,
-                                        filters=query.filters)
-            return export_response(report_csv(buckets), export_format=CSV, filename="engagement-report")
+            body = engagement_report_csv(project=self.project, window=window, group_by=query.group_by,
+                                         filters=query.filters)
+            return export_response(body, export_format=CSV, filename="engagement-report")
         body = engagement_report_body(project=self.project, window=window, group_by=query.group_by,
                                       filters=query.filters, refresh=asks_for_fresh(request))
         return HttpResponse(body, content_type="application/json")  # already JSON: no serializer, no renderer
