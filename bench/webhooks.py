@@ -84,13 +84,12 @@ def main() -> int:
         from django.core.files.uploadedfile import SimpleUploadedFile
 
         from apikeys.services import project_create
+        from demo.pdf import simple_pdf
         from renders.services import render_create, render_event_record
         from renders.shares import share_mint
         from tests.receivers import start_receiver
         from webhooks.models import DeliveryStatus, WebhookDelivery
         from webhooks.services import endpoint_create
-
-        from demo.pdf import simple_pdf
 
         pdf = simple_pdf("Quarterly report", ["A readable one-page PDF: uploads are opened as PDFs."])
 
