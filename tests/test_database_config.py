@@ -8,7 +8,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db.utils import OperationalError
 
 from engagement_platform.db.config import DEFAULT_STARTUP_OPTIONS, database_settings, replica_settings
-from engagement_platform.db.replica import PRIMARY, reading_from_replica, replica_read, replica_stream
+from engagement_platform.db.replica import PRIMARY, _started, reading_from_replica, replica_read, replica_stream
 from engagement_platform.db.router import PrimaryRouter
 
 DEFAULTS = {"conn_max_age": 60, "connect_timeout": 3, "health_check_idle": 1.0, "prepare_threshold": 2,
@@ -61,16 +61,26 @@ def failing_after(chunks: list[bytes], seen: list[str]):
     return stream
 
 
-def test_a_stream_failing_before_its_first_chunk_fails_before_the_response_starts(project):
+def test_on_the_primary_a_stream_starts_only_when_it_is_sent(project):
+    """Nothing to fall back to: the request's connection stays free until the response is sent."""
     seen = []
+    stream = replica_stream(project, failing_after([b"first\n"], seen))
+    assert seen == []
     with pytest.raises(OperationalError):
-        replica_stream(project, failing_after([], seen))
+        list(stream)
     assert seen == [PRIMARY]
 
 
-def test_a_stream_failing_after_its_first_chunk_is_cut_short_with_an_error_logged(project, caplog):
+def test_a_started_stream_failing_before_its_first_chunk_fails_at_once():
     seen = []
-    stream = replica_stream(project, failing_after([b"first\n", b"second\n"], seen))
+    with pytest.raises(OperationalError):
+        _started(failing_after([], seen)(PRIMARY), PRIMARY)
+    assert seen == [PRIMARY]
+
+
+def test_a_started_stream_failing_after_its_first_chunk_is_cut_short_with_an_error_logged(caplog):
+    seen = []
+    stream = _started(failing_after([b"first\n", b"second\n"], seen)(PRIMARY), PRIMARY)
     assert seen == [PRIMARY]  # started at once: the first chunk is read before the response exists
     received = []
     with caplog.at_level(logging.ERROR, logger="engagement_platform.replica"), pytest.raises(OperationalError):
@@ -79,7 +89,7 @@ def test_a_stream_failing_after_its_first_chunk_is_cut_short_with_an_error_logge
     assert "stream cut short after its first chunk, default failed: OperationalError" in caplog.text
 
 
-def test_closing_a_started_stream_closes_the_read_it_holds(project):
+def test_closing_a_started_stream_closes_the_read_it_holds():
     closed = []
 
     def chunks(using):
@@ -89,7 +99,7 @@ def test_closing_a_started_stream_closes_the_read_it_holds(project):
         finally:
             closed.append(using)
 
-    stream = replica_stream(project, chunks)
+    stream = _started(chunks(PRIMARY), PRIMARY)
     stream.close()  # the response closed before it was sent (the client went away)
     assert closed == [PRIMARY]
 

@@ -135,16 +135,20 @@ def replica_stream(project, chunks: Callable[[str], Iterable[bytes]]) -> Iterabl
     """The chunks of a streamed read (an export) of `project`: `chunks(using)` on the alias
     `reading_from_replica(project)` picks, by the rule `replica_read` follows.
 
-    The stream is started here, before the response is: its first chunk is read at once (on either alias),
+    On the replica the stream is started here, before the response is: its first chunk is read at once,
     so a replica failing before that chunk costs nothing but time, the stream is started again on the
-    primary and the client gets a whole, ordinary response; a failure on the primary before that chunk
-    is the request's own error, answered as any other. Once the first chunk has been handed over, bytes
+    primary (read as it is sent) and the client gets a whole, ordinary response. On the primary (no
+    replica, read-your-writes, or the replica marked down) there is nothing to fall back to: the stream
+    starts when the response is sent, so the request's connection stays free until then (the middleware
+    may still query it). Once the first chunk has been handed over, bytes
     may have reached the client and a failure cannot be retried without repeating or losing rows: it is
     logged (with the alias that failed) and raised again, so the server aborts the response
     and the client sees a transfer cut short, never a body that looks whole. A replica failing mid-stream
     is marked down like any failed replica read.
     """
     alias = reading_from_replica(project)
+    if alias == PRIMARY:  # nothing to fall back to: streamed as it is read, the connection free until then
+        return chunks(PRIMARY)
     try:
         return _started(chunks(alias), alias)
     except (DatabaseError, InterfaceError) as exc:
@@ -152,7 +156,7 @@ def replica_stream(project, chunks: Callable[[str], Iterable[bytes]]) -> Iterabl
             raise
         failure = exc
     _replica_failed(failure)
-    return _started(chunks(PRIMARY), PRIMARY)
+    return chunks(PRIMARY)
 
 
 def _started(chunks: Iterable[bytes], alias: str) -> Iterable[bytes]:
