@@ -19,7 +19,7 @@ from engagement_platform.traffic import (
     classify,
     click_is_too_soon,
 )
-from reports.models import MessageEvent, MessageEventType
+from reports.models import Message, MessageEvent, MessageEventType
 from reports.rollups.definition import CLASSIFIED_TYPES
 
 EVENT_KINDS = {MessageEventType.OPENED: EventKind.OPEN, MessageEventType.CLICKED: EventKind.CLICK}
@@ -63,28 +63,43 @@ def earliest_deliveries(*, project_id, client_message_ids: Iterable[str],
         if message_id not in earliest or at < earliest[message_id]:
             earliest[message_id] = at
     for start in range(0, len(wanted), LOOKUP_CHUNK):
-        rows = (MessageEvent.objects.filter(project_id=project_id, type=MessageEventType.DELIVERED,
-                                            message__project_id=project_id,
-                                            message__client_message_id__in=wanted[start:start + LOOKUP_CHUNK])
-                .order_by().values_list("message__client_message_id", "occurred_at"))
-        for message_id, at in rows:
+        chunk = wanted[start:start + LOOKUP_CHUNK]
+        stored = dict(Message.objects.filter(project_id=project_id, client_message_id__in=chunk)
+                      .values_list("id", "client_message_id"))
+        for message_pk, at in _earliest_stored(stored).items():
+            message_id = stored[message_pk]
             if message_id not in earliest or at < earliest[message_id]:
                 earliest[message_id] = at
     return earliest
 
 
 def earliest_deliveries_of_messages(*, project_id, message_ids: Iterable) -> dict:
-    """Each stored message's earliest `delivered`, by message row id (stored events judged again)."""
+    """Each stored message's earliest `delivered`, by message row id (stored events judged again); the ids are
+    the project's messages (`project_id` names whose)."""
     wanted = sorted(set(message_ids))
     earliest: dict = {}
     for start in range(0, len(wanted), LOOKUP_CHUNK):
-        rows = (MessageEvent.objects.filter(project_id=project_id, type=MessageEventType.DELIVERED,
-                                            message_id__in=wanted[start:start + LOOKUP_CHUNK])
-                .order_by().values_list("message_id", "occurred_at"))
-        for message_id, at in rows:
-            if message_id not in earliest or at < earliest[message_id]:
-                earliest[message_id] = at
+        earliest.update(_earliest_stored(wanted[start:start + LOOKUP_CHUNK]))
     return earliest
+
+
+def _earliest_stored(message_pks) -> dict:
+    """The earliest stored `delivered` of each of these messages (row ids of one project's messages).
+
+    Looked up by the events' message index alone: with the project in the condition too, a project whose
+    events the table's statistics do not know yet (a new one, between two ANALYZE runs) was planned as a
+    scan of all its events against all the batch's messages, seconds per batch once it held a few thousand."""
+    earliest: dict = {}
+    for message_pk, at in deliveries_of(message_pks):
+        if message_pk not in earliest or at < earliest[message_pk]:
+            earliest[message_pk] = at
+    return earliest
+
+
+def deliveries_of(message_pks):
+    """(message row id, occurred_at) of the stored `delivered` events of these messages, by the message index."""
+    return (MessageEvent.objects.filter(message_id__in=list(message_pks), type=MessageEventType.DELIVERED)
+            .order_by().values_list("message_id", "occurred_at"))
 
 
 LOOKUP_CHUNK = 500

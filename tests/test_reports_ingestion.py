@@ -4,7 +4,7 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 
 from reports.models import Channel, DailyRollup, Message, MessageEvent
 from reports.services import channel_get_or_create, default_channel_for, ingest_message_events
@@ -424,3 +424,30 @@ def test_stored_messages_and_events_get_distinct_time_ordered_uuid7_ids(project)
         assert {(value.version, value.variant) for value in ids} == {(7, uuid.RFC_4122)}
         milliseconds = {value.int >> 80 for value in ids}
         assert all(int(before * 1000) - 1 <= ms <= int(after * 1000) + 1 for ms in milliseconds), milliseconds
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql",
+                    reason="reads PostgreSQL's EXPLAIN output (the plans production runs); SQLite's differs")
+def test_a_batchs_delivery_lookup_reads_the_message_index_for_a_project_the_statistics_do_not_know(
+        make_project, project):
+    """A new project has no rows in the table's statistics until the next ANALYZE: the click-timing rule's
+    lookup of stored deliveries must not depend on them (with the project in its condition it was planned
+    as every event of the project against every message of the batch: seconds per batch)."""
+    from reports.classification import deliveries_of
+
+    older = make_project()
+    ingest(older, [wire_event("delivered", "2026-04-01T09:00:00Z", recipient=f"r{n}@example.org")
+                   for n in range(300)])
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {MessageEvent._meta.db_table}, {Message._meta.db_table}")
+    ingest(project, [wire_event(kind, "2026-04-01T09:00:00Z", recipient=f"n{n}@example.org")
+                     for n in range(300) for kind in ("delivered", "opened")])  # after the ANALYZE
+    message_pks = list(Message.objects.filter(project=project).values_list("pk", flat=True)[:250])
+
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")  # a test's small table is read whole otherwise
+        plan = deliveries_of(message_pks).explain()
+
+    assert "reports_messageevent_message_id" in plan, plan
+    assert "message_event_project_time" not in plan and "message_event_unique_per_project" not in plan, plan
+    assert len(list(deliveries_of(message_pks))) == 250
