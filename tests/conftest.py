@@ -149,6 +149,17 @@ def assert_envelope(response, status: int, code: str, message: str | None = None
 
 
 @pytest.fixture
+def fresh_webhook_subscriptions():
+    """No endpoint kept by this process's webhook subscriptions before or after the test (they are cached per
+    process for WEBHOOK_SUBSCRIPTIONS_CACHE_SECONDS)."""
+    from webhooks.subscriptions import kept_subscriptions
+
+    kept_subscriptions.clear()
+    yield kept_subscriptions
+    kept_subscriptions.clear()
+
+
+@pytest.fixture
 def shared_cache(settings):
     """The default cache on Redis (a shared keys epoch, kept keys), under a key prefix of this test's own."""
     from apikeys.keycache import local_keys

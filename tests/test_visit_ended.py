@@ -30,17 +30,9 @@ from tests.workers import WorkerProcess
 from webhooks.delivery import deliver_due
 from webhooks.models import WebhookDelivery
 from webhooks.services import endpoint_create
-from webhooks.subscriptions import kept_subscriptions
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fresh_webhook_subscriptions")]
 LOCAL_URL = "http://127.0.0.1:9/hooks"  # never sent to here: these tests read the stored deliveries
-
-
-@pytest.fixture(autouse=True)
-def _no_kept_subscriptions():
-    kept_subscriptions.clear()
-    yield
-    kept_subscriptions.clear()
 
 
 @pytest.fixture

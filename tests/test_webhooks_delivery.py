@@ -20,7 +20,8 @@ from tests.test_traffic_rules import CHROME, SLACKBOT
 from webhooks.delivery import deliver_due, disable_failing_endpoints
 from webhooks.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint
 from webhooks.services import endpoint_create, endpoint_rotate_secret, endpoint_update
-from webhooks.subscriptions import kept_subscriptions
+
+pytestmark = pytest.mark.usefixtures("fresh_webhook_subscriptions")
 
 
 @pytest.fixture
@@ -28,13 +29,6 @@ def receiver():
     started = start_receiver()
     yield started
     started.stop()
-
-
-@pytest.fixture(autouse=True)
-def _no_kept_subscriptions():
-    kept_subscriptions.clear()
-    yield
-    kept_subscriptions.clear()
 
 
 def subscribe(project, url, events, **options):

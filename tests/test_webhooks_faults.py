@@ -20,14 +20,8 @@ from webhooks.models import DeliveryStatus, WebhookDelivery
 from webhooks.services import endpoint_create
 from webhooks.subscriptions import kept_subscriptions
 
+pytestmark = pytest.mark.usefixtures("fresh_webhook_subscriptions")
 RECEIVER_PORT = 8241  # in this suite's port range, so the receiver can come back on the same address
-
-
-@pytest.fixture(autouse=True)
-def _no_kept_subscriptions():
-    kept_subscriptions.clear()
-    yield
-    kept_subscriptions.clear()
 
 
 @pytest.fixture

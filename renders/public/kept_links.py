@@ -27,6 +27,7 @@ from renders.shares import LinkState, ResolvedLink, link_resolve, looks_like_tok
 
 logger = logging.getLogger("engagement_platform.public")
 
+
 def link_open_and_spend(*, token: str, source_ip: str | None) -> tuple[ResolvedLink, WindowDecision | None]:
     """The share behind `token` and, when it is open, one request counted on its budget for `source_ip`:
     (the link, the budget's refusal or None). A link that is not open spends nothing."""
