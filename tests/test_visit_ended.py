@@ -5,6 +5,7 @@ once with several workers at once and after a run that died mid-way."""
 import importlib
 import json
 import time
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -90,6 +91,7 @@ def test_an_idle_visit_is_delivered_once_with_the_apis_visit_object_and_render_i
             (visit_id, 7500, 2)
         assert (payload["type"], payload["createdAt"], payload["id"]) == \
             ("visit.ended", iso_ms(at), str(delivery.event_id))
+        assert uuid.UUID(payload["id"]).version == 7  # contract 8: the event id is a UUIDv7
         assert Visit.objects.get(pk=visit_id).ended_announced_at == at
 
         assert visits_ended_announce(at=at) == 0
