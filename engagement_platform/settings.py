@@ -40,6 +40,7 @@ INSTALLED_APPS = [
     "renders",
     "reports",
     "webhooks",
+    "retention",
     "demo",
     "django_tasks",
     "django_tasks_db",

@@ -9,6 +9,7 @@ recording (claim, event, counters) is one statement: `record_in_one_statement`.
 import hashlib
 import json
 import random
+import uuid
 from functools import cache
 
 from django.db import connection, models
@@ -131,6 +132,11 @@ def lock_viewer_of_share(*, share_id, viewer: str) -> None:
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)",
                        [VIEWER_LOCK_NAMESPACE, int.from_bytes(digest, "big", signed=True)])
+
+
+def _as_uuid(value) -> uuid.UUID:
+    """A UUID read by raw SQL (native on PostgreSQL, 32 hex characters on SQLite)."""
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(value)
 
 
 def _uuid_param(value):
@@ -383,3 +389,38 @@ def report_in_one_statement(*, share_id, visit_id, pages: dict[int, int], at, la
     if not found:
         return None
     return int(total), list(passed)
+
+
+# Retention: deleting what a plan no longer keeps -------------------------------------------------------
+
+def events_delete_before(*, project_id, cutoff, limit: int) -> list[tuple]:
+    """Delete up to `limit` of the project's render events recorded before `cutoff`, in one statement, and
+    return (render id, event type, shared, traffic) of each: what they had added to the counters."""
+    table = EngagementEvent._meta.db_table
+    sql = (
+        f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE project_id = %s AND created_at < %s "
+        f"LIMIT %s) AND created_at < %s RETURNING render_id, event_type, share_id, traffic"
+    )
+    at = connection.ops.adapt_datetimefield_value(cutoff)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [_uuid_param(project_id), at, limit, at])
+        return [(_as_uuid(render_id), event_type, share_id is not None, traffic)
+                for render_id, event_type, share_id, traffic in cursor.fetchall()]
+
+
+def partition_counted_events(partition: str) -> list[tuple]:
+    """(project id, render id, event type, shared, traffic, events) over one partition of the render events:
+    what its rows added to the counters (PostgreSQL; the partition is about to be dropped)."""
+    sql = (
+        f"SELECT project_id, render_id, event_type, share_id IS NOT NULL, traffic, count(*) "
+        f"FROM {connection.ops.quote_name(partition)} GROUP BY 1, 2, 3, 4, 5"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql)
+        return cursor.fetchall()
+
+
+def dedupe_marks_delete_before(*, project_id, cutoff) -> int:
+    """Delete the project's dedupe marks last claimed before `cutoff` (far past the dedupe window: no event can
+    be a duplicate of them any more)."""
+    return DedupeMark.objects.filter(project_id=project_id, last_recorded_at__lt=cutoff).delete()[0]

@@ -365,12 +365,18 @@ def rollups_rebuild(*, project, first_day: date | None = None, end_day: date | N
             if day_changed:
                 report_bodies.changed(project.pk)
             changed += day_changed
-    for period in sorted(periods_of(days)):  # the weeks and months holding them, whole, one per transaction
+    periods_rebuild(project=project, periods=periods_of(days))  # the weeks and months holding them, whole
+    return RebuildResult(days=len(days), rows_changed=changed)
+
+
+def periods_rebuild(*, project, periods: Iterable[tuple[str, date]]) -> None:
+    """Recompute the exact-uniques ledgers and rollups of (period, start) pairs from raw events, one per
+    transaction."""
+    for period in sorted(set(periods)):
         with transaction.atomic():
             lock_project_rollups(project_id=project.pk, exclusive=True)
             rebuild_periods(project_id=project.pk, periods=[period])
         report_bodies.changed(project.pk)
-    return RebuildResult(days=len(days), rows_changed=changed)
 
 
 def _days_with_report_data(*, project, first_day: date | None, end_day: date | None) -> list[date]:

@@ -81,3 +81,10 @@ def test_webhooks_is_known_only_to_itself():
 
 def test_webhooks_depends_on_the_ground_apikeys_and_renders_only():
     assert modules_importing("webhooks", ("reports", "demo")) == {}
+
+
+def test_retention_is_known_only_to_itself():
+    """Retention sits above the products (it purges both); no product, nor the ground, imports it."""
+    for app in ("renders", "reports", "apikeys", "engagement_platform", "webhooks", "demo"):
+        assert modules_importing(app, ("retention",)) == {}, app
+    assert modules_importing("retention", ("webhooks", "demo")) == {}

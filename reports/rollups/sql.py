@@ -1598,3 +1598,20 @@ def _json_body(buckets_sql: str, body: Sequence[tuple[str, str | tuple[str, str]
     bucket = " || ".join([*pieces, "'}'"])
     return (f"""SELECT '{{"data":[' || coalesce(string_agg({bucket}, ',' ORDER BY period), '') || ']}}' """
             f"FROM ({buckets_sql}) AS buckets")
+
+
+# Retention ------------------------------------------------------------------------------------------
+
+
+def message_events_delete_before(*, project_id: uuid.UUID, cutoff: datetime, limit: int) -> list[date]:
+    """Delete up to `limit` of the project's message events that occurred before `cutoff`, in one statement;
+    returns the UTC day of each."""
+    p = _Params()
+    events = _table(MessageEvent)
+    params = {"p": p.uuid(project_id), "cutoff": p.datetime(cutoff), "limit": limit}
+    statement = (f"DELETE FROM {events} WHERE id IN (SELECT id FROM {events} WHERE project_id = %(p)s "
+                 f"AND occurred_at < %(cutoff)s LIMIT %(limit)s) AND occurred_at < %(cutoff)s "
+                 f"RETURNING {_utc_day('occurred_at')}")
+    with connection.cursor() as cursor:
+        cursor.execute(statement, params)
+        return [_as_date(row[0]) for row in cursor.fetchall()]

@@ -1,0 +1,342 @@
+"""Monthly range partitions of the tables that grow with traffic (PostgreSQL; SQLite keeps plain tables).
+
+An app registers each of its partitioned tables from its `ready()` (`register`): the table, the column it
+is partitioned by (a `timestamptz` or a `date`), and what must be settled before one of its partitions is
+dropped (`before_drop`: the counters the rows added to, say). Its migration turns the plain table into a
+partitioned one with `convert_to_monthly` (data, indexes, constraints and foreign keys kept; the primary
+key and unique keys gain the partition column, as PostgreSQL requires).
+
+Every table has a partition per month from the month of the longest retention's cutoff to
+`MONTHS_AHEAD` months after the current one, and a default partition for any row outside them (a
+backfill of old data, an event dated years ahead). `partitions_upkeep` (a periodic job of the worker)
+creates the months that come into that range, moving rows the default partition holds for them, and
+`expired_partitions_drop` drops the months whose rows every plan's retention has let go.
+"""
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+from django.db import connection, transaction
+
+MONTHS_AHEAD = 3
+DEFAULT_SUFFIX = "_pdefault"
+_MONTH_SUFFIX = re.compile(r"_p(\d{4})_(\d{2})$")
+
+
+@dataclass(frozen=True)
+class PartitionedTable:
+    table: str
+    column: str
+    # How long after its partition key a row's data still lasts: 0 for an event or a day's row, 6 days for a
+    # week's row keyed by its Monday (a partition is dropped only when all its rows' data is past the cutoff).
+    reach: timedelta = timedelta(0)
+    # Called with the partition's name, in the transaction that drops it, before the drop: settles what the
+    # partition's rows added elsewhere (counters, key tables).
+    before_drop: Callable[[str], object] | None = None
+
+
+_tables: dict[str, PartitionedTable] = {}
+
+
+def register(table: PartitionedTable) -> None:
+    _tables[table.table] = table
+
+
+def registered() -> list[PartitionedTable]:
+    return list(_tables.values())
+
+
+def supported(using=None) -> bool:
+    return (using or connection).vendor == "postgresql"
+
+
+# Months -------------------------------------------------------------------------------------------------
+
+def month_of(value: date | datetime) -> date:
+    return date(value.year, value.month, 1)
+
+
+def next_month(month: date) -> date:
+    return date(month.year + month.month // 12, month.month % 12 + 1, 1)
+
+
+def months_from(first: date, last: date) -> list[date]:
+    """The months from `first`'s to `last`'s, both included."""
+    months, month = [], month_of(first)
+    while month <= last:
+        months.append(month)
+        month = next_month(month)
+    return months
+
+
+def months_kept(*, at: datetime, longest_retention_days: int) -> list[date]:
+    """The months that have a partition of their own: from the longest retention's cutoff to MONTHS_AHEAD."""
+    last = month_of(at)
+    for _ in range(MONTHS_AHEAD):
+        last = next_month(last)
+    return months_from(month_of(at - timedelta(days=longest_retention_days)), last)
+
+
+def partition_name(table: str, month: date) -> str:
+    return f"{table}_p{month:%Y_%m}"
+
+
+def default_partition_name(table: str) -> str:
+    return table + DEFAULT_SUFFIX
+
+
+def _month_of_partition(name: str) -> date | None:
+    found = _MONTH_SUFFIX.search(name)
+    return date(int(found[1]), int(found[2]), 1) if found else None
+
+
+def _bound(month: date, column_type: str) -> str:
+    if column_type == "date":
+        return f"'{month:%Y-%m-%d}'"
+    return f"'{month:%Y-%m-%d} 00:00:00+00'"
+
+
+def _bounds(month: date, column_type: str) -> str:
+    return f"FROM ({_bound(month, column_type)}) TO ({_bound(next_month(month), column_type)})"
+
+
+def _month_end(month: date, column_type: str):
+    end = next_month(month)
+    return end if column_type == "date" else datetime(end.year, end.month, 1, tzinfo=UTC)
+
+
+# Catalog reads ------------------------------------------------------------------------------------------
+
+def _quote(name: str) -> str:
+    return connection.ops.quote_name(name)
+
+
+def _column_type(cursor, table: str, column: str) -> str:
+    cursor.execute("SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+                   "WHERE a.attrelid = %s::regclass AND a.attname = %s AND NOT a.attisdropped", [table, column])
+    column_type = cursor.fetchone()[0]
+    if column_type not in ("date", "timestamp with time zone"):
+        raise ValueError(f"{table}.{column} is {column_type}: monthly partitions need a date or a timestamptz")
+    return column_type
+
+
+def is_partitioned(cursor, table: str) -> bool:
+    cursor.execute("SELECT 1 FROM pg_partitioned_table WHERE partrelid = to_regclass(%s)", [table])
+    return cursor.fetchone() is not None
+
+
+def partitions_of(cursor, table: str) -> list[str]:
+    cursor.execute("SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                   "WHERE i.inhparent = %s::regclass ORDER BY c.relname", [table])
+    return [row[0] for row in cursor.fetchall()]
+
+
+def _columns(cursor, table: str) -> list[str]:
+    cursor.execute("SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 "
+                   "AND NOT attisdropped ORDER BY attnum", [table])
+    return [row[0] for row in cursor.fetchall()]
+
+
+# Turning a plain table into a partitioned one (migrations) --------------------------------------------------
+
+@dataclass(frozen=True)
+class _Shape:
+    """What a plain table carries besides its columns, read from the catalog before it is rebuilt."""
+
+    primary_key: tuple[str, list[str]]
+    uniques: list[tuple[str, list[str]]]  # constraints
+    indexes: list[str]  # CREATE INDEX statements (unique indexes included)
+    foreign_keys: list[tuple[str, str]]
+    identity: list[str]
+
+
+def _shape(cursor, table: str) -> _Shape:
+    cursor.execute(
+        "SELECT con.conname, con.contype, array_agg(a.attname ORDER BY k.ord) FROM pg_constraint con "
+        "CROSS JOIN LATERAL unnest(con.conkey) WITH ORDINALITY AS k(attnum, ord) "
+        "JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.attnum "
+        "WHERE con.conrelid = %s::regclass AND con.contype IN ('p', 'u') GROUP BY con.conname, con.contype",
+        [table])
+    keys = cursor.fetchall()
+    primary = next((name, list(columns)) for name, kind, columns in keys if kind == "p")
+    uniques = sorted((name, list(columns)) for name, kind, columns in keys if kind == "u")
+    cursor.execute("SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i "
+                   "WHERE i.indrelid = %s::regclass AND NOT EXISTS "
+                   "(SELECT 1 FROM pg_constraint con WHERE con.conindid = i.indexrelid) ORDER BY 1", [table])
+    indexes = [row[0] for row in cursor.fetchall()]
+    cursor.execute("SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+                   "WHERE conrelid = %s::regclass AND contype = 'f' ORDER BY conname", [table])
+    foreign_keys = cursor.fetchall()
+    cursor.execute("SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attidentity <> ''",
+                   [table])
+    identity = [row[0] for row in cursor.fetchall()]
+    cursor.execute("SELECT conrelid::regclass::text FROM pg_constraint WHERE confrelid = %s::regclass "
+                   "AND contype = 'f'", [table])
+    referencing = [row[0] for row in cursor.fetchall()]
+    if referencing:
+        raise ValueError(f"{table} is referenced by {referencing}: a partitioned table's key includes its "
+                         f"partition column, so those references cannot stay")
+    return _Shape(primary, uniques, indexes, foreign_keys, identity)
+
+
+def convert_to_monthly(schema_editor, table: str, column: str, *, dropped_uniques: Iterable[str] = (),
+                       longest_retention_days: int | None = None, at: datetime | None = None) -> None:
+    """Rebuild the plain `table` as one partitioned by month of `column`, rows and all (a migration's step).
+
+    The primary key and every unique constraint gain `column`, except those named in `dropped_uniques`,
+    which the caller replaces (a unique key across months cannot be kept by a partitioned table). Indexes
+    and foreign keys are recreated with their names. Months get partitions as `months_kept` says.
+    """
+    if schema_editor.connection.vendor != "postgresql":
+        return
+    with schema_editor.connection.cursor() as cursor:
+        if is_partitioned(cursor, table):
+            return
+        column_type = _column_type(cursor, table, column)
+        shape = _shape(cursor, table)
+        unknown = set(dropped_uniques) - {name for name, _columns in shape.uniques}
+        if unknown:
+            raise ValueError(f"{table} has no unique constraint {sorted(unknown)}")
+        building = f"{table}__partitioned"
+        cursor.execute(f"CREATE TABLE {_quote(building)} (LIKE {_quote(table)} INCLUDING ALL EXCLUDING INDEXES) "
+                       f"PARTITION BY RANGE ({_quote(column)})")
+        at = at or datetime.now(UTC)
+        if longest_retention_days is None:
+            longest_retention_days = _longest_retention_days(cursor)
+        for month in months_kept(at=at, longest_retention_days=longest_retention_days):
+            cursor.execute(f"CREATE TABLE {_quote(partition_name(table, month))} PARTITION OF {_quote(building)} "
+                           f"FOR VALUES {_bounds(month, column_type)}")
+        cursor.execute(f"CREATE TABLE {_quote(default_partition_name(table))} PARTITION OF {_quote(building)} "
+                       f"DEFAULT")
+        columns = ", ".join(_quote(name) for name in _columns(cursor, table))
+        cursor.execute(f"INSERT INTO {_quote(building)} ({columns}) SELECT {columns} FROM {_quote(table)}")
+        for name in shape.identity:
+            cursor.execute(f"SELECT setval(pg_get_serial_sequence(%s, %s), "
+                           f"coalesce((SELECT max({_quote(name)}) FROM {_quote(building)}), 0) + 1, false)",
+                           [building, name])
+        cursor.execute(f"DROP TABLE {_quote(table)}")
+        cursor.execute(f"ALTER TABLE {_quote(building)} RENAME TO {_quote(table)}")
+        for name in shape.identity:  # the sequence keeps the table's own name, as Django named it
+            cursor.execute("SELECT pg_get_serial_sequence(%s, %s)", [table, name])
+            cursor.execute(f"ALTER SEQUENCE {cursor.fetchone()[0]} RENAME TO {_quote(f'{table}_{name}_seq')}")
+        key_name, key_columns = shape.primary_key
+        cursor.execute(f"ALTER TABLE {_quote(table)} ADD CONSTRAINT {_quote(key_name)} PRIMARY KEY "
+                       f"({_key_columns(key_columns, column)})")
+        for name, unique_columns in shape.uniques:
+            if name not in dropped_uniques:
+                cursor.execute(f"ALTER TABLE {_quote(table)} ADD CONSTRAINT {_quote(name)} UNIQUE "
+                               f"({_key_columns(unique_columns, column)})")
+        for statement in shape.indexes:
+            cursor.execute(statement)
+        for name, definition in shape.foreign_keys:
+            cursor.execute(f"ALTER TABLE {_quote(table)} ADD CONSTRAINT {_quote(name)} {definition}")
+
+
+def _key_columns(columns: list[str], column: str) -> str:
+    return ", ".join(_quote(name) for name in [*columns, *([] if column in columns else [column])])
+
+
+def _longest_retention_days(cursor) -> int:
+    cursor.execute("SELECT max(retention_days) FROM apikeys_project")
+    return cursor.fetchone()[0] or 0
+
+
+# Upkeep (the worker) ------------------------------------------------------------------------------------
+
+@dataclass
+class UpkeepResult:
+    created: list[str]
+    rows_moved: int = 0
+
+
+def partitions_upkeep(*, longest_retention_days: int, at: datetime | None = None) -> UpkeepResult:
+    """Create every registered table's missing months of `months_kept`, each in its own transaction."""
+    result = UpkeepResult(created=[])
+    if not supported():
+        return result
+    at = at or datetime.now(UTC)
+    for partitioned in registered():
+        with connection.cursor() as cursor:
+            existing = set(partitions_of(cursor, partitioned.table))
+        for month in months_kept(at=at, longest_retention_days=longest_retention_days):
+            name = partition_name(partitioned.table, month)
+            if name not in existing:
+                result.rows_moved += _month_create(partitioned, month)
+                result.created.append(name)
+    return result
+
+
+def _month_create(partitioned: PartitionedTable, month: date) -> int:
+    """Add one month's partition; rows the default partition holds for it move into it first."""
+    table, default = partitioned.table, default_partition_name(partitioned.table)
+    name = partition_name(table, month)
+    with transaction.atomic(), connection.cursor() as cursor:
+        column_type = _column_type(cursor, table, partitioned.column)
+        bounds = _bounds(month, column_type)
+        # The parent's lock makes concurrent upkeeps take turns; writers wait for the few statements here.
+        cursor.execute(f"LOCK TABLE {_quote(table)} IN SHARE ROW EXCLUSIVE MODE")
+        if name in partitions_of(cursor, table):
+            return 0
+        start, end = _bound(month, column_type), _bound(next_month(month), column_type)
+        column = _quote(partitioned.column)
+        cursor.execute(f"SELECT EXISTS (SELECT 1 FROM {_quote(default)} WHERE {column} >= {start} "
+                       f"AND {column} < {end})")
+        if not cursor.fetchone()[0]:
+            cursor.execute(f"CREATE TABLE {_quote(name)} PARTITION OF {_quote(table)} FOR VALUES {bounds}")
+            return 0
+        columns = ", ".join(_quote(c) for c in _columns(cursor, table))
+        cursor.execute(f"CREATE TABLE {_quote(name)} (LIKE {_quote(table)} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)")
+        cursor.execute(f"WITH moved AS (DELETE FROM {_quote(default)} WHERE {column} >= {start} AND {column} < {end} "
+                       f"RETURNING {columns}) INSERT INTO {_quote(name)} ({columns}) SELECT {columns} FROM moved")
+        moved = cursor.rowcount
+        cursor.execute(f"ALTER TABLE {_quote(table)} ATTACH PARTITION {_quote(name)} FOR VALUES {bounds}")
+        return moved
+
+
+# Dropping what retention let go ---------------------------------------------------------------------------
+
+@dataclass
+class DropResult:
+    dropped: list[str]
+    seconds: float = 0.0
+
+
+def expired_partitions(cursor, partitioned: PartitionedTable, *, cutoff: datetime) -> list[str]:
+    """The table's monthly partitions whose every row's data lies before `cutoff`."""
+    column_type = _column_type(cursor, partitioned.table, partitioned.column)
+    expired = []
+    for name in partitions_of(cursor, partitioned.table):
+        month = _month_of_partition(name)
+        if month is None:
+            continue
+        end = _month_end(month, column_type)
+        if isinstance(end, date) and not isinstance(end, datetime):
+            end = datetime(end.year, end.month, end.day, tzinfo=UTC)
+        if end + partitioned.reach <= cutoff:
+            expired.append(name)
+    return expired
+
+
+def expired_partitions_drop(*, cutoff: datetime) -> DropResult:
+    """Drop every registered table's months wholly before `cutoff`, one transaction per partition, each
+    after its table's `before_drop`."""
+    import time
+
+    result = DropResult(dropped=[])
+    if not supported():
+        return result
+    started = time.perf_counter()
+    for partitioned in registered():
+        with connection.cursor() as cursor:
+            names = expired_partitions(cursor, partitioned, cutoff=cutoff)
+        for name in names:
+            with transaction.atomic(), connection.cursor() as cursor:
+                if partitioned.before_drop:
+                    partitioned.before_drop(name)
+                cursor.execute(f"ALTER TABLE {_quote(partitioned.table)} DETACH PARTITION {_quote(name)}")
+                cursor.execute(f"DROP TABLE {_quote(name)}")
+            result.dropped.append(name)
+    result.seconds = time.perf_counter() - started
+    return result
