@@ -1,7 +1,7 @@
 import hashlib
 import hmac
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.db import models
 
@@ -49,6 +49,11 @@ class Project(models.Model):
     @property
     def is_deleted(self) -> bool:
         return self.deleted_at is not None
+
+    def kept_since(self, at: datetime) -> datetime:
+        """The earliest moment the plan's retention still keeps at `at`: what reports may ask from, and
+        before which `purge_expired` deletes events, visits and derived rows."""
+        return at - timedelta(days=self.retention_days)
 
 
 def hash_key(raw_key: str) -> str:

@@ -81,10 +81,11 @@ def make_fixtures():
 
 def tables() -> dict:
     from renders.models import EngagementEvent
-    from reports.models import Channel, Message, MessageEvent
+    from reports.models import Channel, Message, MessageEvent, MessageEventKey
 
     return {"render_event": EngagementEvent._meta.db_table, "message": Message._meta.db_table,
-            "message_event": MessageEvent._meta.db_table, "channel": Channel._meta.db_table}
+            "message_event": MessageEvent._meta.db_table, "message_event_key": MessageEventKey._meta.db_table,
+            "channel": Channel._meta.db_table}
 
 
 # Rows, formatted for COPY (text format) ------------------------------------------------------------------
@@ -145,7 +146,7 @@ def render_minimum(conn, table: str, rows: list[bytes]) -> float:
                            f"ON COMMIT DELETE ROWS")
             copy_rows(cursor, f"COPY ceiling_incoming ({columns}) FROM STDIN", rows[first:first + RENDER_BATCH])
             cursor.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM ceiling_incoming "
-                           f"ON CONFLICT (id) DO NOTHING")
+                           f"ON CONFLICT (id, created_at) DO NOTHING")  # partitioned: the key holds created_at
     return time.perf_counter() - started
 
 
@@ -167,12 +168,17 @@ def message_minimum(conn, t: dict, project_id, batches) -> float:
                 f"from_domain, recipient, created_at) SELECT gen_random_uuid(), %s, channel_id, client_message_id, "
                 f"from_address, from_domain, recipient, created_at FROM ceiling_messages "
                 f"ON CONFLICT (project_id, client_message_id) DO NOTHING", [project_id])
+            # The idempotency key first (the events are partitioned by month; their key table says what is new).
             cursor.execute(
+                f"WITH keyed AS (INSERT INTO {t['message_event_key']} (project_id, client_event_id, occurred_at) "
+                f"SELECT %s, client_event_id, occurred_at FROM ceiling_events ON CONFLICT DO NOTHING "
+                f"RETURNING client_event_id) "
                 f"INSERT INTO {t['message_event']} (id, project_id, message_id, client_event_id, type, occurred_at, "
                 f"url, user_agent, received_at) SELECT gen_random_uuid(), %s, m.id, b.client_event_id, b.type, "
-                f"b.occurred_at, b.url, b.user_agent, now() FROM ceiling_events b JOIN {t['message']} m "
-                f"ON m.project_id = %s AND m.client_message_id = b.client_message_id "
-                f"ON CONFLICT (project_id, client_event_id) DO NOTHING", [project_id, project_id])
+                f"b.occurred_at, b.url, b.user_agent, now() FROM ceiling_events b "
+                f"JOIN keyed ON keyed.client_event_id = b.client_event_id JOIN {t['message']} m "
+                f"ON m.project_id = %s AND m.client_message_id = b.client_message_id",
+                [project_id, project_id, project_id])
     return time.perf_counter() - started
 
 

@@ -100,9 +100,23 @@ def load_message_events(conn, *, tables, project_id, channel_ids: dict, first: i
     for statements in rebuild:
         for statement in statements:
             conn.execute(statement)
+    _event_keys_fill(conn, events=ev, keys=tables.get("message_event_key", "reports_messageeventkey"),
+                     first=first, last=last, chunk=chunk)
     conn.execute("SET session_replication_role = origin")
     conn.execute("SET synchronous_commit = on")
     return time.perf_counter() - started
+
+
+def _event_keys_fill(conn, *, events: str, keys: str, first: int, last: int, chunk: int) -> None:
+    """The loaded events' idempotency keys (reports.MessageEventKey): the partitioned events table keeps none
+    of its own, and ingestion stores an event only when its key is new."""
+    for lo in range(first, last, chunk):
+        with conn.transaction():
+            conn.execute(f"INSERT INTO {keys} (project_id, client_event_id, occurred_at) "
+                         f"SELECT project_id, client_event_id, occurred_at FROM {events} "
+                         f"WHERE message_id BETWEEN {_seq_uuid('8000', '%(lo)s::bigint')} "
+                         f"AND {_seq_uuid('8000', '%(hi)s::bigint - 1')} ON CONFLICT DO NOTHING",
+                         {"lo": lo, "hi": min(last, lo + chunk)})
 
 
 def _drop_secondary_indexes(conn, table: str) -> list[str]:

@@ -96,6 +96,7 @@ def load(db: str, events: int) -> None:
     manage(env, "migrate", "--noinput", "-v", "0")
     project = manage(env, "createproject", "bench-edges", "--retention-days", "800", "--rate-limit", "1000000000")
     key = manage(env, "createapikey", "--project", project, "--name", "bench")
+    manage(env, "upkeep_partitions")  # the months the project keeps (what the worker does)
     start = datetime.now(UTC) - timedelta(days=DAYS - 1) - LATEST_OFFSET
     server = Server(env=env, workers=1, threads=1, log_path=os.path.join(tmp, "gunicorn.log"), max_connections=1)
     server.start()

@@ -99,6 +99,7 @@ class ExportBench:
         self.project = self.manage("createproject", "bench-exports", "--retention-days", "800", "--rate-limit",
                                    "1000000000").strip().splitlines()[-1]
         self.key = self.manage("createapikey", "--project", self.project).strip().splitlines()[-1]
+        self.manage("upkeep_partitions")  # the months the project keeps (what the worker does)
         # One worker, no threads: its peak memory is the export's.
         self.server = Server(env=self.env, workers=1, threads=1, log_path=os.path.join(self.tmp, "gunicorn.log"),
                              max_connections=4)

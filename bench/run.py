@@ -181,6 +181,7 @@ class Bench:
             self.projects[label] = out.strip().splitlines()[-1]
             out = self.manage("createapikey", "--project", self.projects[label], "--name", "bench")
             self.keys[label] = out.strip().splitlines()[-1]
+        self.manage("upkeep_partitions")  # the months of the 800 days the projects keep (what the worker does)
         self.redis_flush()
         self.server = Server(env=self.env, workers=2, threads=4, log_path=os.path.join(self.tmp, "gunicorn.log"),
                              max_connections=self.size["throughput_connections"])

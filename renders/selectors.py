@@ -2,6 +2,7 @@
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import cache
 
 from django.db import connection
@@ -9,6 +10,7 @@ from django.db.models import Count, Q, Sum
 from django.db.models.functions import TruncDate
 
 from engagement_platform.bodycache import KeptBodies
+from engagement_platform.clock import now
 from engagement_platform.db.replica import replica_read
 from engagement_platform.ids import parse_uuid
 from engagement_platform.traffic import TrafficFilter
@@ -23,6 +25,7 @@ from renders.models import (
 )
 
 RECENT_EVENTS_LIMIT = 25
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)  # a summary's `since` when no retention bounds it (the admin)
 # Encoded engagement summaries kept per render (a summary is a pure function of its events and counters),
 # under the id of the project that asked: one project's key never reads another project's body, and a body
 # is kept only once the lookup in the asking project found the render (a 404 is never kept). Dropped by
@@ -64,14 +67,16 @@ def _class_events(queryset, traffic: str):
     return queryset if traffic == TrafficFilter.ALL else queryset.filter(traffic=traffic)
 
 
-def engagement_summary(*, render: Render, traffic: str = TrafficFilter.ALL) -> EngagementSummary:
-    """Two indexed reads whatever the number of events: the counter shards and the class's 25 newest events."""
+def engagement_summary(*, render: Render, traffic: str = TrafficFilter.ALL,
+                       since: datetime = EARLIEST) -> EngagementSummary:
+    """Two indexed reads whatever the number of events: the counter shards and the class's 25 newest events
+    recorded since `since` (the plan's retention start: older months' partitions are not read)."""
     if connection.vendor == "postgresql":
-        stored, recent = _summary_rows_in_one_statement(render, traffic)
+        stored, recent = _summary_rows_in_one_statement(render, traffic, since)
     else:
         stored = dict(EngagementCounter.objects.filter(render=render).order_by().values("key")
                       .annotate(total=Sum("count")).values_list("key", "total"))
-        recent = list(_class_events(EngagementEvent.objects.filter(render=render), traffic)
+        recent = list(_class_events(EngagementEvent.objects.filter(render=render, created_at__gte=since), traffic)
                       .order_by("-created_at", "-id")[:RECENT_EVENTS_LIMIT])
     return _summary_of(stored, recent, traffic=traffic)
 
@@ -86,12 +91,14 @@ def engagement_summary_in_project(*, project, render_id, traffic: str = TrafficF
     uid = parse_uuid(render_id)
     if uid is None:
         return None
+    since = project.kept_since(now())
     if connection.vendor != "postgresql":
         render = render_in_project(project=project, render_id=render_id)
-        return engagement_summary(render=render, traffic=traffic) if render is not None else None
+        return engagement_summary(render=render, traffic=traffic, since=since) if render is not None else None
     by_class = traffic != TrafficFilter.ALL
     with connection.cursor() as cursor:
-        cursor.execute(_encoded_summary_statement(by_class), [uid, project.pk, uid, uid, *([traffic] * by_class)])
+        cursor.execute(_encoded_summary_statement(by_class),
+                       [uid, project.pk, uid, uid, since, *([traffic] * by_class)])
         rows = cursor.fetchall()
     found, stored, recent_json = False, {}, b"[]"
     for part, key, count, document in rows:
@@ -134,7 +141,8 @@ def _encoded_summary_statement(by_class: bool = False) -> str:
         f"SELECT 0, NULL::varchar, NULL::bigint, NULL::text FROM {renders} WHERE id = %s AND project_id = %s "
         f"UNION ALL SELECT 1, key, sum(count)::bigint, NULL FROM {counters} WHERE render_id = %s GROUP BY key "
         f"UNION ALL SELECT 2, NULL, NULL, coalesce(json_agg({event_object} ORDER BY e.created_at DESC, e.id DESC), "
-        f"'[]')::text FROM (SELECT * FROM {events} WHERE render_id = %s{_class_condition(by_class)} "
+        f"'[]')::text FROM (SELECT * FROM {events} WHERE render_id = %s AND created_at >= %s"
+        f"{_class_condition(by_class)} "
         f"ORDER BY created_at DESC, id DESC LIMIT {RECENT_EVENTS_LIMIT}) AS e"
     )
 
@@ -176,15 +184,17 @@ def _summary_statement(by_class: bool = False) -> tuple[str, list[str], list]:
     nulls = ", ".join(f"NULL::{f.db_type(connection)}" for f in fields)
     events, counters = EngagementEvent._meta.db_table, EngagementCounter._meta.db_table
     sql = (
-        f"SELECT NULL::varchar, NULL::bigint, * FROM (SELECT {columns} FROM {events} WHERE render_id = %s"
-        f"{_class_condition(by_class)} ORDER BY created_at DESC, id DESC LIMIT {RECENT_EVENTS_LIMIT}) AS recent "
+        f"SELECT NULL::varchar, NULL::bigint, * FROM (SELECT {columns} FROM {events} WHERE render_id = %s "
+        f"AND created_at >= %s{_class_condition(by_class)} ORDER BY created_at DESC, id DESC "
+        f"LIMIT {RECENT_EVENTS_LIMIT}) AS recent "
         f"UNION ALL SELECT key, sum(count)::bigint, {nulls} FROM {counters} WHERE render_id = %s GROUP BY key"
     )
     converters = [(i, f.from_db_value) for i, f in enumerate(fields) if hasattr(f, "from_db_value")]
     return sql, [f.attname for f in fields], converters
 
 
-def _summary_rows_in_one_statement(render: Render, traffic: str) -> tuple[dict[str, int], list[EngagementEvent]]:
+def _summary_rows_in_one_statement(render: Render, traffic: str,
+                                   since: datetime) -> tuple[dict[str, int], list[EngagementEvent]]:
     """PostgreSQL: the same two index reads as one raw statement (UNION ALL), without ORM query building.
 
     The summary is the hottest read; building two querysets cost several times the SQL itself.
@@ -192,7 +202,7 @@ def _summary_rows_in_one_statement(render: Render, traffic: str) -> tuple[dict[s
     by_class = traffic != TrafficFilter.ALL
     sql, names, converters = _summary_statement(by_class)
     with connection.cursor() as cursor:
-        cursor.execute(sql, [render.pk, *([traffic] * by_class), render.pk])
+        cursor.execute(sql, [render.pk, since, *([traffic] * by_class), render.pk])
         rows = cursor.fetchall()
     stored, recent = {}, []
     for key, count, *values in rows:

@@ -248,7 +248,7 @@ def insert_new_events(rows: list[tuple], *, wait_for_flush: bool = True) -> dict
 
     Returns how many rows were actually inserted per (render id, event type, has a share, traffic): what the
     counters need. PostgreSQL: the batch is copied (COPY) into a temporary table and moved with one
-    INSERT ... SELECT ... ON CONFLICT (id) DO NOTHING; SQLite: multi-row INSERTs with the same clause.
+    INSERT ... SELECT ... ON CONFLICT (id, created_at) DO NOTHING; SQLite: multi-row INSERTs ON CONFLICT (id).
     Must run inside the caller's transaction. `wait_for_flush=False` lets that transaction commit
     without waiting for the disk (PostgreSQL); `flush_commits` later makes all such commits durable.
     """
@@ -270,8 +270,12 @@ def _insert_new_events_copy(rows: list[tuple], *, wait_for_flush: bool) -> dict[
     table = sql.Identifier(EngagementEvent._meta.db_table)
     staging = sql.Identifier(BACKFILL_STAGING_TABLE)
     columns = sql.SQL(", ").join(sql.Identifier(name) for name in _backfill_columns())
-    pk, render, event_type, share, traffic = (sql.Identifier(EngagementEvent._meta.get_field(name).column)
-                                              for name in ("id", "render", "event_type", "share", "traffic"))
+    render, event_type, share, traffic = (sql.Identifier(EngagementEvent._meta.get_field(name).column)
+                                          for name in ("render", "event_type", "share", "traffic"))
+    # The table is partitioned by month of created_at (migration 0008): its primary key holds it. An id is
+    # derived from the event's content, its created_at included, so the id alone still names one event.
+    pk = sql.SQL(", ").join(sql.Identifier(EngagementEvent._meta.get_field(name).column)
+                            for name in ("id", "created_at"))
     with connection.cursor() as cursor:
         raw = cursor.cursor  # psycopg's own cursor: COPY is not part of the DB-API Django wraps
         if not wait_for_flush:

@@ -121,6 +121,8 @@ class MessageEvent(models.Model):
 
     class Meta:
         ordering = ["-occurred_at"]
+        # SQLite. On PostgreSQL the table is partitioned by month of `occurred_at` (migration 0014), where a
+        # unique key must hold the partition column: the idempotency key lives in MessageEventKey instead.
         constraints = [
             models.UniqueConstraint(fields=["project", "client_event_id"], name="message_event_unique_per_project"),
         ]
@@ -128,6 +130,23 @@ class MessageEvent(models.Model):
 
     def __str__(self):
         return f"{self.type} at {self.occurred_at:%Y-%m-%d %H:%M:%S}"
+
+
+class MessageEventKey(models.Model):
+    """A stored message event's idempotency key, on PostgreSQL: the events are partitioned by month there, and a
+    key unique across months cannot live on a partitioned table. The ingesting statement inserts the key first
+    (`ON CONFLICT DO NOTHING`) and stores the event only when the key was new, in the same statement. Deleted
+    with its event (retention). Empty on SQLite, whose events table keeps its unique key."""
+
+    pk = models.CompositePrimaryKey("project", "client_event_id")
+    # No database-level foreign key, as on the events; deleting a project still cascades (Django).
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+", db_index=False,
+                                db_constraint=False)
+    client_event_id = models.CharField(max_length=EVENT_ID_MAX_LENGTH)
+    occurred_at = models.DateTimeField(help_text="The event's: which partition holds it.")
+
+    def __str__(self):
+        return self.client_event_id
 
 
 class CountedRollup(models.Model):
@@ -209,6 +228,9 @@ class DailyFirstTouch(models.Model):
                                     help_text="Whether the row's latest write gave it its first human touch.")
     new_machine = models.BooleanField(default=False, db_default=False,
                                       help_text="Whether the row's latest write gave it its first machine touch.")
+    new_row = models.BooleanField(default=False, db_default=False,
+                                  help_text="Whether the row's latest write created it (PostgreSQL's ingestion: "
+                                            "a partitioned table returns no xmax).")
 
     class Meta:
         indexes = [
@@ -320,6 +342,7 @@ class PeriodFirstTouch(models.Model):
     last_machine_at = models.DateTimeField(null=True)
     new_human = models.BooleanField(default=False, db_default=False)
     new_machine = models.BooleanField(default=False, db_default=False)
+    new_row = models.BooleanField(default=False, db_default=False)
 
     # No index besides the key: every opened and clicked event writes this table's rows (two periods, each
     # grain), and the key alone gives a bucket's rows (equal period, start, type and grain key) as one range,

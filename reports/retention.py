@@ -8,22 +8,26 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
 from django.db import transaction
-from django.db.models import Exists, OuterRef
 
 from reports.grains import utc_day
 from reports.models import (
     DailyFirstTouch,
     DailyRollup,
     FirstTouchesPending,
-    Message,
-    MessageEvent,
     PendingRecount,
     PeriodFirstTouch,
     PeriodRollup,
     SliceRollup,
 )
 from reports.rollups import definition as rule
-from reports.rollups.sql import message_events_delete_before, period_start, periods_of
+from reports.rollups.sql import (
+    lock_project_rollups,
+    message_events_delete_before,
+    messages_without_events_delete,
+    partition_messages_settle,
+    period_start,
+    periods_of,
+)
 from reports.selectors import report_bodies
 from reports.services import periods_rebuild, rollups_rebuild
 
@@ -43,14 +47,16 @@ def report_data_purge(*, project, cutoff: datetime, chunk: int = PURGE_CHUNK) ->
     purged = ReportPurge()
     cutoff_day = utc_day(cutoff)
     days: set[date] = set()
+    messages: set = set()
     while True:
         with transaction.atomic():
             deleted = message_events_delete_before(project_id=project.pk, cutoff=cutoff, limit=chunk)
-        days.update(deleted)
+        days.update(day for day, _message in deleted)
+        messages.update(message for _day, message in deleted)
         purged.events += len(deleted)
         if len(deleted) < chunk:
             break
-    purged.messages = _messages_purge(project=project, cutoff=cutoff, chunk=chunk)
+    purged.messages = _messages_purge(project=project, message_ids=sorted(messages, key=str), chunk=chunk)
     purged.derived_rows = _derived_rows_purge(project=project, cutoff_day=cutoff_day)
     straddling = {(period, start) for period, start in periods_of(days) if start == period_start(period, cutoff_day)}
     if cutoff_day in days:  # the day, and the week and month holding it
@@ -64,15 +70,14 @@ def report_data_purge(*, project, cutoff: datetime, chunk: int = PURGE_CHUNK) ->
     return purged
 
 
-def _messages_purge(*, project, cutoff: datetime, chunk: int) -> int:
-    """Delete the project's messages sent before `cutoff` that no kept event refers to."""
+def _messages_purge(*, project, message_ids: list, chunk: int) -> int:
+    """Delete the messages of the deleted events that no kept event refers to, a chunk per transaction (each
+    under the project's exclusive rollup lock, so no batch adds an event to one of them meanwhile)."""
     gone = 0
-    stale = (Message.objects.filter(project=project, created_at__lt=cutoff).order_by()
-             .exclude(Exists(MessageEvent.objects.filter(project=project, message_id=OuterRef("pk")))))
-    while ids := list(stale.values_list("pk", flat=True)[:chunk]):
+    for start in range(0, len(message_ids), chunk):
         with transaction.atomic():
-            Message.objects.filter(pk__in=ids).delete()
-        gone += len(ids)
+            lock_project_rollups(project_id=project.pk, exclusive=True)
+            gone += messages_without_events_delete(project_id=project.pk, message_ids=message_ids[start:start + chunk])
     return gone
 
 
@@ -98,3 +103,9 @@ def _derived_rows_purge(*, project, cutoff_day: date) -> int:
                 gone += PeriodFirstTouch.objects.filter(**own).delete()[0]
                 gone += PeriodRollup.objects.filter(**own).delete()[0]
     return gone
+
+
+def events_partition_settle(partition: str) -> None:
+    """Before one monthly partition of the message events is dropped: its events' keys and the messages left
+    without events go in the same transaction."""
+    partition_messages_settle(partition)

@@ -105,7 +105,7 @@ def report_window(*, project, start: datetime | None = None, end: datetime | Non
                   at: datetime | None = None) -> Window:
     """The window a report covers: defaults, `from < to`, and the plan's retention."""
     at = at or now()
-    retention_start = at - timedelta(days=project.retention_days)
+    retention_start = project.kept_since(at)
     end = end or at
     if start is None:
         if end <= retention_start:

@@ -9,7 +9,7 @@ before the rows of shorter plans are deleted one chunk at a time.
 
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from django.db.models import Max
 
@@ -46,8 +46,8 @@ def longest_retention_days() -> int | None:
 
 
 def retention_cutoff(*, retention_days: int, at: datetime) -> datetime:
-    """The earliest moment a plan of `retention_days` still keeps at `at` (what a report may ask from)."""
-    return at - timedelta(days=retention_days)
+    """The earliest moment a plan of `retention_days` still keeps at `at` (Project.kept_since's rule)."""
+    return Project(retention_days=retention_days).kept_since(at)
 
 
 def partitions_keep_ahead(*, at: datetime | None = None) -> partitions.UpkeepResult:
@@ -66,7 +66,7 @@ def expired_purge(*, at: datetime | None = None) -> PurgeResult:
     result.partitions_dropped, result.partition_seconds = dropped.dropped, dropped.seconds
     for project in Project.objects.order_by("created_at", "id"):
         started = time.perf_counter()
-        cutoff = retention_cutoff(retention_days=project.retention_days, at=at)
+        cutoff = project.kept_since(at)
         renders = render_data_purge(project_id=project.pk, cutoff=cutoff)
         reports = report_data_purge(project=project, cutoff=cutoff)
         result.projects.append(ProjectPurge(project_id=project.pk, cutoff=cutoff, renders=renders, reports=reports,

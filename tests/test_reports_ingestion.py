@@ -1,5 +1,6 @@
 """Section 4: POST /v1/messages/events and the ingestion service behind it."""
 
+import re
 import uuid
 from datetime import UTC, datetime
 
@@ -448,6 +449,7 @@ def test_a_batchs_delivery_lookup_reads_the_message_index_for_a_project_the_stat
         cursor.execute("SET LOCAL enable_seqscan = off")  # a test's small table is read whole otherwise
         plan = deliveries_of(message_pks).explain()
 
-    assert "reports_messageevent_message_id" in plan, plan
-    assert "message_event_project_time" not in plan and "message_event_unique_per_project" not in plan, plan
+    # The message id index (on PostgreSQL each monthly partition's copy of it), never the project's time index.
+    assert re.search(r"using reports_messageevent\w*message_id", plan), plan[:2000]
+    assert "project_time" not in plan and "message_event_unique_per_project" not in plan, plan[:2000]
     assert len(list(deliveries_of(message_pks))) == 250

@@ -15,6 +15,7 @@ from django.test.utils import CaptureQueriesContext
 
 from reports.models import DailyFirstTouch, DailyRollup, MessageEvent, SliceRollup
 from reports.rollups import definition as rule
+from reports.rollups.sql import CREATED_NOTE
 from reports.services import DeferredRollups
 from tests.test_reports_deferred_rollups import parsed
 from tests.test_reports_helpers import ingest, wire_event
@@ -55,7 +56,7 @@ def test_the_definition_names_every_grain_and_rollup_column_the_models_store():
     stored = {field.name for field in DailyRollup._meta.get_fields()} - {"id", "project", "day"}
     assert stored == set(rule.KEY_COLUMNS) | set(rule.FIGURE_COLUMNS)
     ledger = {field.name for field in DailyFirstTouch._meta.get_fields()} - {"pk", "project", "day"}
-    assert ledger == {"type", "recipient", *rule.LAST_COLUMNS, *rule.NEW_COLUMNS, *rule.KEY_COLUMNS}
+    assert ledger == {"type", "recipient", *rule.LAST_COLUMNS, *rule.NEW_COLUMNS, CREATED_NOTE, *rule.KEY_COLUMNS}
     slices = {field.name for field in SliceRollup._meta.get_fields()} - {"id", "project", "day", "slice"}
     assert slices == set(rule.KEY_COLUMNS) | {figure.column for figure in rule.COUNTED}
 

@@ -2,6 +2,7 @@
 it, and leaves reports and counters equal to a recomputation from what is kept (both databases)."""
 
 import random
+import re
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from io import StringIO
@@ -244,3 +245,9 @@ def test_the_worker_runs_the_purge_daily_and_the_partition_upkeep_hourly():
     jobs = {job.name: job for job in periodic.jobs()}
     assert jobs["purge-expired"].every_seconds == 24 * 3600
     assert jobs["partition-upkeep"].every_seconds == 3600
+
+
+def test_upkeep_partitions_command_says_what_it_created():
+    out = StringIO()
+    call_command("upkeep_partitions", stdout=out)
+    assert re.fullmatch(r"Partitions created: \d+; rows moved from default partitions: \d+\.\n", out.getvalue())

@@ -14,6 +14,7 @@ creates the months that come into that range, moving rows the default partition 
 """
 
 import re
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -64,7 +65,7 @@ def next_month(month: date) -> date:
 
 def months_from(first: date, last: date) -> list[date]:
     """The months from `first`'s to `last`'s, both included."""
-    months, month = [], month_of(first)
+    months, month, last = [], month_of(first), month_of(last)
     while month <= last:
         months.append(month)
         month = next_month(month)
@@ -232,6 +233,72 @@ def convert_to_monthly(schema_editor, table: str, column: str, *, dropped_unique
             cursor.execute(statement)
         for name, definition in shape.foreign_keys:
             cursor.execute(f"ALTER TABLE {_quote(table)} ADD CONSTRAINT {_quote(name)} {definition}")
+        partition_indexes_name(cursor, table)
+
+
+def convert_to_plain(schema_editor, model) -> None:
+    """Rebuild a partitioned table as the plain table `model` (a historical model) describes, rows and all:
+    the reverse of `convert_to_monthly`. The primary key and unique constraints are the model's again;
+    indexes and foreign keys are recreated with their names."""
+    if schema_editor.connection.vendor != "postgresql":
+        return
+    table = model._meta.db_table
+    with schema_editor.connection.cursor() as cursor:
+        if not is_partitioned(cursor, table):
+            return
+        cursor.execute("SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i WHERE i.indrelid = %s::regclass "
+                       "AND NOT EXISTS (SELECT 1 FROM pg_constraint con WHERE con.conindid = i.indexrelid) "
+                       "ORDER BY 1", [table])
+        indexes = [row[0].replace(" ON ONLY ", " ON ") for row in cursor.fetchall()]
+        cursor.execute("SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+                       "WHERE conrelid = %s::regclass AND contype = 'f' ORDER BY conname", [table])
+        foreign_keys = cursor.fetchall()
+        cursor.execute("SELECT conname FROM pg_constraint WHERE conrelid = %s::regclass AND contype = 'p'", [table])
+        key_name = cursor.fetchone()[0]
+        cursor.execute("SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attidentity <> ''",
+                       [table])
+        identity = [row[0] for row in cursor.fetchall()]
+        building = f"{table}__plain"
+        cursor.execute(f"CREATE TABLE {_quote(building)} (LIKE {_quote(table)} INCLUDING ALL EXCLUDING INDEXES)")
+        columns = ", ".join(_quote(name) for name in _columns(cursor, table))
+        cursor.execute(f"INSERT INTO {_quote(building)} ({columns}) SELECT {columns} FROM {_quote(table)}")
+        for name in identity:
+            cursor.execute(f"SELECT setval(pg_get_serial_sequence(%s, %s), "
+                           f"coalesce((SELECT max({_quote(name)}) FROM {_quote(building)}), 0) + 1, false)",
+                           [building, name])
+        cursor.execute(f"DROP TABLE {_quote(table)}")
+        cursor.execute(f"ALTER TABLE {_quote(building)} RENAME TO {_quote(table)}")
+        for name in identity:
+            cursor.execute("SELECT pg_get_serial_sequence(%s, %s)", [table, name])
+            cursor.execute(f"ALTER SEQUENCE {cursor.fetchone()[0]} RENAME TO {_quote(f'{table}_{name}_seq')}")
+        key = [field.column for field in (getattr(model._meta.pk, "fields", None) or [model._meta.pk])]
+        cursor.execute(f"ALTER TABLE {_quote(table)} ADD CONSTRAINT {_quote(key_name)} PRIMARY KEY "
+                       f"({', '.join(_quote(c) for c in key)})")
+        for constraint in model._meta.constraints:
+            fields = [model._meta.get_field(name).column for name in getattr(constraint, "fields", ())]
+            if fields and getattr(constraint, "condition", None) is None:
+                cursor.execute(f"ALTER TABLE {_quote(table)} ADD CONSTRAINT {_quote(constraint.name)} UNIQUE "
+                               f"({', '.join(_quote(c) for c in fields)})")
+        for statement in indexes:
+            cursor.execute(statement)
+        for name, definition in foreign_keys:
+            cursor.execute(f"ALTER TABLE {_quote(table)} ADD CONSTRAINT {_quote(name)} {definition}")
+
+
+def partition_indexes_name(cursor, table: str) -> None:
+    """Name every partition's index after the table's index it belongs to and the partition's month
+    (`event_render_recent_p2026_12`, `reports_messageevent_pkey_pdefault`): PostgreSQL would name them after
+    their columns, cut at 63 bytes, and plans would be hard to read."""
+    cursor.execute(
+        "SELECT child.relname, parent.relname, part.relname FROM pg_inherits h "
+        "JOIN pg_class child ON child.oid = h.inhrelid JOIN pg_class parent ON parent.oid = h.inhparent "
+        "JOIN pg_index i ON i.indexrelid = child.oid JOIN pg_class part ON part.oid = i.indrelid "
+        "JOIN pg_inherits tables ON tables.inhrelid = part.oid AND tables.inhparent = %s::regclass "
+        "WHERE parent.relkind = 'I'", [table])
+    for child, parent, partition in cursor.fetchall():
+        wanted = f"{parent}_{partition.removeprefix(table + '_')}"[:63]
+        if child != wanted:
+            cursor.execute(f"ALTER INDEX {_quote(child)} RENAME TO {_quote(wanted)}")
 
 
 def _key_columns(columns: list[str], column: str) -> str:
@@ -285,6 +352,7 @@ def _month_create(partitioned: PartitionedTable, month: date) -> int:
                        f"AND {column} < {end})")
         if not cursor.fetchone()[0]:
             cursor.execute(f"CREATE TABLE {_quote(name)} PARTITION OF {_quote(table)} FOR VALUES {bounds}")
+            partition_indexes_name(cursor, table)
             return 0
         columns = ", ".join(_quote(c) for c in _columns(cursor, table))
         cursor.execute(f"CREATE TABLE {_quote(name)} (LIKE {_quote(table)} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)")
@@ -292,6 +360,7 @@ def _month_create(partitioned: PartitionedTable, month: date) -> int:
                        f"RETURNING {columns}) INSERT INTO {_quote(name)} ({columns}) SELECT {columns} FROM moved")
         moved = cursor.rowcount
         cursor.execute(f"ALTER TABLE {_quote(table)} ATTACH PARTITION {_quote(name)} FOR VALUES {bounds}")
+        partition_indexes_name(cursor, table)
         return moved
 
 
@@ -322,8 +391,6 @@ def expired_partitions(cursor, partitioned: PartitionedTable, *, cutoff: datetim
 def expired_partitions_drop(*, cutoff: datetime) -> DropResult:
     """Drop every registered table's months wholly before `cutoff`, one transaction per partition, each
     after its table's `before_drop`."""
-    import time
-
     result = DropResult(dropped=[])
     if not supported():
         return result
@@ -333,9 +400,10 @@ def expired_partitions_drop(*, cutoff: datetime) -> DropResult:
             names = expired_partitions(cursor, partitioned, cutoff=cutoff)
         for name in names:
             with transaction.atomic(), connection.cursor() as cursor:
+                # No write reaches the partition while what it added elsewhere is settled (a late backfill).
+                cursor.execute(f"LOCK TABLE {_quote(name)} IN SHARE MODE")
                 if partitioned.before_drop:
                     partitioned.before_drop(name)
-                cursor.execute(f"ALTER TABLE {_quote(partitioned.table)} DETACH PARTITION {_quote(name)}")
                 cursor.execute(f"DROP TABLE {_quote(name)}")
             result.dropped.append(name)
     result.seconds = time.perf_counter() - started

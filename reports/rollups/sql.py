@@ -34,6 +34,7 @@ from reports.models import (
     FirstTouchesPending,
     Message,
     MessageEvent,
+    MessageEventKey,
     PendingRecount,
     PeriodFirstTouch,
     PeriodRollup,
@@ -290,10 +291,15 @@ def _last_touches(alias: str) -> str:
         for traffic in ("", *rule.TRAFFIC_CLASSES))
 
 
+# The ledgers' note that a write created the row: PostgreSQL returns no `xmax` from a partitioned table.
+CREATED_NOTE = "new_row"
+
+
 def _new_on_insert(alias: str) -> str:
-    """The class notes of a ledger row as an insert creates it: set for each class its events have."""
-    return ", ".join(f"(count(*) FILTER (WHERE {alias}.traffic = {_literal(traffic)}) > 0) "
-                     f"AS {_name(rule.new_column(traffic))}" for traffic in rule.TRAFFIC_CLASSES)
+    """The notes of a ledger row as an insert creates it: created, and set for each class its events have."""
+    return ", ".join([*(f"(count(*) FILTER (WHERE {alias}.traffic = {_literal(traffic)}) > 0) "
+                        f"AS {_name(rule.new_column(traffic))}" for traffic in rule.TRAFFIC_CLASSES),
+                      f"true AS {_name(CREATED_NOTE)}"])
 
 
 def _added_by_write(figure: rule.Figure) -> str:
@@ -328,9 +334,9 @@ TOUCH_KEY_COLUMNS = ("project_id", "day", "type", *rule.KEY_COLUMNS, "recipient"
 
 
 def _touch_columns(*, notes: bool = False) -> str:
-    """The ledger's columns as its writers list them: its key, then the last touch times (and the class notes)."""
+    """The ledger's columns as its writers list them: its key, then the last touch times (and the notes)."""
     return ", ".join(_name(column) for column in (*TOUCH_KEY_COLUMNS, *rule.LAST_COLUMNS,
-                                                   *(rule.NEW_COLUMNS if notes else ())))
+                                                   *((*rule.NEW_COLUMNS, CREATED_NOTE) if notes else ())))
 
 
 def _rollup_columns() -> str:
@@ -366,6 +372,7 @@ def _later_touch(table: str, *, notes: bool = False) -> str:
     if notes:
         sets += [f"{_name(rule.new_column(traffic))} = ({table}.{_name(rule.last_column(traffic))} IS NULL "
                  f"AND excluded.{_name(rule.last_column(traffic))} IS NOT NULL)" for traffic in rule.TRAFFIC_CLASSES]
+        sets.append(f"{_name(CREATED_NOTE)} = false")
     moved = " OR ".join(f"excluded.{_name(c)} > {table}.{_name(c)} OR ({table}.{_name(c)} IS NULL "
                         f"AND excluded.{_name(c)} IS NOT NULL)" for c in rule.LAST_COLUMNS)
     return f"DO UPDATE SET {', '.join(sets)} WHERE {moved}"
@@ -468,7 +475,7 @@ def _expected_period_touches_sql(where: str) -> str:
 
 def _period_touch_columns(*, notes: bool = False) -> str:
     return ", ".join(_name(column) for column in (*PERIOD_TOUCH_KEY_COLUMNS, *rule.LAST_COLUMNS,
-                                                   *(rule.NEW_COLUMNS if notes else ())))
+                                                   *((*rule.NEW_COLUMNS, CREATED_NOTE) if notes else ())))
 
 
 def _period_rollup_columns() -> str:
@@ -619,15 +626,23 @@ def _messages_statement() -> str:
     )
 
 
-def _events_insert_sql(returning: str) -> str:
-    """The batch's events inserted idempotently, RETURNING `returning` of each accepted one.
+def _events_insert_ctes(returning: str) -> str:
+    """The batch's events inserted idempotently (the CTE `inserted`, RETURNING `returning` of each accepted one).
 
-    Each event finds its stored message through the unique index: LATERAL with LIMIT 1 is not
-    flattened into a join, so it stays one index lookup per event however large the project.
+    The events are partitioned by month, so their idempotency key lives in MessageEventKey: the keys go in
+    first (`keyed`: only the new ones come back, a key another transaction holds is waited for), and an event
+    is stored only when its key was new. Batches hold no duplicate ids (removed before). Each event finds its
+    stored message through the unique index: LATERAL with LIMIT 1 is not flattened into a join, so it stays
+    one index lookup per event however large the project.
     """
     return (
-        f"INSERT INTO {_table(MessageEvent)} (id, project_id, message_id, client_event_id, type, occurred_at, url, "
-        f"user_agent, traffic, machine_reason, traffic_given, source_ip, request_purpose, received_at) "
+        f"keyed AS (INSERT INTO {_table(MessageEventKey)} (project_id, client_event_id, occurred_at) "
+        f"SELECT %(p)b, k.client_event_id, k.occurred_at FROM unnest(%(event)b::text[], %(occurred)b::timestamptz[]) "
+        f'AS k(client_event_id, occurred_at) ORDER BY k.client_event_id COLLATE "C" ON CONFLICT DO NOTHING '
+        f"RETURNING client_event_id), "
+        f"inserted AS (INSERT INTO {_table(MessageEvent)} (id, project_id, message_id, client_event_id, type, "
+        f"occurred_at, url, user_agent, traffic, machine_reason, traffic_given, source_ip, request_purpose, "
+        f"received_at) "
         f"SELECT {uuid7_sql('b.position')}, %(p)b, m.id, b.client_event_id, b.type, b.occurred_at, b.url, "
         f"b.user_agent, b.traffic, b.machine_reason, b.traffic_given, b.source_ip, b.request_purpose, %(at)b "
         f"FROM unnest(%(event)b::text[], %(type)b::text[], %(event_message)b::text[], %(occurred)b::timestamptz[], "
@@ -635,17 +650,17 @@ def _events_insert_sql(returning: str) -> str:
         f"%(source_ip)b::inet[], %(purpose)b::text[]) WITH ORDINALITY "
         f"AS b(client_event_id, type, client_message_id, occurred_at, url, user_agent, traffic, machine_reason, "
         f"traffic_given, source_ip, request_purpose, position) "
+        f"JOIN keyed ON keyed.client_event_id = b.client_event_id "
         f"CROSS JOIN LATERAL (SELECT id FROM {_table(Message)} WHERE project_id = %(p)b "
         f"AND client_message_id = b.client_message_id LIMIT 1) AS m "
-        f'ORDER BY b.client_event_id COLLATE "C" ON CONFLICT (project_id, client_event_id) DO NOTHING '
-        f"RETURNING {returning}"
+        f"RETURNING {returning})"
     )
 
 
 @cache
 def _events_only_statement() -> str:
     """The events alone: a bulk load recounts its days' rollups afterwards."""
-    return f"WITH inserted AS ({_events_insert_sql('1')}) SELECT count(*) FROM inserted"
+    return f"WITH {_events_insert_ctes('1')} SELECT count(*) FROM inserted"
 
 
 @cache
@@ -678,7 +693,7 @@ def _events_counted_statement() -> str:
     notes = ", ".join(_name(column) for column in rule.NEW_COLUMNS)
     adding = " OR ".join(["created", *(_name(column) for column in rule.NEW_COLUMNS)])  # writes that add one
     return (
-        f"WITH inserted AS ({_events_insert_sql('message_id, type, traffic, occurred_at')}), "
+        f"WITH {_events_insert_ctes('message_id, type, traffic, occurred_at')}, "
         # The accepted events fetch their message's facts by primary key: the stored message's count.
         f"facts AS MATERIALIZED ("
         f"SELECT (i.occurred_at AT TIME ZONE 'UTC')::date AS day, {_utc_slice('i.occurred_at')} AS slice, i.type, "
@@ -686,7 +701,7 @@ def _events_counted_statement() -> str:
         f"FROM inserted i CROSS JOIN LATERAL (SELECT {_recipient()} AS recipient, {dimensions} "
         f"FROM {_table(Message)} m JOIN {_table(Channel)} c ON c.id = m.channel_id WHERE m.id = i.message_id "
         f"LIMIT 1) AS f {expand}), "
-        # A new ledger row is a new distinct recipient (xmax = 0 marks the rows the insert created), and
+        # A new ledger row is a new distinct recipient (its created note marks the rows the insert made), and
         # a class note a new distinct recipient of the class; a later touch of a recipient already
         # counted only moves its last times.
         f"touched AS ("
@@ -695,7 +710,7 @@ def _events_counted_statement() -> str:
         f"FROM facts WHERE {_touching('facts')} GROUP BY {_ordinals(2, width + 2)} "
         f"ORDER BY {_ordinals(2, width + 2)} "
         f"ON CONFLICT {_touch_conflict()} {_later_touch('t', notes=True)} "
-        f"RETURNING day, type, {keys}, (xmax = 0) AS created, {notes}), "
+        f"RETURNING day, type, {keys}, {_name(CREATED_NOTE)} AS created, {notes}), "
         f"increments AS ("
         f"SELECT day, {keys}, {counted} FROM facts GROUP BY {_ordinals(1, width)} "
         f"UNION ALL SELECT day, {keys}, {uniques} FROM touched WHERE {adding} GROUP BY {_ordinals(1, width)}), "
@@ -717,7 +732,7 @@ def _events_counted_statement() -> str:
         f"FROM facts {periods} WHERE {_touching('facts')} GROUP BY {_ordinals(2, period_touch_width)} "
         f"ORDER BY {_ordinals(2, period_touch_width)} "
         f"ON CONFLICT {_period_touch_conflict()} {_later_touch('t', notes=True)} "
-        f"RETURNING period, start, type, {keys}, (xmax = 0) AS created, {notes}), "
+        f"RETURNING period, start, type, {keys}, {_name(CREATED_NOTE)} AS created, {notes}), "
         f"period_added AS ("
         f"INSERT INTO {period_rollups} ({_period_rollup_columns()}) "
         f"SELECT %(p)b::uuid, period, start, {bytewise_keys}, {period_uniques} FROM period_touched WHERE {adding} "
@@ -1603,15 +1618,54 @@ def _json_body(buckets_sql: str, body: Sequence[tuple[str, str | tuple[str, str]
 # Retention ------------------------------------------------------------------------------------------
 
 
-def message_events_delete_before(*, project_id: uuid.UUID, cutoff: datetime, limit: int) -> list[date]:
+def message_events_delete_before(*, project_id: uuid.UUID, cutoff: datetime, limit: int) -> list[tuple[date, object]]:
     """Delete up to `limit` of the project's message events that occurred before `cutoff`, in one statement;
-    returns the UTC day of each."""
+    returns the UTC day and the message id of each."""
     p = _Params()
     events = _table(MessageEvent)
     params = {"p": p.uuid(project_id), "cutoff": p.datetime(cutoff), "limit": limit}
-    statement = (f"DELETE FROM {events} WHERE id IN (SELECT id FROM {events} WHERE project_id = %(p)s "
-                 f"AND occurred_at < %(cutoff)s LIMIT %(limit)s) AND occurred_at < %(cutoff)s "
-                 f"RETURNING {_utc_day('occurred_at')}")
+    deleting = (f"DELETE FROM {events} WHERE id IN (SELECT id FROM {events} WHERE project_id = %(p)s "
+                f"AND occurred_at < %(cutoff)s LIMIT %(limit)s) AND occurred_at < %(cutoff)s")
+    if _postgres():  # their keys go with them (MessageEventKey)
+        statement = (f"WITH gone AS ({deleting} RETURNING client_event_id, occurred_at, message_id), "
+                     f"unkeyed AS (DELETE FROM {_table(MessageEventKey)} k USING gone "
+                     f"WHERE k.project_id = %(p)s AND k.client_event_id = gone.client_event_id) "
+                     f"SELECT {_utc_day('occurred_at')}, message_id FROM gone")
+    else:
+        statement = f"{deleting} RETURNING {_utc_day('occurred_at')}, message_id"
     with connection.cursor() as cursor:
         cursor.execute(statement, params)
-        return [_as_date(row[0]) for row in cursor.fetchall()]
+        return [(_as_date(day), message_id) for day, message_id in cursor.fetchall()]
+
+
+def messages_without_events_delete(*, project_id: uuid.UUID, message_ids: Sequence) -> int:
+    """Delete those of the project's messages `message_ids` that no stored event refers to any more; returns how
+    many. The caller holds the project's exclusive rollup lock: no batch is adding an event to one of them."""
+    p = _Params()
+    messages, events = _table(Message), _table(MessageEvent)
+    deleted = 0
+    with connection.cursor() as cursor:
+        for chunk in _chunks(list(message_ids), 1):
+            placeholders = ", ".join(["%s"] * len(chunk))
+            cursor.execute(f"DELETE FROM {messages} WHERE project_id = %s AND id IN ({placeholders}) AND NOT EXISTS "
+                           f"(SELECT 1 FROM {events} e WHERE e.message_id = {messages}.id)",
+                           [p.uuid(project_id), *chunk])
+            deleted += cursor.rowcount
+    return deleted
+
+
+def partition_messages_settle(partition: str) -> None:
+    """PostgreSQL, before one monthly partition of the message events is dropped: its events' keys are deleted,
+    and the messages no event outside it refers to, under each project's exclusive rollup lock (no batch adds an
+    event to one of them meanwhile)."""
+    part = _name(partition)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT DISTINCT project_id FROM {part}")
+        for (project_id,) in sorted(cursor.fetchall()):
+            lock_project_rollups(project_id=project_id, exclusive=True)
+        cursor.execute(f"DELETE FROM {_table(MessageEventKey)} k USING {part} e "
+                       f"WHERE k.project_id = e.project_id AND k.client_event_id = e.client_event_id")
+        cursor.execute(f"DELETE FROM {_table(Message)} m USING (SELECT DISTINCT message_id FROM {part}) d "
+                       f"WHERE m.id = d.message_id AND NOT EXISTS (SELECT 1 FROM {_table(MessageEvent)} e "
+                       f"WHERE e.message_id = m.id AND e.tableoid <> %s::regclass)", [partition])
+

@@ -23,9 +23,10 @@ class Command(BaseCommand):
             if moment.tzinfo is None:
                 raise CommandError("--at needs a zone (Z or an offset).")
         result = expired_purge(at=moment)
+        months = sorted({name[-7:] for name in result.partitions_dropped})
         self.stdout.write(f"Partitions dropped: {len(result.partitions_dropped)} "
                           f"in {result.partition_seconds * 1000:.1f} ms"
-                          + (f" ({', '.join(result.partitions_dropped)})" if result.partitions_dropped else ""))
+                          + (f" (months {months[0]} to {months[-1]})" if months else ""))
         for project in result.projects:
             renders, reports = project.renders, project.reports
             self.stdout.write(

@@ -1,0 +1,174 @@
+"""Contract section 10, partitions (PostgreSQL): the tables that grow with traffic are range-partitioned by month,
+the worker creates the months ahead and moves what the default partition held for them, and the purge drops the
+months past the longest retention whole, their counters and keys settled first."""
+
+import re
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import time_machine
+from django.db import connection, transaction
+from django.db.models import Sum
+from django.test.utils import CaptureQueriesContext
+
+from engagement_platform.db import partitions
+from renders.models import EngagementCounter, EngagementEvent, EventType
+from renders.selectors import engagement_summary_in_project
+from renders.services import counter_increments, record_event
+from reports.models import DailyRollup, Message, MessageEvent, MessageEventKey
+from reports.selectors import ReportFilters, Window, engagement_report
+from retention.services import expired_purge, partitions_keep_ahead
+from tests.conftest import requires_postgres
+from tests.test_reports_helpers import ingest, wire_event
+
+pytestmark = [pytest.mark.django_db, requires_postgres]
+
+AT = datetime(2026, 12, 17, 9, 30, tzinfo=UTC)
+BROWSER = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 "
+           "Safari/537.36")
+
+
+def partition_holding(table: str, where: str, params: list) -> list[str]:
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT DISTINCT tableoid::regclass::text FROM {table} WHERE {where}", params)
+        return sorted(row[0] for row in cursor.fetchall())
+
+
+def key_columns(table: str) -> list[str]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT array_agg(a.attname ORDER BY k.ord) FROM pg_constraint c CROSS JOIN LATERAL "
+                       "unnest(c.conkey) WITH ORDINALITY AS k(attnum, ord) JOIN pg_attribute a ON "
+                       "a.attrelid = c.conrelid AND a.attnum = k.attnum WHERE c.conrelid = %s::regclass "
+                       "AND c.contype = 'p'", [table])
+        return list(cursor.fetchone()[0])
+
+
+def test_every_table_that_grows_is_partitioned_by_month_with_its_key_holding_the_month_column():
+    tables = {t.table: t.column for t in partitions.registered()}
+    assert tables == {"renders_engagementevent": "created_at", "reports_messageevent": "occurred_at",
+                      "reports_dailyfirsttouch": "day", "reports_dailyrollup": "day", "reports_slicerollup": "day",
+                      "reports_periodfirsttouch": "start"}
+    with connection.cursor() as cursor:
+        for table, column in tables.items():
+            assert partitions.is_partitioned(cursor, table), table
+            names = partitions.partitions_of(cursor, table)
+            assert partitions.default_partition_name(table) in names
+            assert column in key_columns(table), table
+    # project_id leads the keys it led (the same schema can be distributed by project).
+    assert key_columns("reports_dailyfirsttouch")[0] == "project_id"
+    assert key_columns("reports_messageeventkey") == ["project_id", "client_event_id"]
+
+
+def test_upkeep_creates_the_months_ahead_and_moves_what_the_default_partition_held(project):
+    far = datetime(2027, 8, 14, 12, tzinfo=UTC)  # beyond the months the migration made
+    ingest(project, [wire_event("sent", "2027-08-14T12:00:00Z", event_id="far-1")])
+    assert partition_holding("reports_messageevent", "client_event_id = %s", ["far-1"]) == [
+        "reports_messageevent_pdefault"]
+
+    result = partitions_keep_ahead(at=datetime(2027, 6, 2, tzinfo=UTC))
+
+    assert "reports_messageevent_p2027_08" in result.created and result.rows_moved >= 1
+    assert partition_holding("reports_messageevent", "client_event_id = %s", ["far-1"]) == [
+        "reports_messageevent_p2027_08"]
+    assert partition_holding("reports_dailyrollup", "day = %s", [far.date()]) == ["reports_dailyrollup_p2027_08"]
+    # The months the upkeep covers: the longest retention's cutoff month to three months ahead.
+    with connection.cursor() as cursor:
+        names = set(partitions.partitions_of(cursor, "renders_engagementevent"))
+    expected = {partitions.partition_name("renders_engagementevent", month) for month in partitions.months_kept(
+        at=datetime(2027, 6, 2, tzinfo=UTC), longest_retention_days=project.retention_days)}
+    assert expected <= names
+    # Idempotent: the next run creates nothing; the moved event is still one the key table knows.
+    assert partitions_keep_ahead(at=datetime(2027, 6, 2, tzinfo=UTC)).created == []
+    assert ingest(project, [wire_event("sent", "2027-08-14T12:00:00Z", event_id="far-1")]).accepted == 0
+
+
+def test_a_purge_drops_the_months_past_the_longest_retention_and_settles_their_counters(make_project, make_render):
+    project = make_project(retention_days=90)
+    render = make_render(project)
+    old, kept = datetime(2026, 9, 20, 10, tzinfo=UTC), datetime(2026, 11, 28, 10, tzinfo=UTC)
+    for n, moment in enumerate([old, old + timedelta(days=3), kept, AT - timedelta(hours=1)]):
+        record_event(render=render, event_type=EventType.VIEWED, actor_kind="recipient", user_agent=BROWSER,
+                     source_ip=f"198.51.100.{n}", at=moment)
+    ingest(project, [wire_event("sent", "2026-09-20T10:00:00Z", event_id="old-1"),
+                     wire_event("sent", "2026-09-21T10:00:00Z", event_id="old-2", recipient="gone@example.org"),
+                     wire_event("sent", "2026-11-28T10:00:00Z", event_id="kept-1")])
+    partitions_keep_ahead(at=AT)  # September .. March, September's rows moved out of the default partition
+    assert partition_holding("renders_engagementevent", "created_at = %s", [old]) == [
+        "renders_engagementevent_p2026_09"]
+
+    project.retention_days = 30
+    project.save(update_fields=["retention_days"])
+    result = expired_purge(at=AT)
+
+    # Longest retention now 30 days: the cutoff is 2026-11-17, so September and October go whole.
+    for table in ("renders_engagementevent", "reports_messageevent", "reports_dailyrollup"):
+        assert {f"{table}_p2026_09", f"{table}_p2026_10"} <= set(result.partitions_dropped)
+        assert f"{table}_p2026_11" not in result.partitions_dropped
+    assert result.partition_seconds < 5
+    assert EngagementEvent.objects.filter(render=render).count() == 2
+    totals = dict(EngagementCounter.objects.filter(render=render).values_list("key").annotate(total=Sum("count")))
+    recounted = Counter()
+    for event in EngagementEvent.objects.filter(render=render):
+        recounted.update(counter_increments(event.event_type, event.share_id, event.traffic))
+    assert {key: n for key, n in totals.items() if n} == dict(recounted)
+    assert list(MessageEvent.objects.filter(project=project).values_list("client_event_id", flat=True)) == ["kept-1"]
+    assert list(MessageEventKey.objects.filter(project=project).values_list("client_event_id", flat=True)) == [
+        "kept-1"]
+    assert not DailyRollup.objects.filter(project=project, day__lt=datetime(2026, 11, 17).date()).exists()
+    # The message whose events all went with September goes too; the one a kept event names stays.
+    assert list(Message.objects.filter(project=project).values_list("recipient", flat=True)) == ["reader@example.org"]
+
+
+def test_a_month_is_dropped_only_once_every_plan_has_let_it_go(make_project):
+    short, long = make_project(retention_days=30), make_project(retention_days=120)
+    for project in (short, long):
+        ingest(project, [wire_event("sent", "2026-09-10T10:00:00Z", event_id=f"sep-{project.pk}")])
+    partitions_keep_ahead(at=AT)
+    result = expired_purge(at=AT)
+    assert "reports_messageevent_p2026_09" not in result.partitions_dropped
+    assert not MessageEvent.objects.filter(project=short).exists()  # deleted row by row, its plan being shorter
+    assert MessageEvent.objects.filter(project=long).count() == 1
+
+
+def explained(sql: str, params=None) -> str:
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN {sql}", params)
+        return "\n".join(row[0] for row in cursor.fetchall())
+
+
+def partitions_read(plan: str, table: str) -> set[str]:
+    """The partitions of `table` a plan scans ("... on <partition> <alias>"), whatever index it uses."""
+    return set(re.findall(rf"\bon ({table}_p(?:\d{{4}}_\d{{2}}|default))\b", plan))
+
+
+def test_the_report_raw_edges_read_only_the_months_of_their_window(project):
+    """The default window (the 30 days to now, both edges inside a day): every statement of the report that reads
+    raw events reads the two months the window touches, never the others nor the default partition."""
+    partitions_keep_ahead(at=AT)
+    ingest(project, [wire_event("opened", "2026-12-16T09:45:00Z"), wire_event("opened", "2026-11-17T09:45:00Z")])
+    with CaptureQueriesContext(connection) as captured:
+        engagement_report(project=project, window=Window(start=AT - timedelta(days=30), end=AT), group_by="day",
+                          filters=ReportFilters())
+    raw = [query["sql"] for query in captured.captured_queries if "reports_messageevent" in query["sql"]]
+    assert raw
+    for sql in raw:
+        assert partitions_read(explained(sql), "reports_messageevent") <= {
+            "reports_messageevent_p2026_11", "reports_messageevent_p2026_12"}, sql
+
+
+def test_the_summary_reads_recent_events_from_the_months_the_plan_keeps(project, render, make_project):
+    make_project(retention_days=365)  # another plan keeps a year: the months before this plan's exist
+    partitions_keep_ahead(at=AT)
+    record_event(render=render, event_type=EventType.VIEWED, actor_kind="partner", at=AT - timedelta(days=1))
+    since = AT - timedelta(days=project.retention_days)
+    with CaptureQueriesContext(connection) as captured, time_machine.travel(AT, tick=False):
+        assert engagement_summary_in_project(project=project, render_id=str(render.pk)) is not None
+    summary = [query["sql"] for query in captured.captured_queries if "renders_engagementevent" in query["sql"]]
+    assert summary
+    expired_months = {partitions.partition_name("renders_engagementevent", month)
+                      for month in partitions.months_from(AT - timedelta(days=365), since - timedelta(days=31))}
+    assert len(expired_months) == 9  # December 2025 .. August 2026
+    for sql in summary:
+        read = partitions_read(explained(sql), "renders_engagementevent")
+        assert "renders_engagementevent_p2026_09" in read and not read & expired_months, (read, sql)
