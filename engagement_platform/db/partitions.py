@@ -22,6 +22,7 @@ from datetime import UTC, date, datetime, timedelta
 from django.db import connection, transaction
 
 MONTHS_AHEAD = 3
+DROP_LOCK = 0x50415254_44524F50  # "PARTDROP": one partition drop at a time
 DEFAULT_SUFFIX = "_pdefault"
 _MONTH_SUFFIX = re.compile(r"_p(\d{4})_(\d{2})$")
 
@@ -400,6 +401,11 @@ def expired_partitions_drop(*, cutoff: datetime) -> DropResult:
             names = expired_partitions(cursor, partitioned, cutoff=cutoff)
         for name in names:
             with transaction.atomic(), connection.cursor() as cursor:
+                # Purges running at once (two workers) take turns; a month the other one dropped is skipped.
+                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [DROP_LOCK])
+                cursor.execute("SELECT to_regclass(%s)", [name])
+                if cursor.fetchone()[0] is None:
+                    continue
                 # No write reaches the partition while what it added elsewhere is settled (a late backfill).
                 cursor.execute(f"LOCK TABLE {_quote(name)} IN SHARE MODE")
                 if partitioned.before_drop:
