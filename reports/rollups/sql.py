@@ -26,6 +26,7 @@ from functools import cache, lru_cache
 import psycopg
 from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 
+from engagement_platform.db import partitions
 from engagement_platform.ids import new_id
 from reports.models import (
     Channel,
@@ -1255,7 +1256,10 @@ def report_json_text(*, project_id: uuid.UUID, whole_days: tuple[date, date] | N
         with connections[using].cursor() as cursor:
             cursor.execute(_json_body(sql, body), params)
             return cursor.fetchone()[0]
-    if not _statements_prepared(using):  # every execution is planned anyway: a plan mode would save nothing
+    # Every execution is planned when statements are not prepared (a plan mode would save nothing), and when
+    # the tables are partitioned by month: a generic plan holds every month's partition, which PostgreSQL 15
+    # locks and sets up at each execution, while a custom plan holds only the months of its window.
+    if not _statements_prepared(using) or partitions.supported(connections[using]):
         with _numbered_statement_cursor(using) as execute:
             return execute(_json_body(sql, body), params).fetchone()[0]
     # The statement's text is the same for every report of the same shape (the window and the key are
