@@ -79,6 +79,11 @@ bench-scale-quick: $(VENV)/.installed-dev
 bench-backfill-all: $(VENV)/.installed
 	$(BIN)/python bench/run.py --backfill-all
 
+## purge_expired over 10,000,000 message events and 1,000,000 render events on monthly partitions (docs/scaling.md).
+.PHONY: bench-purge
+bench-purge: $(VENV)/.installed
+	$(BIN)/python bench/purge.py
+
 ## Reading depth (docs/performance.md): in process, on the PostgreSQL database of DATABASE_URL (migrated).
 .PHONY: bench-reading
 bench-reading: $(VENV)/.installed

@@ -133,7 +133,9 @@ def _drop_secondary_indexes(conn, table: str) -> list[str]:
             recreate.append(f'ALTER TABLE {table} ADD CONSTRAINT "{constraint}" {constraintdef}')
         else:
             conn.execute(f"DROP INDEX {index}")
-            recreate.append(indexdef)
+            # A partitioned table's index is defined `ON ONLY` the parent (its partitions' copies are attached to
+            # it): recreated as it reads, no partition would have one. Recreated on the table, each gets its own.
+            recreate.append(indexdef.replace(" ON ONLY ", " ON ", 1))
     return recreate
 
 

@@ -92,7 +92,8 @@ def counts(conn, project: str) -> dict:
                                    [project]).fetchone()[0],
         "render events": conn.execute("SELECT count(*) FROM renders_engagementevent WHERE project_id = %s",
                                       [project]).fetchone()[0],
-        "partitions": conn.execute("SELECT count(*) FROM pg_inherits").fetchone()[0],
+        "partitions": conn.execute("SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                                   "WHERE c.relkind = 'r'").fetchone()[0],
     }
 
 
