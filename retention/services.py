@@ -45,11 +45,6 @@ def longest_retention_days() -> int | None:
     return Project.objects.aggregate(longest=Max("retention_days"))["longest"]
 
 
-def retention_cutoff(*, retention_days: int, at: datetime) -> datetime:
-    """The earliest moment a plan of `retention_days` still keeps at `at` (Project.kept_since's rule)."""
-    return Project(retention_days=retention_days).kept_since(at)
-
-
 def partitions_keep_ahead(*, at: datetime | None = None) -> partitions.UpkeepResult:
     """The worker's hourly job: every partitioned table has its months up to MONTHS_AHEAD ahead."""
     return partitions.partitions_upkeep(longest_retention_days=longest_retention_days() or 0, at=at or now())
@@ -62,7 +57,7 @@ def expired_purge(*, at: datetime | None = None) -> PurgeResult:
     longest = longest_retention_days()
     if longest is None:
         return result
-    dropped = partitions.expired_partitions_drop(cutoff=retention_cutoff(retention_days=longest, at=at))
+    dropped = partitions.expired_partitions_drop(cutoff=Project(retention_days=longest).kept_since(at))
     result.partitions_dropped, result.partition_seconds = dropped.dropped, dropped.seconds
     for project in Project.objects.order_by("created_at", "id"):
         started = time.perf_counter()
