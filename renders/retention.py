@@ -9,9 +9,9 @@ visit is kept whole while any of it is), and every render, share and email (docu
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 
-from django.db import transaction
 from django.db.models import Count, F, Q, Sum
 
+from engagement_platform.db.batches import chunked_transactions
 from renders.models import Visit, VisitPage
 from renders.selectors import summaries
 from renders.services import counter_increments
@@ -38,15 +38,17 @@ class RenderPurge:
 def render_data_purge(*, project_id, cutoff, chunk: int = PURGE_CHUNK) -> RenderPurge:
     """Delete the project's render events and visits from before `cutoff`, their figures taken off the totals."""
     purged = RenderPurge()
-    while True:
-        with transaction.atomic():
-            rows = events_delete_before(project_id=project_id, cutoff=cutoff, limit=chunk)
-            counters_subtract(project_id=project_id, tallies=[(*row, 1) for row in rows])
-        purged.events += len(rows)
-        if len(rows) < chunk:
-            break
-    while (gone := _visits_chunk_purge(project_id=project_id, cutoff=cutoff, chunk=chunk)) > 0:
-        purged.visits += gone
+
+    def events_chunk_delete(limit: int) -> list:
+        rows = events_delete_before(project_id=project_id, cutoff=cutoff, limit=limit)
+        counters_subtract(project_id=project_id, tallies=[(*row, 1) for row in rows])
+        return rows
+
+    def visits_chunk_delete(limit: int) -> list:
+        return _visits_chunk_purge(project_id=project_id, cutoff=cutoff, chunk=limit)
+
+    purged.events = sum(len(rows) for rows in chunked_transactions(events_chunk_delete, chunk))
+    purged.visits = sum(len(ids) for ids in chunked_transactions(visits_chunk_delete, chunk))
     purged.dedupe_marks = dedupe_marks_delete_before(project_id=project_id, cutoff=cutoff)
     return purged
 
@@ -63,34 +65,33 @@ def counters_subtract(*, project_id, tallies) -> None:
         summaries.changed(*by_render)
 
 
-def _visits_chunk_purge(*, project_id, cutoff, chunk: int) -> int:
+def _visits_chunk_purge(*, project_id, cutoff, chunk: int) -> list:
     """Delete up to `chunk` visits idle since before `cutoff` with their pages, taking them off the render's
-    visit totals and per-page figures; returns how many."""
-    with transaction.atomic():
-        ids = list(Visit.objects.select_for_update().filter(project_id=project_id, last_activity_at__lt=cutoff)
-                   .order_by().values_list("pk", flat=True)[:chunk])
-        if not ids:
-            return 0
-        pages = VisitPage.objects.filter(visit_id__in=ids).order_by()
-        readings = defaultdict(dict)
-        for row in pages.values("render_id", "page", traffic=F("visit__traffic")).annotate(
-                total_ms=Sum("ms"), read=Count("pk", filter=Q(ms__gte=READ_PAGE_MS))):
-            readings[row["render_id"], row["traffic"]][row["page"]] = (-row["total_ms"], -row["read"])
-        completed = Counter({(row["render_id"], row["traffic"]): row["n"] for row in pages.filter(
-            page=F("render__page_count"), ms__gte=READ_PAGE_MS).values(
-            "render_id", traffic=F("visit__traffic")).annotate(n=Count("pk"))})
-        totals = list(Visit.objects.filter(pk__in=ids).order_by().values("render_id", "traffic")
-                      .annotate(n=Count("pk"), ms=Sum("duration_ms")))
-        pages.delete()
-        Visit.objects.filter(pk__in=ids).delete()
-        for (render_id, traffic), by_page in sorted(readings.items(), key=str):
-            add_to_page_readings(project_id=project_id, render_id=render_id, traffic=traffic, pages=by_page)
-        summaries.changed(*{row["render_id"] for row in totals})
-        for row in sorted(totals, key=lambda row: (str(row["render_id"]), row["traffic"])):
-            add_to_visit_totals(project_id=project_id, render_id=row["render_id"], traffic=row["traffic"],
-                                visits=-row["n"], duration_ms=-row["ms"],
-                                completed=-completed[row["render_id"], row["traffic"]])
-        return len(ids)
+    visit totals and per-page figures (inside the caller's transaction); returns their ids."""
+    ids = list(Visit.objects.select_for_update().filter(project_id=project_id, last_activity_at__lt=cutoff)
+               .order_by().values_list("pk", flat=True)[:chunk])
+    if not ids:
+        return ids
+    pages = VisitPage.objects.filter(visit_id__in=ids).order_by()
+    readings = defaultdict(dict)
+    for row in pages.values("render_id", "page", traffic=F("visit__traffic")).annotate(
+            total_ms=Sum("ms"), read=Count("pk", filter=Q(ms__gte=READ_PAGE_MS))):
+        readings[row["render_id"], row["traffic"]][row["page"]] = (-row["total_ms"], -row["read"])
+    completed = Counter({(row["render_id"], row["traffic"]): row["n"] for row in pages.filter(
+        page=F("render__page_count"), ms__gte=READ_PAGE_MS).values(
+        "render_id", traffic=F("visit__traffic")).annotate(n=Count("pk"))})
+    totals = list(Visit.objects.filter(pk__in=ids).order_by().values("render_id", "traffic")
+                  .annotate(n=Count("pk"), ms=Sum("duration_ms")))
+    pages.delete()
+    Visit.objects.filter(pk__in=ids).delete()
+    for (render_id, traffic), by_page in sorted(readings.items(), key=str):
+        add_to_page_readings(project_id=project_id, render_id=render_id, traffic=traffic, pages=by_page)
+    summaries.changed(*{row["render_id"] for row in totals})
+    for row in sorted(totals, key=lambda row: (str(row["render_id"]), row["traffic"])):
+        add_to_visit_totals(project_id=project_id, render_id=row["render_id"], traffic=row["traffic"],
+                            visits=-row["n"], duration_ms=-row["ms"],
+                            completed=-completed[row["render_id"], row["traffic"]])
+    return ids
 
 
 def events_partition_settle(partition: str) -> None:

@@ -9,6 +9,7 @@ from datetime import date, datetime, timedelta
 
 from django.db import transaction
 
+from engagement_platform.db.batches import chunked_transactions
 from reports.grains import utc_day
 from reports.models import (
     DailyFirstTouch,
@@ -48,14 +49,13 @@ def report_data_purge(*, project, cutoff: datetime, chunk: int = PURGE_CHUNK) ->
     cutoff_day = utc_day(cutoff)
     days: set[date] = set()
     messages: set = set()
-    while True:
-        with transaction.atomic():
-            deleted = message_events_delete_before(project_id=project.pk, cutoff=cutoff, limit=chunk)
+    def events_chunk_delete(limit: int) -> list:
+        return message_events_delete_before(project_id=project.pk, cutoff=cutoff, limit=limit)
+
+    for deleted in chunked_transactions(events_chunk_delete, chunk):
         days.update(day for day, _message in deleted)
         messages.update(message for _day, message in deleted)
         purged.events += len(deleted)
-        if len(deleted) < chunk:
-            break
     purged.messages = _messages_purge(project=project, message_ids=sorted(messages, key=str), chunk=chunk)
     purged.derived_rows = _derived_rows_purge(project=project, cutoff_day=cutoff_day)
     straddling = {(period, start) for period, start in periods_of(days) if start == period_start(period, cutoff_day)}

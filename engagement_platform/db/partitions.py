@@ -104,9 +104,10 @@ def _bounds(month: date, column_type: str) -> str:
     return f"FROM ({_bound(month, column_type)}) TO ({_bound(next_month(month), column_type)})"
 
 
-def _month_end(month: date, column_type: str):
+def _month_end(month: date) -> datetime:
+    """The first moment after `month` (UTC midnight of the next month's first day), for either column type."""
     end = next_month(month)
-    return end if column_type == "date" else datetime(end.year, end.month, 1, tzinfo=UTC)
+    return datetime(end.year, end.month, 1, tzinfo=UTC)
 
 
 # Catalog reads ------------------------------------------------------------------------------------------
@@ -201,28 +202,19 @@ def convert_to_monthly(schema_editor, table: str, column: str, *, dropped_unique
         unknown = set(dropped_uniques) - {name for name, _columns in shape.uniques}
         if unknown:
             raise ValueError(f"{table} has no unique constraint {sorted(unknown)}")
-        building = f"{table}__partitioned"
-        cursor.execute(f"CREATE TABLE {_quote(building)} (LIKE {_quote(table)} INCLUDING ALL EXCLUDING INDEXES) "
-                       f"PARTITION BY RANGE ({_quote(column)})")
         at = at or datetime.now(UTC)
         if longest_retention_days is None:
             longest_retention_days = _longest_retention_days(cursor)
-        for month in months_kept(at=at, longest_retention_days=longest_retention_days):
-            cursor.execute(f"CREATE TABLE {_quote(partition_name(table, month))} PARTITION OF {_quote(building)} "
-                           f"FOR VALUES {_bounds(month, column_type)}")
-        cursor.execute(f"CREATE TABLE {_quote(default_partition_name(table))} PARTITION OF {_quote(building)} "
-                       f"DEFAULT")
-        columns = ", ".join(_quote(name) for name in _columns(cursor, table))
-        cursor.execute(f"INSERT INTO {_quote(building)} ({columns}) SELECT {columns} FROM {_quote(table)}")
-        for name in shape.identity:
-            cursor.execute(f"SELECT setval(pg_get_serial_sequence(%s, %s), "
-                           f"coalesce((SELECT max({_quote(name)}) FROM {_quote(building)}), 0) + 1, false)",
-                           [building, name])
-        cursor.execute(f"DROP TABLE {_quote(table)}")
-        cursor.execute(f"ALTER TABLE {_quote(building)} RENAME TO {_quote(table)}")
-        for name in shape.identity:  # the sequence keeps the table's own name, as Django named it
-            cursor.execute("SELECT pg_get_serial_sequence(%s, %s)", [table, name])
-            cursor.execute(f"ALTER SEQUENCE {cursor.fetchone()[0]} RENAME TO {_quote(f'{table}_{name}_seq')}")
+
+        def partitions_create(building: str) -> None:
+            for month in months_kept(at=at, longest_retention_days=longest_retention_days):
+                cursor.execute(f"CREATE TABLE {_quote(partition_name(table, month))} PARTITION OF "
+                               f"{_quote(building)} FOR VALUES {_bounds(month, column_type)}")
+            cursor.execute(f"CREATE TABLE {_quote(default_partition_name(table))} PARTITION OF {_quote(building)} "
+                           f"DEFAULT")
+
+        _table_rebuild(cursor, table, identity=shape.identity, suffix="__partitioned",
+                       partitioned_by=column, before_copy=partitions_create)
         key_name, key_columns = shape.primary_key
         cursor.execute(f"ALTER TABLE {_quote(table)} ADD CONSTRAINT {_quote(key_name)} PRIMARY KEY "
                        f"({_key_columns(key_columns, column)})")
@@ -230,10 +222,7 @@ def convert_to_monthly(schema_editor, table: str, column: str, *, dropped_unique
             if name not in dropped_uniques:
                 cursor.execute(f"ALTER TABLE {_quote(table)} ADD CONSTRAINT {_quote(name)} UNIQUE "
                                f"({_key_columns(unique_columns, column)})")
-        for statement in shape.indexes:
-            cursor.execute(statement)
-        for name, definition in shape.foreign_keys:
-            cursor.execute(f"ALTER TABLE {_quote(table)} ADD CONSTRAINT {_quote(name)} {definition}")
+        _indexes_and_references_add(cursor, table, shape.indexes, shape.foreign_keys)
         partition_indexes_name(cursor, table)
 
 
@@ -247,31 +236,10 @@ def convert_to_plain(schema_editor, model) -> None:
     with schema_editor.connection.cursor() as cursor:
         if not is_partitioned(cursor, table):
             return
-        cursor.execute("SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i WHERE i.indrelid = %s::regclass "
-                       "AND NOT EXISTS (SELECT 1 FROM pg_constraint con WHERE con.conindid = i.indexrelid) "
-                       "ORDER BY 1", [table])
-        indexes = [row[0].replace(" ON ONLY ", " ON ") for row in cursor.fetchall()]
-        cursor.execute("SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
-                       "WHERE conrelid = %s::regclass AND contype = 'f' ORDER BY conname", [table])
-        foreign_keys = cursor.fetchall()
-        cursor.execute("SELECT conname FROM pg_constraint WHERE conrelid = %s::regclass AND contype = 'p'", [table])
-        key_name = cursor.fetchone()[0]
-        cursor.execute("SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attidentity <> ''",
-                       [table])
-        identity = [row[0] for row in cursor.fetchall()]
-        building = f"{table}__plain"
-        cursor.execute(f"CREATE TABLE {_quote(building)} (LIKE {_quote(table)} INCLUDING ALL EXCLUDING INDEXES)")
-        columns = ", ".join(_quote(name) for name in _columns(cursor, table))
-        cursor.execute(f"INSERT INTO {_quote(building)} ({columns}) SELECT {columns} FROM {_quote(table)}")
-        for name in identity:
-            cursor.execute(f"SELECT setval(pg_get_serial_sequence(%s, %s), "
-                           f"coalesce((SELECT max({_quote(name)}) FROM {_quote(building)}), 0) + 1, false)",
-                           [building, name])
-        cursor.execute(f"DROP TABLE {_quote(table)}")
-        cursor.execute(f"ALTER TABLE {_quote(building)} RENAME TO {_quote(table)}")
-        for name in identity:
-            cursor.execute("SELECT pg_get_serial_sequence(%s, %s)", [table, name])
-            cursor.execute(f"ALTER SEQUENCE {cursor.fetchone()[0]} RENAME TO {_quote(f'{table}_{name}_seq')}")
+        shape = _shape(cursor, table)
+        indexes = [statement.replace(" ON ONLY ", " ON ") for statement in shape.indexes]
+        key_name = shape.primary_key[0]
+        _table_rebuild(cursor, table, identity=shape.identity, suffix="__plain")
         key = [field.column for field in (getattr(model._meta.pk, "fields", None) or [model._meta.pk])]
         cursor.execute(f"ALTER TABLE {_quote(table)} ADD CONSTRAINT {_quote(key_name)} PRIMARY KEY "
                        f"({', '.join(_quote(c) for c in key)})")
@@ -280,10 +248,38 @@ def convert_to_plain(schema_editor, model) -> None:
             if fields and getattr(constraint, "condition", None) is None:
                 cursor.execute(f"ALTER TABLE {_quote(table)} ADD CONSTRAINT {_quote(constraint.name)} UNIQUE "
                                f"({', '.join(_quote(c) for c in fields)})")
-        for statement in indexes:
-            cursor.execute(statement)
-        for name, definition in foreign_keys:
-            cursor.execute(f"ALTER TABLE {_quote(table)} ADD CONSTRAINT {_quote(name)} {definition}")
+        _indexes_and_references_add(cursor, table, indexes, shape.foreign_keys)
+
+
+def _table_rebuild(cursor, table: str, *, identity: list[str], suffix: str, partitioned_by: str | None = None,
+                   before_copy: Callable[[str], None] | None = None) -> None:
+    """Replace `table` by a copy of its columns and rows (plain, or partitioned by range of `partitioned_by`,
+    whose partitions `before_copy` creates), without keys, indexes or foreign keys: the caller adds them.
+    Identity sequences go on from the rows' largest value and keep the table's own names, as Django named them."""
+    building = f"{table}{suffix}"
+    partitioning = f" PARTITION BY RANGE ({_quote(partitioned_by)})" if partitioned_by else ""
+    cursor.execute(f"CREATE TABLE {_quote(building)} (LIKE {_quote(table)} INCLUDING ALL EXCLUDING INDEXES)"
+                   f"{partitioning}")
+    if before_copy:
+        before_copy(building)
+    columns = ", ".join(_quote(name) for name in _columns(cursor, table))
+    cursor.execute(f"INSERT INTO {_quote(building)} ({columns}) SELECT {columns} FROM {_quote(table)}")
+    for name in identity:
+        cursor.execute(f"SELECT setval(pg_get_serial_sequence(%s, %s), "
+                       f"coalesce((SELECT max({_quote(name)}) FROM {_quote(building)}), 0) + 1, false)",
+                       [building, name])
+    cursor.execute(f"DROP TABLE {_quote(table)}")
+    cursor.execute(f"ALTER TABLE {_quote(building)} RENAME TO {_quote(table)}")
+    for name in identity:
+        cursor.execute("SELECT pg_get_serial_sequence(%s, %s)", [table, name])
+        cursor.execute(f"ALTER SEQUENCE {cursor.fetchone()[0]} RENAME TO {_quote(f'{table}_{name}_seq')}")
+
+
+def _indexes_and_references_add(cursor, table: str, indexes: list[str], foreign_keys: list[tuple[str, str]]) -> None:
+    for statement in indexes:
+        cursor.execute(statement)
+    for name, definition in foreign_keys:
+        cursor.execute(f"ALTER TABLE {_quote(table)} ADD CONSTRAINT {_quote(name)} {definition}")
 
 
 def partition_indexes_name(cursor, table: str) -> None:
@@ -375,18 +371,8 @@ class DropResult:
 
 def expired_partitions(cursor, partitioned: PartitionedTable, *, cutoff: datetime) -> list[str]:
     """The table's monthly partitions whose every row's data lies before `cutoff`."""
-    column_type = _column_type(cursor, partitioned.table, partitioned.column)
-    expired = []
-    for name in partitions_of(cursor, partitioned.table):
-        month = _month_of_partition(name)
-        if month is None:
-            continue
-        end = _month_end(month, column_type)
-        if isinstance(end, date) and not isinstance(end, datetime):
-            end = datetime(end.year, end.month, end.day, tzinfo=UTC)
-        if end + partitioned.reach <= cutoff:
-            expired.append(name)
-    return expired
+    months = ((name, _month_of_partition(name)) for name in partitions_of(cursor, partitioned.table))
+    return [name for name, month in months if month is not None and _month_end(month) + partitioned.reach <= cutoff]
 
 
 def expired_partitions_drop(*, cutoff: datetime) -> DropResult:

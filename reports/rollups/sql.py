@@ -1649,7 +1649,7 @@ def messages_without_events_delete(*, project_id: uuid.UUID, message_ids: Sequen
     messages, events = _table(Message), _table(MessageEvent)
     deleted = 0
     with connection.cursor() as cursor:
-        for chunk in _chunks(list(message_ids), 1):
+        for chunk in _chunks(list(message_ids), columns=1):  # as many ids as a statement takes parameters
             placeholders = ", ".join(["%s"] * len(chunk))
             cursor.execute(f"DELETE FROM {messages} WHERE project_id = %s AND id IN ({placeholders}) AND NOT EXISTS "
                            f"(SELECT 1 FROM {events} e WHERE e.message_id = {messages}.id)",
