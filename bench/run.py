@@ -68,6 +68,7 @@ class Bench:
         self.tmp = tempfile.mkdtemp(prefix="ep-bench-")
         self.server = None
         self.db_created = False
+        self.keep_db = False
         self.salt = 0
         self.table = Table(quick=mode == "quick")
         self.env = {
@@ -495,7 +496,9 @@ class Bench:
     def cleanup(self) -> None:
         if self.server is not None:
             self.server.stop()
-        if self.db_created:
+        if self.db_created and self.keep_db:
+            log(f"kept {self.db_name}")
+        elif self.db_created:
             try:
                 from django.db import connections
 
@@ -515,9 +518,13 @@ def main() -> int:
                         help="full sizes with all 10,000,000 lines of the big report project loaded by "
                              "backfill_message_events (and the COPY floor of all of them): longer than the "
                              "15-minute budget on a slow machine")
+    parser.add_argument("--keep-db", action="store_true",
+                        help="leave the benchmark's database in place afterwards (its name is logged), to study "
+                             "its plans")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     bench = Bench("quick" if args.quick else "full")
+    bench.keep_db = args.keep_db
     if args.backfill_all and not args.quick:
         bench.size = {**bench.size, "backfill_slice": bench.size["report_big"]}
     started = time.perf_counter()

@@ -14,6 +14,7 @@ from rest_framework.test import APIClient
 from apikeys.models import ALL_SCOPES
 from apikeys.services import apikey_issue, project_create
 from demo.pdf import simple_pdf
+from engagement_platform.db.partitions import known_partitions_forget
 from renders.services import render_create
 from tests.rediscache import clear_test_cache, delete_own_keys, redis_cache_settings, redis_url_or_skip
 
@@ -30,6 +31,14 @@ def _isolated_media(settings):
     settings.MEDIA_ROOT = media
     yield
     shutil.rmtree(media, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _partitions_listed_afresh():
+    """A test's rolled-back transaction takes the partitions it created with it: each test lists them anew."""
+    known_partitions_forget()
+    yield
+    known_partitions_forget()
 
 
 @pytest.fixture(autouse=True)

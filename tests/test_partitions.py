@@ -17,7 +17,7 @@ from renders.models import EngagementCounter, EngagementEvent, EventType
 from renders.selectors import engagement_summary_in_project
 from renders.services import counter_increments, record_event
 from reports.models import DailyRollup, Message, MessageEvent, MessageEventKey
-from reports.selectors import ReportFilters, Window, engagement_report
+from reports.selectors import ReportFilters, Window, engagement_report, engagement_report_json
 from retention.services import expired_purge, partitions_keep_ahead
 from tests.conftest import requires_postgres
 from tests.test_reports_helpers import ingest, wire_event
@@ -185,3 +185,80 @@ def test_the_summary_reads_recent_events_from_the_months_the_plan_keeps(project,
     for sql, params in summary:
         read = partitions_read(explained(sql, params), "renders_engagementevent")
         assert "renders_engagementevent_p2026_09" in read and not read & expired_months, (read, sql)
+
+
+def report_statement(project, **window) -> str:
+    with statements_run() as run:
+        engagement_report(project=project, window=Window(**window), group_by="day", filters=ReportFilters())
+    [sql] = [sql for sql, _params in run if "reports_dailyrollup" in sql]
+    return sql
+
+
+PARENTS = ("reports_messageevent", "reports_dailyrollup", "reports_slicerollup", "reports_dailyfirsttouch",
+           "reports_periodfirsttouch")
+
+
+def parents_named(sql: str) -> set[str]:
+    return {table for table in PARENTS if re.search(rf'"{table}"', sql)}
+
+
+def test_the_report_names_the_partitions_of_its_months_not_their_tables(project):
+    """A generic plan of a statement naming a partitioned table holds all its partitions (PostgreSQL 15 locks
+    each at every execution): the default window's statement names the two months' partitions instead."""
+    partitions_keep_ahead(at=AT)
+    ingest(project, [wire_event("opened", "2026-12-16T09:45:00Z"), wire_event("opened", "2026-11-17T09:45:00Z")])
+
+    sql = report_statement(project, start=AT - timedelta(days=30), end=AT)
+
+    assert parents_named(sql) == set()
+    # The whole days' rollups of both months; the first day's slices, ledger and raw events (November); the
+    # last day's rollup row and raw events (December).
+    assert set(re.findall(r'"(reports_[a-z]+_p\d{4}_\d{2})"', sql)) == {
+        "reports_dailyrollup_p2026_11", "reports_dailyrollup_p2026_12", "reports_slicerollup_p2026_11",
+        "reports_dailyfirsttouch_p2026_11", "reports_messageevent_p2026_11", "reports_messageevent_p2026_12"}
+
+
+def test_a_month_without_a_partition_of_its_own_is_read_through_its_table(project):
+    known = frozenset({"reports_dailyrollup_p2026_11", "reports_dailyrollup_p2026_12"})
+    relation = partitions.months_relation
+    assert relation("reports_dailyrollup", ["day"], AT.date(), AT.date(), alias="d", known=known) == (
+        '"reports_dailyrollup_p2026_12" AS d')
+    assert relation("reports_dailyrollup", ["day", "opens"], AT.date() - timedelta(days=30), AT.date(), alias="d",
+                    known=known) == ('(SELECT "day", "opens" FROM "reports_dailyrollup_p2026_11" UNION ALL '
+                                     'SELECT "day", "opens" FROM "reports_dailyrollup_p2026_12") AS d')
+    assert relation("reports_dailyrollup", ["day"], AT.date(), AT.date() + timedelta(days=31), alias="d",
+                    known=known) is None  # January 2027 has none in `known`: its rows may be in the default one
+
+    # A month whose partition the process does not know of (created since it listed them) is read through the
+    # table, and the report is the same.
+    ingest(project, [wire_event("opened", "2026-12-16T09:45:00Z"), wire_event("opened", "2026-11-17T09:45:00Z")])
+    window = {"start": AT - timedelta(days=30), "end": AT}
+    named = engagement_report(project=project, window=Window(**window), group_by="day", filters=ReportFilters())
+    partitions._known["default"] = (partitions.time.monotonic(), frozenset())
+    assert parents_named(report_statement(project, **window)) == set(PARENTS[:4])
+    assert engagement_report(project=project, window=Window(**window), group_by="day",
+                             filters=ReportFilters()) == named
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_report_naming_a_partition_dropped_since_lists_the_partitions_again(make_project):
+    """Another process's purge may drop a partition this one still lists: the report lists them again and
+    answers (here a partition is renamed away, and back afterwards; the months the migration created)."""
+    project = make_project(retention_days=365)
+    upcoming = partitions.month_of(datetime.now(UTC)) + timedelta(days=40)  # inside next month
+    at = datetime(upcoming.year, upcoming.month, 10, 9, 30, tzinfo=UTC)
+    ingest(project, [wire_event("opened", (at - timedelta(days=20)).strftime("%Y-%m-%dT%H:%M:%SZ")),
+                     wire_event("opened", (at - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ"))])
+    window = Window(start=at - timedelta(days=30), end=at)
+    month = partitions.partition_name("reports_dailyrollup", partitions.month_of(at - timedelta(days=20)))
+    before = engagement_report_json(project=project, window=window, group_by="day", filters=ReportFilters())
+    assert before.count(b'"opens":1') == 2 and month in partitions.known_partitions()
+    with connection.cursor() as cursor:
+        cursor.execute(f"ALTER TABLE {month} RENAME TO {month}_away")
+    try:
+        after = engagement_report_json(project=project, window=window, group_by="day", filters=ReportFilters())
+        assert month not in partitions.known_partitions()
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f"ALTER TABLE {month}_away RENAME TO {month}")
+    assert after == before

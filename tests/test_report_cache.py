@@ -10,7 +10,15 @@ from engagement_platform import bodycache
 from reports import selectors
 from reports.models import DailyRollup
 from tests.rediscache import clear_test_cache, redis_cache_settings
-from tests.test_reports_helpers import CHANNEL_B, REPORT_URL, delivered_message, get_report, ingest, wire_event
+from tests.test_reports_helpers import (
+    CHANNEL_B,
+    REPORT_URL,
+    delivered_message,
+    get_report,
+    ingest,
+    partitions_listed,
+    wire_event,
+)
 from tests.test_secrets import _redis_url
 
 # Real commits: kept bodies are dropped when a write commits.
@@ -37,6 +45,7 @@ def report_cache(request, settings):
 def traffic(project, clock):
     assert ingest(project, [*delivered_message("2026-04-10T09:00:00Z", recipient="a@example.org"),
                             wire_event("opened", "2026-04-10T10:00:00Z", recipient="a@example.org")]).accepted == 3
+    partitions_listed()
 
 
 def report_queries(api, **params):

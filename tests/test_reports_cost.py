@@ -8,7 +8,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from reports.models import MessageEvent
-from tests.test_reports_helpers import REPORT_URL, get_report, ingest, utc, wire_event
+from tests.test_reports_helpers import REPORT_URL, get_report, ingest, partitions_listed, utc, wire_event
 
 pytestmark = pytest.mark.django_db
 
@@ -35,6 +35,7 @@ def year_of_traffic(make_project, make_key, make_client, clock):
                                      recipient=f"reader{offset % 5}@example.org"))
     for start in range(0, len(events), 1000):
         ingest(project, events[start:start + 1000])
+    partitions_listed()
     return project, make_client(make_key(project).raw_key)
 
 

@@ -19,9 +19,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
-from django.db import connection, transaction
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 
 MONTHS_AHEAD = 3
+KNOWN_SECONDS = 60.0  # how long a process trusts its list of a database's partitions (`known_partitions`)
 DROP_LOCK = 0x50415254_44524F50  # "PARTDROP": one partition drop at a time
 DEFAULT_SUFFIX = "_pdefault"
 _MONTH_SUFFIX = re.compile(r"_p(\d{4})_(\d{2})$")
@@ -142,6 +143,52 @@ def _columns(cursor, table: str) -> list[str]:
     return [row[0] for row in cursor.fetchall()]
 
 
+# Reading months by their partitions' names ----------------------------------------------------------------
+#
+# A statement that names a partitioned table holds all its partitions: PostgreSQL 15 locks every one at each
+# execution of a generic plan (pruning comes after), and plans each custom one anew. A statement prepared
+# once and run often (the report) names the partitions of the months it reads instead. A month without a
+# partition of its own keeps its rows in the default partition: such reads name the table. Partitions come
+# and go only with upkeep and retention, so each process keeps its list of them for KNOWN_SECONDS; a month
+# created meanwhile is read through its table, and a dropped one was past every plan's retention.
+
+_known: dict[str, tuple[float, frozenset[str]]] = {}
+
+
+def known_partitions(using: str = DEFAULT_DB_ALIAS) -> frozenset[str]:
+    """The names of the registered tables' partitions on the database `using`, as listed at most KNOWN_SECONDS
+    ago (the catalog is read again after that)."""
+    listed = _known.get(using)
+    if listed is not None and time.monotonic() - listed[0] < KNOWN_SECONDS:
+        return listed[1]
+    with connections[using].cursor() as cursor:
+        cursor.execute("SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                       "JOIN pg_class parent ON parent.oid = i.inhparent WHERE parent.relname = ANY(%s)",
+                       [sorted(_tables)])
+        names = frozenset(row[0] for row in cursor.fetchall())
+    _known[using] = (time.monotonic(), names)
+    return names
+
+
+def known_partitions_forget() -> None:
+    """Read the catalog again at the next `known_partitions` (after this process created or dropped one)."""
+    _known.clear()
+
+
+def months_relation(table: str, columns: Iterable[str], first: date, last: date, *, alias: str,
+                    known: frozenset[str]) -> str | None:
+    """A FROM item (`... AS alias`) reading `table`'s rows of the months from `first`'s to `last`'s by their
+    partitions' names (their `columns`), or None when one of those months has no partition in `known`."""
+    names = [partition_name(table, month) for month in months_from(first, last)]
+    if not all(name in known for name in names):
+        return None
+    if len(names) == 1:
+        return f"{_quote(names[0])} AS {alias}"
+    listed = ", ".join(_quote(column) for column in columns)
+    # A UNION ALL of plain SELECTs in FROM is flattened by the planner: each partition's own index serves.
+    return "(" + " UNION ALL ".join(f"SELECT {listed} FROM {_quote(name)}" for name in names) + f") AS {alias}"
+
+
 # Turning a plain table into a partitioned one (migrations) --------------------------------------------------
 
 @dataclass(frozen=True)
@@ -224,6 +271,7 @@ def convert_to_monthly(schema_editor, table: str, column: str, *, dropped_unique
                                f"({_key_columns(unique_columns, column)})")
         _indexes_and_references_add(cursor, table, shape.indexes, shape.foreign_keys)
         partition_indexes_name(cursor, table)
+    known_partitions_forget()
 
 
 def convert_to_plain(schema_editor, model) -> None:
@@ -249,6 +297,7 @@ def convert_to_plain(schema_editor, model) -> None:
                 cursor.execute(f"ALTER TABLE {_quote(table)} ADD CONSTRAINT {_quote(constraint.name)} UNIQUE "
                                f"({', '.join(_quote(c) for c in fields)})")
         _indexes_and_references_add(cursor, table, indexes, shape.foreign_keys)
+    known_partitions_forget()
 
 
 def _table_rebuild(cursor, table: str, *, identity: list[str], suffix: str, partitioned_by: str | None = None,
@@ -347,6 +396,7 @@ def _month_create(partitioned: PartitionedTable, month: date) -> int:
         column = _quote(partitioned.column)
         cursor.execute(f"SELECT EXISTS (SELECT 1 FROM {_quote(default)} WHERE {column} >= {start} "
                        f"AND {column} < {end})")
+        known_partitions_forget()
         if not cursor.fetchone()[0]:
             cursor.execute(f"CREATE TABLE {_quote(name)} PARTITION OF {_quote(table)} FOR VALUES {bounds}")
             partition_indexes_name(cursor, table)
@@ -397,6 +447,7 @@ def expired_partitions_drop(*, cutoff: datetime) -> DropResult:
                 if partitioned.before_drop:
                     partitioned.before_drop(name)
                 cursor.execute(f"DROP TABLE {_quote(name)}")
+                known_partitions_forget()
             result.dropped.append(name)
     result.seconds = time.perf_counter() - started
     return result

@@ -18,13 +18,14 @@ import itertools
 import re
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import contextmanager, nullcontext
 from datetime import UTC, date, datetime, timedelta
 from functools import cache, lru_cache
+from typing import TypeVar
 
 import psycopg
-from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, ProgrammingError, connection, connections, transaction
 
 from engagement_platform.db import partitions
 from engagement_platform.ids import new_id
@@ -59,9 +60,13 @@ def _postgres() -> bool:
 
 
 def _table(model) -> str:
-    return connection.ops.quote_name(model._meta.db_table)
+    return _name(model._meta.db_table)
 
 
+# A report statement names a few hundred columns, and each `connection.ops` goes through the connection
+# handler's thread-local lookup: the quoted names are kept (both backends quote alike, and a process
+# talks to one kind of database).
+@lru_cache(maxsize=1024)
 def _name(column: str) -> str:
     return connection.ops.quote_name(column)
 
@@ -228,8 +233,9 @@ def _utc_slice(column: str) -> str:
     return f"({minutes} / {rule.SLICE_MINUTES})"
 
 
-def _facts_join() -> str:
-    return (f"FROM {_table(MessageEvent)} e JOIN {_table(Message)} m ON m.id = e.message_id "
+def _facts_join(events: str | None = None) -> str:
+    """The events (`events`: their FROM item as `e`; the table by default) joined to their facts."""
+    return (f"FROM {events or _table(MessageEvent) + ' e'} JOIN {_table(Message)} m ON m.id = e.message_id "
             f"JOIN {_table(Channel)} c ON c.id = m.channel_id")
 
 
@@ -1228,11 +1234,14 @@ def report_rows(*, project_id: uuid.UUID, whole_days: tuple[date, date] | None,
     `exact` (the window, for week and month buckets): the distinct figures count each recipient once per
     bucket, from the period ledgers, instead of summing the daily ones.
     """
-    sql, params = _report_statement(project_id=project_id, whole_days=whole_days, partial=partial, key=key,
-                                    group_by=group_by, figures=figures, exact=exact)
-    with connections[using].cursor() as cursor:
-        cursor.execute(sql, params)
-        return [(_as_date(period), *values) for period, *values in cursor.fetchall()]
+    def run() -> list[tuple]:
+        sql, params = _report_statement(project_id=project_id, whole_days=whole_days, partial=partial, key=key,
+                                        group_by=group_by, figures=figures, exact=exact, using=using)
+        with connections[using].cursor() as cursor:
+            cursor.execute(sql, params)
+            return [(_as_date(period), *values) for period, *values in cursor.fetchall()]
+
+    return _partitions_relisted_if_gone(run, using)
 
 
 def report_json_text(*, project_id: uuid.UUID, whole_days: tuple[date, date] | None,
@@ -1250,25 +1259,43 @@ def report_json_text(*, project_id: uuid.UUID, whole_days: tuple[date, date] | N
     figures = [source for _key, source in body if isinstance(source, str) and source != "period"]
     if "delivered" not in figures:
         figures.append("delivered")
-    sql, params = _report_statement(project_id=project_id, whole_days=whole_days, partial=partial, key=key,
-                                    group_by=group_by, figures=figures, exact=exact)
-    if not partial and exact is None:
+    return _partitions_relisted_if_gone(lambda: _report_json_run(
+        *_report_statement(project_id=project_id, whole_days=whole_days, partial=partial, key=key,
+                           group_by=group_by, figures=figures, exact=exact, using=using),
+        body=body, edges=bool(partial) or exact is not None, using=using), using)
+
+
+T = TypeVar("T")
+
+
+def _partitions_relisted_if_gone(run: Callable[[], T], using: str) -> T:
+    """`run()` (which builds and runs a report statement); if a partition it named was dropped since this
+    process listed them (another process's purge), list them again and run once more. Inside a transaction
+    the error stands: the transaction is lost anyway."""
+    try:
+        return run()
+    except ProgrammingError as error:
+        if not isinstance(error.__cause__, psycopg.errors.UndefinedTable) or connections[using].in_atomic_block:
+            raise
+        partitions.known_partitions_forget()
+        return run()
+
+
+def _report_json_run(sql: str, params: list, *, body, edges: bool, using: str) -> str:
+    if not edges:
         with connections[using].cursor() as cursor:
             cursor.execute(_json_body(sql, body), params)
             return cursor.fetchone()[0]
-    # Every execution is planned when statements are not prepared (a plan mode would save nothing), and when
-    # the tables are partitioned by month: a generic plan holds every month's partition, which PostgreSQL 15
-    # locks and sets up at each execution, while a custom plan holds only the months of its window.
-    if not _statements_prepared(using) or partitions.supported(connections[using]):
+    if not _statements_prepared(using):  # every execution is planned anyway: a plan mode would save nothing
         with _numbered_statement_cursor(using) as execute:
             return execute(_json_body(sql, body), params).fetchone()[0]
-    # The statement's text is the same for every report of the same shape (the window and the key are
-    # parameters), and planning its edge parts costs more than running them: once prepared, it runs on one
-    # generic plan per connection (each guard is a one-time filter, decided when the statement runs). The
-    # setting is the transaction's own (`SET LOCAL`): no session state outlives it. Its own transaction,
-    # pipelined (psycopg's pipeline mode, where Django does not log queries): the BEGIN, the setting and the
-    # statement travel in one round trip, the COMMIT in a second. Inside a caller's transaction the setting
-    # is put back once the statement has run, so the caller's later statements plan as before.
+    # The statement's text is the same for every report of the same shape (the window and the key are parameters; on
+    # partitioned tables it names the partitions of the window's months), and planning its edge parts costs more than
+    # running them: once prepared, it runs on one generic plan per connection (each guard is a one-time filter, decided
+    # when the statement runs). The setting is the transaction's own (`SET LOCAL`): no session state outlives it. Its
+    # own transaction, pipelined (psycopg's pipeline mode, where Django does not log queries): the BEGIN, the setting
+    # and the statement travel in one round trip, the COMMIT in a second. Inside a caller's transaction the setting is
+    # put back once the statement has run, so the caller's later statements plan as before.
     database = connections[using]
     inside_a_transaction = database.in_atomic_block
     with database.wrap_database_errors, transaction.atomic(using=using, savepoint=False):
@@ -1294,26 +1321,29 @@ def _statements_prepared(using: str) -> bool:
 
 
 def _report_statement(*, project_id, whole_days, partial, key, group_by: str, figures: Sequence[str],
-                      exact: tuple[datetime, datetime] | None = None) -> tuple[str, list]:
+                      exact: tuple[datetime, datetime] | None = None,
+                      using: str = DEFAULT_DB_ALIAS) -> tuple[str, list]:
     p = _Params()
+    reads = _Reads(using)
     ops = connection.ops
     # With exact buckets the days give the counted figures only; the periods give the distinct ones.
     columns = ", ".join(f"0 AS {_name(figure)}" if exact and _figure(figure).distinct else _name(figure)
                         for figure in figures)
     parts, params = [], []
     if whole_days is not None:
-        parts.append(f"SELECT day, {columns} FROM {_table(DailyRollup)} WHERE project_id = %s "
+        rollups = reads.days(DailyRollup, whole_days[0], whole_days[1] - timedelta(days=1), "d")
+        parts.append(f"SELECT day, {columns} FROM {rollups} WHERE project_id = %s "
                      f"AND {_key_condition()} AND day >= %s AND day < %s")
         params += [p.uuid(project_id), *key, ops.adapt_datefield_value(whole_days[0]),
                    ops.adapt_datefield_value(whole_days[1])]
-    edge = _Edge(project_id=project_id, key=key, figures=figures, distinct=exact is None)
+    edge = _Edge(project_id=project_id, key=key, figures=figures, distinct=exact is None, reads=reads)
     for range_start, range_end in partial:
         for part, part_params in edge.parts(range_start, range_end):
             parts.append(part)
             params += part_params
     if exact is not None:
         for part, part_params in _PeriodParts(project_id=project_id, key=key, figures=figures,
-                                              period=group_by).parts(*exact):
+                                              period=group_by, reads=reads).parts(*exact):
             parts.append(part)
             params += part_params
     days = " UNION ALL ".join(parts)
@@ -1323,6 +1353,33 @@ def _report_statement(*, project_id, whole_days, partial, key, group_by: str, fi
     # A day may have several rows (an edge day's slices, ledger counts and partial slice): summed per bucket.
     return (f"SELECT {period} AS period, {summed} FROM ({days}) AS days WHERE {nonempty} GROUP BY 1 "
             f"ORDER BY period"), params
+
+
+class _Reads:
+    """The FROM items through which a report statement reads its partitioned tables' rows of some days: on
+    PostgreSQL the partitions of those months by name (`partitions.months_relation`: a statement prepared
+    once keeps a generic plan that holds those partitions alone), else the table itself."""
+
+    def __init__(self, using: str):
+        self.known = partitions.known_partitions(using) if partitions.supported(connections[using]) else None
+
+    def days(self, model, first: date, last: date, alias: str) -> str:
+        """`model`'s rows of the days `first` to `last` (both included), as `alias`."""
+        if self.known is not None:
+            item = partitions.months_relation(model._meta.db_table, _columns(model), first, last, alias=alias,
+                                              known=self.known)
+            if item is not None:
+                return item
+        return f"{_table(model)} {alias}"
+
+    def moments(self, model, low: datetime, high: datetime, alias: str) -> str:
+        """`model`'s rows dated in [low, high), as `alias`."""
+        return self.days(model, _utc_date(low), _utc_date(max(low, high - timedelta(microseconds=1))), alias)
+
+
+@cache
+def _columns(model) -> tuple[str, ...]:
+    return tuple(field.column for field in model._meta.concrete_fields)
 
 
 def _key_condition(alias: str = "") -> str:
@@ -1347,8 +1404,10 @@ class _Edge:
     is false reads nothing; each part is its own UNION member so that happens before any event is read.
     """
 
-    def __init__(self, *, project_id: uuid.UUID, key: rule.GrainKey, figures: Sequence[str], distinct: bool = True):
+    def __init__(self, *, project_id: uuid.UUID, key: rule.GrainKey, figures: Sequence[str], reads: _Reads,
+                 distinct: bool = True):
         self.project_id = project_id
+        self.reads = reads
         self.key = key
         self.figures = [_figure(name) for name in figures]
         self.distinct = distinct  # False: the distinct figures read 0 (another part counts them)
@@ -1369,7 +1428,7 @@ class _Edge:
                 parts.append(self._raw(range_start, slice_end, f"AND {guard}", guard_params, counted_only=True))
             parts.append(self._raw(range_start, range_end, f"AND NOT {guard}", guard_params))
             return parts
-        guard, guard_params = _whole_day_guard(self.project_id, range_start, range_end)
+        guard, guard_params = _whole_day_guard(self.project_id, range_start, range_end, self.reads)
         if not guard:
             return [self._raw(range_start, range_end, "", [])]
         return [self._day_rollup(day, guard, guard_params),
@@ -1388,7 +1447,7 @@ class _Edge:
 
     def _day_rollup(self, day: date, guard: str, guard_params: list) -> tuple[str, list]:
         columns = self._values(lambda figure: _name(figure.column))
-        return (f"SELECT day, {columns} FROM {_table(DailyRollup)} WHERE project_id = %s "
+        return (f"SELECT day, {columns} FROM {self.reads.days(DailyRollup, day, day, 'd')} WHERE project_id = %s "
                 f"AND {_key_condition()} AND day = %s AND {guard}",
                 [self.p.uuid(self.project_id), *self.key, self.ops.adapt_datefield_value(day), *guard_params])
 
@@ -1396,8 +1455,8 @@ class _Edge:
         """The counted figures of the day's whole slices from `range_start` on."""
         first_slice = _first_whole_slice(datetime.combine(day, datetime.min.time(), tzinfo=UTC), range_start)
         values = self._values(lambda f: "0" if f.distinct else f"CAST(sum({_name(f.column)}) AS BIGINT)")
-        return (f"SELECT day, {values} FROM {_table(SliceRollup)} WHERE project_id = %s AND {_key_condition()} "
-                f"AND day = %s AND slice >= %s AND {guard} GROUP BY day",
+        return (f"SELECT day, {values} FROM {self.reads.days(SliceRollup, day, day, 's')} WHERE project_id = %s "
+                f"AND {_key_condition()} AND day = %s AND slice >= %s AND {guard} GROUP BY day",
                 [self.p.uuid(self.project_id), *self.key, self.ops.adapt_datefield_value(day), first_slice,
                  *guard_params])
 
@@ -1411,18 +1470,20 @@ class _Edge:
         values = self._values(lambda f: _ledger_count(f, "%s") if f.distinct else "0")
         # The last touch of any class is the latest of the classes': the rows of the range are a prefix of it.
         return [(
-            f"SELECT day, {values} FROM {_table(DailyFirstTouch)} WHERE project_id = %s AND {_key_condition()} "
-            f"AND type IN ({_literals(types)}) AND day = %s AND last_at >= %s AND {guard} GROUP BY day",
+            f"SELECT day, {values} FROM {self.reads.days(DailyFirstTouch, day, day, 't')} WHERE project_id = %s "
+            f"AND {_key_condition()} AND type IN ({_literals(types)}) AND day = %s AND last_at >= %s AND {guard} "
+            f"GROUP BY day",
             [*(since for _figure in distinct), self.p.uuid(self.project_id), *self.key,
              self.ops.adapt_datefield_value(day), since, *guard_params])]
 
     def _raw(self, range_start: datetime, range_end: datetime, guard: str, guard_params: list, *,
              counted_only: bool = False) -> tuple[str, list]:
         """The figures of the raw events in [range_start, range_end) (`counted_only`: distinct figures 0)."""
+        events = self.reads.moments(MessageEvent, range_start, range_end, "e")
         if counted_only and not self.filters:  # the counted figures need the event alone
-            facts_from, recipient, dimension_value = f"FROM {_table(MessageEvent)} e", None, None
+            facts_from, recipient, dimension_value = f"FROM {events}", None, None
         else:
-            facts_from, recipient, dimension_value = _edge_facts(every_event=bool(self.filters))
+            facts_from, recipient, dimension_value = _edge_facts(events, every_event=bool(self.filters))
         values = self._values(lambda f: ("0" if counted_only else _distinct(f, "e.", recipient)) if f.distinct
                               else _counted(f, "e."))
         sql = (f"SELECT {_utc_day('e.occurred_at')} AS day, {values} {facts_from} "
@@ -1448,8 +1509,10 @@ class _PeriodParts:
     daily edges' are, so a part whose guard is false reads nothing.
     """
 
-    def __init__(self, *, project_id: uuid.UUID, key: rule.GrainKey, figures: Sequence[str], period: str):
+    def __init__(self, *, project_id: uuid.UUID, key: rule.GrainKey, figures: Sequence[str], period: str,
+                 reads: _Reads):
         self.project_id = project_id
+        self.reads = reads
         self.key = key
         self.figures = [_figure(name) for name in figures]
         self.period = period
@@ -1489,9 +1552,10 @@ class _PeriodParts:
                 f"AND r.day >= %s AND r.day < %s)"), params
 
     def _nothing_dated(self, low: datetime, high: datetime) -> tuple[str, list]:
-        return (f"NOT EXISTS (SELECT 1 FROM {_table(MessageEvent)} o WHERE o.project_id = %s AND o.occurred_at >= %s "
-                f"AND o.occurred_at < %s)", [self.p.uuid(self.project_id), self.ops.adapt_datetimefield_value(low),
-                                             self.ops.adapt_datetimefield_value(high)])
+        return (f"NOT EXISTS (SELECT 1 FROM {self.reads.moments(MessageEvent, low, high, 'o')} "
+                f"WHERE o.project_id = %s AND o.occurred_at >= %s AND o.occurred_at < %s)",
+                [self.p.uuid(self.project_id), self.ops.adapt_datetimefield_value(low),
+                 self.ops.adapt_datetimefield_value(high)])
 
     def _own(self, start: date) -> tuple[str, list]:
         return (f"project_id = %s AND period = %s AND {_key_condition()} AND start = %s",
@@ -1508,13 +1572,14 @@ class _PeriodParts:
         since = self.ops.adapt_datetimefield_value(low)
         types = tuple(dict.fromkeys(figure.touch_type for figure in distinct))
         values = self._values(lambda f: _ledger_count(f, "%s"))
-        return (f"SELECT %s AS day, {values} FROM {_table(PeriodFirstTouch)} WHERE {own} "
+        return (f"SELECT %s AS day, {values} FROM {self.reads.days(PeriodFirstTouch, start, start, 'l')} WHERE {own} "
                 f"AND type IN ({_literals(types)}) AND last_at >= %s AND {guard}",
                 [self.ops.adapt_datefield_value(start), *(since for _figure in distinct), *own_params, since,
                  *guard_params])
 
     def _raw(self, start: date, low: datetime, high: datetime, guard: str, guard_params: list) -> tuple[str, list]:
-        facts_from, recipient, dimension_value = _edge_facts(every_event=True)
+        facts_from, recipient, dimension_value = _edge_facts(self.reads.moments(MessageEvent, low, high, "e"),
+                                                             every_event=True)
         values = self._values(lambda f: _distinct(f, "e.", recipient))
         sql = (f"SELECT %s AS day, {values} {facts_from} WHERE e.project_id = %s AND e.occurred_at >= %s "
                f"AND e.occurred_at < %s AND e.type IN ({_literals(rule.TOUCH_TYPES)}) AND {guard}"
@@ -1542,8 +1607,9 @@ def _slice_start(day_begin: datetime, slice_: int) -> datetime:
     return day_begin + slice_ * timedelta(minutes=rule.SLICE_MINUTES)
 
 
-def _edge_facts(*, every_event: bool):
-    """The FROM items of an edge's raw events, and the SQL of their recipient and of a dimension's value.
+def _edge_facts(events: str, *, every_event: bool):
+    """The FROM items of an edge's raw events (`events`: their FROM item, as `e`), and the SQL of their
+    recipient and of a dimension's value.
 
     PostgreSQL: each event fetches its message's facts by primary key (LATERAL with LIMIT 1 is not
     flattened into a join), so an edge costs its own events, never a hash of the project's messages.
@@ -1551,10 +1617,10 @@ def _edge_facts(*, every_event: bool):
     counts fetch their message: the counted figures need the event alone.
     """
     if not _postgres():
-        return _facts_join(), _recipient(), _dimension_source
+        return _facts_join(events), _recipient(), _dimension_source
     dimensions = ", ".join(f"{_dimension_source(d)} AS {_name(d.column)}" for d in rule.DIMENSIONS)
     touching = "" if every_event else f" AND e.type IN ({_literals(rule.TOUCH_TYPES)})"
-    facts_from = (f"FROM {_table(MessageEvent)} e {'CROSS' if every_event else 'LEFT'} JOIN LATERAL ("
+    facts_from = (f"FROM {events} {'CROSS' if every_event else 'LEFT'} JOIN LATERAL ("
                   f"SELECT {_recipient()} AS recipient, {dimensions} FROM {_table(Message)} m "
                   f"JOIN {_table(Channel)} c ON c.id = m.channel_id WHERE m.id = e.message_id{touching} LIMIT 1) AS f"
                   f"{'' if every_event else ' ON true'}")
@@ -1565,7 +1631,8 @@ def _utc_date(moment: datetime) -> date:
     return moment.astimezone(UTC).date()
 
 
-def _whole_day_guard(project_id: uuid.UUID, range_start: datetime, range_end: datetime) -> tuple[str, list]:
+def _whole_day_guard(project_id: uuid.UUID, range_start: datetime, range_end: datetime,
+                     reads: _Reads) -> tuple[str, list]:
     """A condition true when the UTC day of [range_start, range_end) has no event outside the range and no
     pending recount, so the day's rollup row counts exactly the range's events; and its parameters.
     ("", []) when the range is not inside one UTC day.
@@ -1584,8 +1651,8 @@ def _whole_day_guard(project_id: uuid.UUID, range_start: datetime, range_end: da
     condition = (f"NOT EXISTS (SELECT 1 FROM {_table(PendingRecount)} r WHERE r.project_id = %s AND r.day = %s)")
     params = [p.uuid(project_id), ops.adapt_datefield_value(day)]
     if outside:
-        condition += (f" AND NOT EXISTS (SELECT 1 FROM {_table(MessageEvent)} o WHERE o.project_id = %s "
-                      f"AND ({events}))")
+        condition += (f" AND NOT EXISTS (SELECT 1 FROM {reads.days(MessageEvent, day, day, 'o')} "
+                      f"WHERE o.project_id = %s AND ({events}))")
         params.append(p.uuid(project_id))
         for low, high in outside:
             params += [ops.adapt_datetimefield_value(low), ops.adapt_datetimefield_value(high)]
