@@ -2,8 +2,8 @@
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from functools import cache
+from datetime import UTC, datetime, timedelta
+from functools import cache, lru_cache
 
 from django.db import connection
 from django.db.models import Count, Q, Sum
@@ -11,6 +11,7 @@ from django.db.models.functions import TruncDate
 
 from engagement_platform.bodycache import KeptBodies
 from engagement_platform.clock import now
+from engagement_platform.db import partitions
 from engagement_platform.db.replica import replica_read
 from engagement_platform.ids import parse_uuid
 from engagement_platform.traffic import TrafficFilter
@@ -91,24 +92,76 @@ def engagement_summary_in_project(*, project, render_id, traffic: str = TrafficF
     uid = parse_uuid(render_id)
     if uid is None:
         return None
-    since = project.kept_since(now())
+    at = now()
+    since = project.kept_since(at)
     if connection.vendor != "postgresql":
         render = render_in_project(project=project, render_id=render_id)
         return engagement_summary(render=render, traffic=traffic, since=since) if render is not None else None
     by_class = traffic != TrafficFilter.ALL
+    classes = [traffic] * by_class
+    newest_since = max(since, _previous_month_start(at))
     with connection.cursor() as cursor:
-        cursor.execute(_encoded_summary_statement(by_class),
-                       [uid, project.pk, uid, uid, since, *([traffic] * by_class)])
+        cursor.execute(_encoded_summary_statement(by_class, _recent_events_relation(newest_since, at)),
+                       [uid, project.pk, uid, uid, newest_since, *classes])
         rows = cursor.fetchall()
-    found, stored, recent_json = False, {}, b"[]"
-    for part, key, count, document in rows:
-        if part == 0:
-            found = True
-        elif part == 1:
-            stored[key] = count
-        else:
-            recent_json = document.encode()
-    return _summary_of(stored, [], recent_json, traffic=traffic) if found else None
+        found, stored, recent, listed = False, {}, "[]", 0
+        for part, key, count, document in rows:
+            if part == 0:
+                found = True
+            elif part == 1:
+                stored[key] = count
+            else:
+                recent, listed = document, count
+        if not found:
+            return None
+        summary = _summary_of(stored, [], traffic=traffic)
+        if listed < RECENT_EVENTS_LIMIT and summary.total > listed and since < newest_since:
+            # Fewer than 25 events since the previous month began, and the counters hold more: the rest of
+            # the newest come from the older months the plan keeps (a quiet render; a busy one never gets here).
+            cursor.execute(_older_events_statement(by_class),
+                           [uid, since, newest_since, *classes, RECENT_EVENTS_LIMIT - listed])
+            recent = _json_arrays_joined(recent, cursor.fetchone()[0])
+    return _summary_of(stored, [], recent.encode(), traffic=traffic)
+
+
+def _previous_month_start(at: datetime) -> datetime:
+    """Where a summary looks for its newest events first: the start of the month before `at`'s (UTC)."""
+    first = at.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    return (first - timedelta(days=1)).replace(day=1)
+
+
+def _recent_events_relation(newest_since: datetime, at: datetime) -> str:
+    """The FROM item (as `e`) of the render events recorded since `newest_since`: the partitions of those months
+    by name (two, or three on a month's last day, which also covers the next month's start against clock skew
+    between servers) when they exist. A statement naming the table would be planned over every month's partition
+    the plan keeps."""
+    table = EngagementEvent._meta.db_table
+    columns = [field.column for field in EngagementEvent._meta.concrete_fields]
+    named = partitions.months_relation(table, columns, newest_since.date(), (at + timedelta(days=1)).date(),
+                                       alias="e", known=partitions.known_partitions())
+    return named or f"{table} AS e"
+
+
+_EVENT_OBJECT = (
+    "json_build_object('id', e.id, 'eventType', e.event_type, 'actorKind', e.actor_kind, 'shareId', e.share_id, "
+    "'sourceIp', e.source_ip, 'userAgent', e.user_agent, 'metadata', e.metadata, "
+    "'createdAt', to_char(e.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'))"
+)
+
+
+@cache
+def _older_events_statement(by_class: bool) -> str:
+    """The render's newest events in [since, newest since), at most a given number, as a JSON array."""
+    return (f"SELECT coalesce(json_agg({_EVENT_OBJECT} ORDER BY e.created_at DESC, e.id DESC), '[]')::text FROM "
+            f"(SELECT * FROM {EngagementEvent._meta.db_table} WHERE render_id = %s AND created_at >= %s "
+            f"AND created_at < %s{_class_condition(by_class)} ORDER BY created_at DESC, id DESC LIMIT %s) AS e")
+
+
+def _json_arrays_joined(newer: str, older: str) -> str:
+    """Two JSON arrays' text as one array (the database wrote both)."""
+    if newer == "[]":
+        return older
+    return newer if older == "[]" else f"{newer[:-1]},{older[1:]}"
 
 
 def engagement_summary_body(*, project, render_id, encode: Callable[[EngagementSummary], bytes],
@@ -128,20 +181,16 @@ def engagement_summary_body(*, project, render_id, encode: Callable[[EngagementS
     return summaries.cached(uid, inputs=inputs, build=build, refresh=refresh)
 
 
-@cache
-def _encoded_summary_statement(by_class: bool = False) -> str:
-    """The summary as one statement; `by_class` adds a traffic condition (one more parameter) to `recent`."""
-    renders, events, counters = (model._meta.db_table for model in (Render, EngagementEvent, EngagementCounter))
-    event_object = (
-        "json_build_object('id', e.id, 'eventType', e.event_type, 'actorKind', e.actor_kind, 'shareId', e.share_id, "
-        "'sourceIp', e.source_ip, 'userAgent', e.user_agent, 'metadata', e.metadata, "
-        "'createdAt', to_char(e.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'))"
-    )
+@lru_cache(maxsize=16)
+def _encoded_summary_statement(by_class: bool, events: str) -> str:
+    """The summary as one statement, reading the newest events from `events` (a FROM item as `e`); `by_class`
+    adds a traffic condition (one more parameter) to them. Its part 2 gives how many it listed, and their JSON."""
+    renders, counters = (model._meta.db_table for model in (Render, EngagementCounter))
     return (
         f"SELECT 0, NULL::varchar, NULL::bigint, NULL::text FROM {renders} WHERE id = %s AND project_id = %s "
         f"UNION ALL SELECT 1, key, sum(count)::bigint, NULL FROM {counters} WHERE render_id = %s GROUP BY key "
-        f"UNION ALL SELECT 2, NULL, NULL, coalesce(json_agg({event_object} ORDER BY e.created_at DESC, e.id DESC), "
-        f"'[]')::text FROM (SELECT * FROM {events} WHERE render_id = %s AND created_at >= %s"
+        f"UNION ALL SELECT 2, NULL, count(*), coalesce(json_agg({_EVENT_OBJECT} ORDER BY e.created_at DESC, "
+        f"e.id DESC), '[]')::text FROM (SELECT e.* FROM {events} WHERE render_id = %s AND created_at >= %s"
         f"{_class_condition(by_class)} "
         f"ORDER BY created_at DESC, id DESC LIMIT {RECENT_EVENTS_LIMIT}) AS e"
     )

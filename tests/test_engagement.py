@@ -11,7 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from engagement_platform.ids import new_id
 from renders.models import DedupeMark, EngagementEvent, Share
 from renders.services import record_event
-from tests.conftest import assert_envelope
+from tests.conftest import assert_envelope, partitions_listed
 
 MS_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 EVENT_FIELDS = {"id", "eventType", "actorKind", "shareId", "sourceIp", "userAgent", "metadata", "createdAt"}
@@ -163,6 +163,7 @@ def test_the_hot_paths_are_one_statement_each_once_the_key_is_known(shared_cache
     """On Redis (production), key and rate limit come from the worker's kept keys and one Redis call: the
     database sees one statement. (Without a shared cache the key is read on every request: one more.)"""
     assert recorded(post_event(api, render))
+    partitions_listed()
     with CaptureQueriesContext(connection) as posting:
         assert recorded(post_event(api, render, "printed"))
     with CaptureQueriesContext(connection) as reading:

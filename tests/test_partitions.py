@@ -2,6 +2,7 @@
 the worker creates the months ahead and moves what the default partition held for them, and the purge drops the
 months past the longest retention whole, their counters and keys settled first."""
 
+import json
 import re
 from collections import Counter
 from contextlib import contextmanager
@@ -170,21 +171,69 @@ def test_the_report_raw_edges_read_only_the_months_of_their_window(project):
             "reports_messageevent_p2026_11", "reports_messageevent_p2026_12"}, sql
 
 
+def summary_statements(project, render, at=AT, traffic="all") -> tuple[list, list]:
+    """(the summary's recent events as the API lists them, the statements that read render events)."""
+    with statements_run() as run, time_machine.travel(at, tick=False):
+        summary = engagement_summary_in_project(project=project, render_id=str(render.pk), traffic=traffic)
+    return json.loads(summary.recent_json), [(sql, params) for sql, params in run if "renders_engagementevent" in sql]
+
+
 def test_the_summary_reads_recent_events_from_the_months_the_plan_keeps(project, render, make_project):
+    """Its newest events come from this month's and the last one's partitions, named; only when those hold
+    fewer than 25 and the counters hold more does a second statement read the older months the plan keeps,
+    never one before the plan's retention start."""
     make_project(retention_days=365)  # another plan keeps a year: the months before this plan's exist
     partitions_keep_ahead(at=AT)
-    record_event(render=render, event_type=EventType.VIEWED, actor_kind="partner", at=AT - timedelta(days=1))
     since = AT - timedelta(days=project.retention_days)
-    with statements_run() as run, time_machine.travel(AT, tick=False):
-        assert engagement_summary_in_project(project=project, render_id=str(render.pk)) is not None
-    summary = [(sql, params) for sql, params in run if "renders_engagementevent" in sql]
-    assert summary
     expired_months = {partitions.partition_name("renders_engagementevent", month)
                       for month in partitions.months_from(AT - timedelta(days=365), since - timedelta(days=31))}
     assert len(expired_months) == 9  # December 2025 .. August 2026
-    for sql, params in summary:
-        read = partitions_read(explained(sql, params), "renders_engagementevent")
-        assert "renders_engagementevent_p2026_09" in read and not read & expired_months, (read, sql)
+    record_event(render=render, event_type=EventType.VIEWED, actor_kind="partner", at=AT - timedelta(days=1))
+
+    recent, [(sql, params)] = summary_statements(project, render)  # one event, and the counters hold one
+    assert len(recent) == 1
+    assert set(re.findall(r'"(renders_engagementevent_p\d{4}_\d{2})"', sql)) == {
+        "renders_engagementevent_p2026_11", "renders_engagementevent_p2026_12"}
+    assert partitions_read(explained(sql, params), "renders_engagementevent") == {
+        "renders_engagementevent_p2026_11", "renders_engagementevent_p2026_12"}
+
+    record_event(render=render, event_type=EventType.PRINTED, actor_kind="partner", at=since + timedelta(days=2))
+    recent, statements = summary_statements(project, render)
+    assert [event["eventType"] for event in recent] == ["viewed", "printed"]  # newest first, across both reads
+    assert len(statements) == 2
+    older = partitions_read(explained(*statements[1]), "renders_engagementevent")
+    assert "renders_engagementevent_p2026_09" in older and not older & expired_months, older
+
+
+def test_the_summary_of_a_busy_render_lists_its_25_newest_events_in_one_statement(project, render):
+    partitions_keep_ahead(at=AT)
+    for minutes in range(30):
+        record_event(render=render, event_type=EventType.VIEWED, actor_kind="partner",
+                     source_ip=f"192.0.2.{minutes + 1}", at=AT - timedelta(days=20, minutes=minutes))
+    recent, statements = summary_statements(project, render)
+    assert len(statements) == 1 and len(recent) == 25
+    assert [event["createdAt"] for event in recent] == [
+        (AT - timedelta(days=20, minutes=minutes)).strftime("%Y-%m-%dT%H:%M:%S.000Z") for minutes in range(25)]
+
+
+def test_a_quiet_render_lists_its_older_events_too_newest_first_and_by_class(project, render):
+    """Fewer than 25 events in the two newest months: the rest come from the older months, up to 25 in all,
+    the traffic filter applied to both reads."""
+    partitions_keep_ahead(at=AT)
+    moments = [AT - timedelta(days=days) for days in (3, 40, 60, 75, 85)]  # the plan keeps 90 days
+    for number, moment in enumerate(moments, start=1):
+        record_event(render=render, event_type=EventType.VIEWED, actor_kind="partner", at=moment,
+                     source_ip=f"192.0.2.{number}")
+    record_event(render=render, event_type=EventType.VIEWED, actor_kind="recipient", at=AT - timedelta(days=50),
+                 user_agent="Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)")
+    recent, statements = summary_statements(project, render)
+    assert len(statements) == 2
+    assert [event["createdAt"][:10] for event in recent] == [
+        f"{moment:%Y-%m-%d}" for moment in sorted([*moments, AT - timedelta(days=50)], reverse=True)]
+    human, _statements = summary_statements(project, render, traffic="human")
+    assert [event["createdAt"][:10] for event in human] == [f"{moment:%Y-%m-%d}" for moment in moments]
+    machine, statements = summary_statements(project, render, traffic="machine")
+    assert [event["createdAt"][:10] for event in machine] == [f"{AT - timedelta(days=50):%Y-%m-%d}"]
 
 
 def report_statement(project, **window) -> str:

@@ -14,7 +14,7 @@ from django.test.utils import CaptureQueriesContext
 from renders.api.serializers import event_json
 from renders.models import EngagementEvent, EventType
 from renders.services import record_event
-from tests.conftest import assert_envelope
+from tests.conftest import assert_envelope, partitions_listed
 from tests.sharing import mint, token_of
 from tests.test_traffic_rules import CHROME, GMAIL_PROXY, SAFARI_IPHONE, SLACKBOT
 
@@ -208,6 +208,7 @@ def test_a_foreign_render_with_traffic_is_404_like_a_missing_one(make_project, m
 
 
 def summary_queries(api, render, traffic) -> int:
+    partitions_listed()
     with CaptureQueriesContext(connection) as captured:
         summary(api, render, traffic)
     return len(captured)

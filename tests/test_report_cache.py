@@ -9,6 +9,7 @@ from django.test.utils import CaptureQueriesContext
 from engagement_platform import bodycache
 from reports import selectors
 from reports.models import DailyRollup
+from tests.conftest import partitions_listed
 from tests.rediscache import clear_test_cache, redis_cache_settings
 from tests.test_reports_helpers import (
     CHANNEL_B,
@@ -16,7 +17,6 @@ from tests.test_reports_helpers import (
     delivered_message,
     get_report,
     ingest,
-    partitions_listed,
     wire_event,
 )
 from tests.test_secrets import _redis_url

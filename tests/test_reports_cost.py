@@ -8,7 +8,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from reports.models import MessageEvent
-from tests.test_reports_helpers import REPORT_URL, get_report, ingest, partitions_listed, utc, wire_event
+from tests.conftest import partitions_listed
+from tests.test_reports_helpers import REPORT_URL, get_report, ingest, utc, wire_event
 
 pytestmark = pytest.mark.django_db
 

@@ -5,7 +5,6 @@ from datetime import UTC, datetime
 
 from django.conf import settings
 
-from engagement_platform.db import partitions
 from reports.rollups import definition as rule
 from reports.services import ingest_message_events
 from reports.validation import parse_message_event
@@ -50,13 +49,6 @@ def ingest(project, events: list[dict]):
         assert not errors, errors
         parsed.append(event)
     return ingest_message_events(project=project, events=parsed)
-
-
-def partitions_listed() -> None:
-    """PostgreSQL: list the partitions before a test counts a request's queries (each process lists them once
-    a minute, not per request)."""
-    if partitions.supported():
-        partitions.known_partitions()
 
 
 def post_events(client, events, **extra):
