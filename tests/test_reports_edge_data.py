@@ -5,7 +5,8 @@ counted from its whole slices (`SliceRollup`, the counted figures per `SLICE_MIN
 events of the one partial slice before them (counted figures only), and the first-touch ledger's
 last touch times (a recipient counts when their last touch of the day falls at or after `from`).
 Deleting raw rows (never done in operation) shows which was read. Until a day's edge data is
-written (a deferred backfill leaves it pending) the edge reads raw events.
+written (a deferred backfill leaves it pending) the edge reads raw events. For a `from` before noon the
+ledger is read from the other end: the day's distinct figures less the recipients last touched before it.
 """
 
 import random
@@ -99,6 +100,19 @@ def test_the_default_window_reads_its_first_day_from_edge_data(first_day):
     assert before == (1, 1, 2, 2, 2, 2)
     delete_raw(project, utc(2026, 4, 3), utc(2026, 4, 4))
     assert figures(first_bucket(client)) == before
+
+
+@pytest.mark.django_db
+def test_the_first_days_distinct_figures_are_the_same_counted_from_either_end_of_the_day(first_day):
+    """A `from` before noon counts the day's recipients less those whose last touch came before it; a later one
+    counts those touched at or after it: at every hour both equal the count of the raw events."""
+    project, client = first_day
+    moments = [f"{DAY}T{hour:02d}:{minute:02d}:00Z" for hour in range(24) for minute in (0, 7, 59)]
+    from_edge_data = {moment: figures(first_bucket(client, from_=moment)) for moment in moments}
+    FirstTouchesPending.objects.create(project=project, day=DAY)  # the day's raw events are read instead
+    assert {moment: figures(first_bucket(client, from_=moment)) for moment in moments} == from_edge_data
+    assert from_edge_data[f"{DAY}T08:00:00Z"] == (1, 1, 4, 3, 2, 2)  # a (twice), b and c; d and e
+    assert from_edge_data[f"{DAY}T09:07:00Z"] == (1, 1, 2, 2, 2, 2)  # a (again at 12:00) and c
 
 
 @pytest.mark.django_db

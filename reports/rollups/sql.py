@@ -1467,6 +1467,8 @@ class _Edge:
             return []
         since = self.ops.adapt_datetimefield_value(range_start)
         types = tuple(dict.fromkeys(figure.touch_type for figure in distinct))
+        if range_start.astimezone(UTC).hour < 12 and all(figure.traffic == "" for figure in distinct):
+            return [self._ledger_by_complement(day, since, types, guard, guard_params)]
         values = self._values(lambda f: _ledger_count(f, "%s") if f.distinct else "0")
         # The last touch of any class is the latest of the classes': the rows of the range are a prefix of it.
         return [(
@@ -1475,6 +1477,22 @@ class _Edge:
             f"GROUP BY day",
             [*(since for _figure in distinct), self.p.uuid(self.project_id), *self.key,
              self.ops.adapt_datefield_value(day), since, *guard_params])]
+
+    def _ledger_by_complement(self, day: date, since, types: tuple[str, ...], guard: str,
+                              guard_params: list) -> tuple[str, list]:
+        """The same count from the other end, for a `since` in the morning (fewer rows before it than after):
+        the day's distinct figures (its rollup row) less the recipients whose last touch of the day came
+        before `since`. Only for the figures of every class, whose last touch the ledger's index ends in."""
+        before = ", ".join(f"count(*) FILTER (WHERE t.type = {_literal(figure.touch_type)}) AS {_name(figure.column)}"
+                           for figure in self.figures if figure.distinct)
+        values = self._values(lambda f: f"r.{_name(f.column)} - b.{_name(f.column)}" if f.distinct else "0")
+        # The ledger's side is uncorrelated (a plain join on both databases): one aggregate row.
+        return (f"SELECT r.day, {values} FROM {self.reads.days(DailyRollup, day, day, 'r')} CROSS JOIN "
+                f"(SELECT {before} FROM {self.reads.days(DailyFirstTouch, day, day, 't')} WHERE t.project_id = %s "
+                f"AND {_key_condition('t.')} AND t.type IN ({_literals(types)}) AND t.day = %s AND t.last_at < %s) "
+                f"AS b WHERE r.project_id = %s AND {_key_condition('r.')} AND r.day = %s AND {guard}",
+                [self.p.uuid(self.project_id), *self.key, self.ops.adapt_datefield_value(day), since,
+                 self.p.uuid(self.project_id), *self.key, self.ops.adapt_datefield_value(day), *guard_params])
 
     def _raw(self, range_start: datetime, range_end: datetime, guard: str, guard_params: list, *,
              counted_only: bool = False) -> tuple[str, list]:
