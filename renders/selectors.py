@@ -120,7 +120,7 @@ def engagement_summary_in_project(*, project, render_id, traffic: str = TrafficF
             # the newest come from the older months the plan keeps (a quiet render; a busy one never gets here).
             cursor.execute(_older_events_statement(by_class),
                            [uid, since, newest_since, *classes, RECENT_EVENTS_LIMIT - listed])
-            recent = _json_arrays_joined(recent, cursor.fetchone()[0])
+            recent = _json_arrays_joined(recent, cursor.fetchone()[1])
     return _summary_of(stored, [], recent.encode(), traffic=traffic)
 
 
@@ -135,11 +135,8 @@ def _recent_events_relation(newest_since: datetime, at: datetime) -> str:
     by name (two, or three on a month's last day, which also covers the next month's start against clock skew
     between servers) when they exist. A statement naming the table would be planned over every month's partition
     the plan keeps."""
-    table = EngagementEvent._meta.db_table
-    columns = [field.column for field in EngagementEvent._meta.concrete_fields]
-    named = partitions.months_relation(table, columns, newest_since.date(), (at + timedelta(days=1)).date(),
-                                       alias="e", known=partitions.known_partitions())
-    return named or f"{table} AS e"
+    return partitions.model_months_relation(EngagementEvent, newest_since.date(), (at + timedelta(days=1)).date(),
+                                            alias="e", known=partitions.known_partitions())
 
 
 _EVENT_OBJECT = (
@@ -149,12 +146,21 @@ _EVENT_OBJECT = (
 )
 
 
+def _newest_events_sql(events: str, *, by_class: bool, bounded: bool, limit: str) -> str:
+    """`count, JSON array` (the select list and its FROM) of a render's newest events in `events` (a FROM item
+    as `e`): parameters the render, the earliest time, the time before which (`bounded`), the class
+    (`by_class`); at most `limit` (SQL: a number or a placeholder), newest first."""
+    before = " AND created_at < %s" if bounded else ""
+    return (f"count(*), coalesce(json_agg({_EVENT_OBJECT} ORDER BY e.created_at DESC, e.id DESC), '[]')::text "
+            f"FROM (SELECT e.* FROM {events} WHERE render_id = %s AND created_at >= %s{before}"
+            f"{_class_condition(by_class)} ORDER BY created_at DESC, id DESC LIMIT {limit}) AS e")
+
+
 @cache
 def _older_events_statement(by_class: bool) -> str:
-    """The render's newest events in [since, newest since), at most a given number, as a JSON array."""
-    return (f"SELECT coalesce(json_agg({_EVENT_OBJECT} ORDER BY e.created_at DESC, e.id DESC), '[]')::text FROM "
-            f"(SELECT * FROM {EngagementEvent._meta.db_table} WHERE render_id = %s AND created_at >= %s "
-            f"AND created_at < %s{_class_condition(by_class)} ORDER BY created_at DESC, id DESC LIMIT %s) AS e")
+    """The render's newest events in [since, newest since), at most a given number: (count, JSON array)."""
+    events = f"{EngagementEvent._meta.db_table} AS e"
+    return f"SELECT {_newest_events_sql(events, by_class=by_class, bounded=True, limit='%s')}"
 
 
 def _json_arrays_joined(newer: str, older: str) -> str:
@@ -189,10 +195,8 @@ def _encoded_summary_statement(by_class: bool, events: str) -> str:
     return (
         f"SELECT 0, NULL::varchar, NULL::bigint, NULL::text FROM {renders} WHERE id = %s AND project_id = %s "
         f"UNION ALL SELECT 1, key, sum(count)::bigint, NULL FROM {counters} WHERE render_id = %s GROUP BY key "
-        f"UNION ALL SELECT 2, NULL, count(*), coalesce(json_agg({_EVENT_OBJECT} ORDER BY e.created_at DESC, "
-        f"e.id DESC), '[]')::text FROM (SELECT e.* FROM {events} WHERE render_id = %s AND created_at >= %s"
-        f"{_class_condition(by_class)} "
-        f"ORDER BY created_at DESC, id DESC LIMIT {RECENT_EVENTS_LIMIT}) AS e"
+        f"UNION ALL SELECT 2, NULL, "
+        f"{_newest_events_sql(events, by_class=by_class, bounded=False, limit=str(RECENT_EVENTS_LIMIT))}"
     )
 
 

@@ -189,6 +189,18 @@ def months_relation(table: str, columns: Iterable[str], first: date, last: date,
     return "(" + " UNION ALL ".join(f"SELECT {listed} FROM {_quote(name)}" for name in names) + f") AS {alias}"
 
 
+def model_months_relation(model, first: date, last: date, *, alias: str, known: frozenset[str] | None) -> str:
+    """A FROM item (`... AS alias`) reading `model`'s rows of the months from `first`'s to `last`'s: its
+    partitions by name when `known` lists every one, else its table (`known` None: not partitioned here)."""
+    table = model._meta.db_table
+    if known is not None:
+        columns = [field.column for field in model._meta.concrete_fields]
+        named = months_relation(table, columns, first, last, alias=alias, known=known)
+        if named is not None:
+            return named
+    return f"{_quote(table)} AS {alias}"
+
+
 # Turning a plain table into a partitioned one (migrations) --------------------------------------------------
 
 @dataclass(frozen=True)

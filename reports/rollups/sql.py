@@ -1365,21 +1365,11 @@ class _Reads:
 
     def days(self, model, first: date, last: date, alias: str) -> str:
         """`model`'s rows of the days `first` to `last` (both included), as `alias`."""
-        if self.known is not None:
-            item = partitions.months_relation(model._meta.db_table, _columns(model), first, last, alias=alias,
-                                              known=self.known)
-            if item is not None:
-                return item
-        return f"{_table(model)} {alias}"
+        return partitions.model_months_relation(model, first, last, alias=alias, known=self.known)
 
     def moments(self, model, low: datetime, high: datetime, alias: str) -> str:
         """`model`'s rows dated in [low, high), as `alias`."""
         return self.days(model, _utc_date(low), _utc_date(max(low, high - timedelta(microseconds=1))), alias)
-
-
-@cache
-def _columns(model) -> tuple[str, ...]:
-    return tuple(field.column for field in model._meta.concrete_fields)
 
 
 def _key_condition(alias: str = "") -> str:
