@@ -4,6 +4,8 @@ months past the longest retention whole, their counters and keys settled first."
 
 import json
 import re
+import threading
+import time
 from collections import Counter
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -311,3 +313,54 @@ def test_a_report_naming_a_partition_dropped_since_lists_the_partitions_again(ma
         with connection.cursor() as cursor:
             cursor.execute(f"ALTER TABLE {month}_away RENAME TO {month}")
     assert after == before
+
+
+def lock_waiters(cursor) -> int:
+    cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                   "AND wait_event_type = 'Lock'")
+    return cursor.fetchone()[0]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_creating_a_month_gives_way_to_a_recording_it_would_deadlock_with(project, render):
+    """A recording that created a share and then records its event, while the upkeep adds a month of the
+    events (whose foreign key to the shares waits for that transaction): the upkeep gives way within its lock
+    timeout, the recording commits, and the month is created on the upkeep's next try."""
+    from renders.models import ActorKind, Share
+
+    at = datetime(2029, 3, 2, tzinfo=UTC)  # months no migration made
+    outcome: dict = {}
+    share_created = threading.Event()
+
+    def recording():
+        try:
+            with transaction.atomic():
+                share = Share.objects.create(project_id=project.pk, render=render, label="in flight")
+                share_created.set()
+                with connection.cursor() as cursor:
+                    deadline = time.monotonic() + 10
+                    while lock_waiters(cursor) == 0 and time.monotonic() < deadline:
+                        time.sleep(0.02)
+                outcome["recorded"] = record_event(render=render, event_type=EventType.SHARE_CREATED,
+                                                   actor_kind=ActorKind.PARTNER, share=share).recorded
+        except Exception as exc:  # noqa: BLE001 - the failure is the test's finding
+            outcome["error"] = exc
+        finally:
+            connection.close()
+
+    writer = threading.Thread(target=recording)
+    writer.start()
+    assert share_created.wait(10)
+    created = []
+    try:
+        created = partitions_keep_ahead(at=at).created
+        writer.join(20)
+        assert "error" not in outcome, outcome.get("error")
+        assert outcome["recorded"] is True
+        assert partitions.partition_name("renders_engagementevent", partitions.month_of(at)) in created
+    finally:
+        writer.join(20)
+        with connection.cursor() as cursor:
+            for name in created:
+                cursor.execute(f"DROP TABLE IF EXISTS {name}")
+        partitions.known_partitions_forget()

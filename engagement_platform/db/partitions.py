@@ -13,17 +13,29 @@ creates the months that come into that range, moving rows the default partition 
 `expired_partitions_drop` drops the months whose rows every plan's retention has let go.
 """
 
+import logging
 import re
 import time
 from collections.abc import Callable, Iterable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
-from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, OperationalError, connection, connections, transaction
+
+logger = logging.getLogger("engagement_platform.partitions")
 
 MONTHS_AHEAD = 3
 KNOWN_SECONDS = 60.0  # how long a process trusts its list of a database's partitions (`known_partitions`)
 DROP_LOCK = 0x50415254_44524F50  # "PARTDROP": one partition drop at a time
+# Creating or dropping a partition locks the parent and the tables its foreign keys reference, in an order a
+# recording transaction may hold the other way round (a share inserted, then its event). The upkeep waits for a
+# lock at most this long, below PostgreSQL's deadlock_timeout (1 s), so it gives way before the deadlock
+# detector could pick a user's request as the victim, and tries again after a pause.
+LOCK_TIMEOUT_MS = 300
+LOCKED_ATTEMPTS = 5
+LOCKED_PAUSE_SECONDS = 0.5
+LOCK_NOT_AVAILABLE = "55P03"
 DEFAULT_SUFFIX = "_pdefault"
 _MONTH_SUFFIX = re.compile(r"_p(\d{4})_(\d{2})$")
 
@@ -393,11 +405,41 @@ def partitions_upkeep(*, longest_retention_days: int, at: datetime | None = None
     return result
 
 
+@contextmanager
+def _giving_way():
+    """A transaction for DDL on partitions whose every lock wait ends after LOCK_TIMEOUT_MS (see there)."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT set_config('lock_timeout', %s, true)", [f"{LOCK_TIMEOUT_MS}ms"])
+        yield cursor
+
+
+def _lock_not_available(exc: OperationalError) -> bool:
+    return getattr(exc.__cause__, "sqlstate", None) == LOCK_NOT_AVAILABLE
+
+
+def _until_locked(work: Callable[[], object], what: str):
+    """`work()`, tried again after a pause while it gave way to a lock holder; the last refusal is raised (the
+    periodic job logs it and its next run tries again; rows meanwhile land in the default partition)."""
+    for attempt in range(1, LOCKED_ATTEMPTS + 1):
+        try:
+            return work()
+        except OperationalError as exc:
+            if not _lock_not_available(exc) or attempt == LOCKED_ATTEMPTS:
+                raise
+            logger.info("partition change gave way to a lock holder", extra={"partition": what, "attempt": attempt})
+            time.sleep(LOCKED_PAUSE_SECONDS * attempt)
+
+
 def _month_create(partitioned: PartitionedTable, month: date) -> int:
     """Add one month's partition; rows the default partition holds for it move into it first."""
+    return _until_locked(lambda: _month_create_once(partitioned, month),
+                         partition_name(partitioned.table, month))
+
+
+def _month_create_once(partitioned: PartitionedTable, month: date) -> int:
     table, default = partitioned.table, default_partition_name(partitioned.table)
     name = partition_name(table, month)
-    with transaction.atomic(), connection.cursor() as cursor:
+    with _giving_way() as cursor:
         column_type = _column_type(cursor, table, partitioned.column)
         bounds = _bounds(month, column_type)
         # The parent's lock makes concurrent upkeeps take turns; writers wait for the few statements here.
@@ -448,18 +490,24 @@ def expired_partitions_drop(*, cutoff: datetime) -> DropResult:
         with connection.cursor() as cursor:
             names = expired_partitions(cursor, partitioned, cutoff=cutoff)
         for name in names:
-            with transaction.atomic(), connection.cursor() as cursor:
-                # Purges running at once (two workers) take turns; a month the other one dropped is skipped.
-                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [DROP_LOCK])
-                cursor.execute("SELECT to_regclass(%s)", [name])
-                if cursor.fetchone()[0] is None:
-                    continue
-                # No write reaches the partition while what it added elsewhere is settled (a late backfill).
-                cursor.execute(f"LOCK TABLE {_quote(name)} IN SHARE MODE")
-                if partitioned.before_drop:
-                    partitioned.before_drop(name)
-                cursor.execute(f"DROP TABLE {_quote(name)}")
-                known_partitions_forget()
-            result.dropped.append(name)
+            if _until_locked(lambda table=partitioned, name=name: _partition_drop(table, name), name):
+                result.dropped.append(name)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _partition_drop(partitioned: PartitionedTable, name: str) -> bool:
+    """Drop one partition after its table's `before_drop`; False when another purge dropped it first."""
+    with _giving_way() as cursor:
+        # Purges running at once (two workers) take turns; a month the other one dropped is skipped.
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [DROP_LOCK])
+        cursor.execute("SELECT to_regclass(%s)", [name])
+        if cursor.fetchone()[0] is None:
+            return False
+        # No write reaches the partition while what it added elsewhere is settled (a late backfill).
+        cursor.execute(f"LOCK TABLE {_quote(name)} IN SHARE MODE")
+        if partitioned.before_drop:
+            partitioned.before_drop(name)
+        cursor.execute(f"DROP TABLE {_quote(name)}")
+        known_partitions_forget()
+    return True
