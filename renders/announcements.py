@@ -2,7 +2,9 @@
 engagement_platform.event_hooks in the recording transaction. Renders knows no listener.
 
 `wanted_announcements` is asked before recording (a cached answer per project, so an event nobody listens to
-costs no query); when it is not empty the caller records inside a transaction and calls `announce` there.
+costs no query). When it is not empty, the listeners' writes go into the recording statement itself
+(`announcement_writes`, PostgreSQL) or, when an announcement must read first or a listener cannot, the caller
+records inside a transaction and calls `announce` there.
 """
 
 from engagement_platform import event_hooks
@@ -39,14 +41,35 @@ def wanted_announcements(event: EngagementEvent) -> frozenset[str]:
                                                    machine=event.traffic == Traffic.MACHINE)
 
 
+# Announcements that read before they are made: whether a view is its share's first, the share's row.
+READING_TYPES = SHARE_TYPES | {PublicEventType.RENDER_FIRST_VIEWED}
+
+
+def announcement_writes(event: EngagementEvent, wanted: frozenset[str]) -> list[event_hooks.StatementWrite] | None:
+    """The listeners' writes for the `wanted` announcements of `event`, as CTEs of its recording statement;
+    None when one of them must read first or a listener cannot write so (then `announce` in a transaction)."""
+    if wanted & READING_TYPES:
+        return None
+    writes: list[event_hooks.StatementWrite] = []
+    for public_type in sorted(wanted):
+        parts = event_hooks.statement_writes(public_event(event, public_type))
+        if parts is None:
+            return None
+        writes.extend(parts)
+    return writes
+
+
 def announce(event: EngagementEvent, wanted: frozenset[str]) -> None:
     """Tell the listeners of the recorded `event`; inside its recording transaction."""
     for public_type in sorted(wanted):
         if public_type == PublicEventType.RENDER_FIRST_VIEWED and not is_first_human_view(event):
             continue
-        event_hooks.recorded(RecordedEvent(
-            project_id=event.project_id, id=event.id, type=public_type, created_at=event.created_at,
-            machine=event.traffic == Traffic.MACHINE, data=lambda t=public_type: announcement_data(event, t)))
+        event_hooks.recorded(public_event(event, public_type))
+
+
+def public_event(event: EngagementEvent, public_type: str) -> RecordedEvent:
+    return RecordedEvent(project_id=event.project_id, id=event.id, type=public_type, created_at=event.created_at,
+                         machine=event.traffic == Traffic.MACHINE, data=lambda: announcement_data(event, public_type))
 
 
 def is_first_human_view(event: EngagementEvent) -> bool:

@@ -13,7 +13,7 @@ from engagement_platform.clock import now
 from engagement_platform.errors import PayloadTooLarge, ValidationFailed
 from engagement_platform.ids import parse_uuid
 from engagement_platform.traffic import HUMAN, EventKind, Traffic, Verdict, classify
-from renders.announcements import announce, wanted_announcements
+from renders.announcements import announce, announcement_writes, wanted_announcements
 from renders.kept_links_store import links_changed
 from renders.models import (
     CLASSIFIED_EVENT_TYPES,
@@ -221,16 +221,22 @@ def _record_event_postgresql(event: EngagementEvent, *, check_render: bool = Fal
     With `check_render` the statement also checks the render is the project's (None when not).
     """
     # In autocommit the statement is its own transaction; inside a caller's transaction a savepoint
-    # keeps a failure from poisoning it, as the atomic block of the portable path does. An event someone
-    # listens to is recorded in a transaction that also holds what the listeners write (their outbox).
+    # keeps a failure from poisoning it, as the atomic block of the portable path does. What the listeners
+    # of the event write (their outbox) is part of the statement; when it cannot be, the event is recorded
+    # in a transaction that also holds what they write.
     wanted = wanted_announcements(event)
-    with transaction.atomic() if wanted or connection.in_atomic_block else nullcontext():
+    writes = announcement_writes(event, wanted) if wanted else []
+    with transaction.atomic() if writes is None or connection.in_atomic_block else nullcontext():
         recorded = record_in_one_statement(
             event=event, dedupe_key=event_dedupe_key(event), window=DEDUPE_WINDOW,
             increments=counter_increments(event.event_type, event.share_id, event.traffic),
-            check_render=check_render)
-        if recorded and wanted:
+            check_render=check_render, writes=writes or ())
+        if recorded and writes is None:
             announce(event, wanted)
+        if recorded and writes:
+            for write in writes:
+                if write.committed is not None:
+                    transaction.on_commit(write.committed)
     if recorded is None:
         return None
     if not recorded:

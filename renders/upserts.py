@@ -10,10 +10,12 @@ import hashlib
 import json
 import random
 import uuid
+from collections.abc import Sequence
 from functools import cache
 
 from django.db import connection, models
 
+from engagement_platform.event_hooks import RECORDED, StatementWrite
 from renders.models import (
     COUNTER_SHARDS,
     DedupeMark,
@@ -145,7 +147,7 @@ def _uuid_param(value):
 
 
 def record_in_one_statement(*, event, dedupe_key: str | None, window, increments: dict[str, int],
-                            check_render: bool = False) -> bool | None:
+                            check_render: bool = False, writes: Sequence[StatementWrite] = ()) -> bool | None:
     """PostgreSQL: claim the dedupe mark, insert `event` and add to its counters in ONE statement.
 
     The three writes are data-modifying CTEs of a single statement, so they commit or fail
@@ -157,6 +159,8 @@ def record_in_one_statement(*, event, dedupe_key: str | None, window, increments
 
     With `check_render` the statement first reads the render by id and project (the caller
     has not looked it up) and writes nothing when it is not there; it then returns None.
+    `writes` are the event's listeners' CTEs (engagement_platform.event_hooks), run after the counters';
+    they read the recorded row (`event_hooks.RECORDED`), so they write only with the event.
     """
     ops = connection.ops
     rows = sorted(increments.items())  # a fixed order avoids lock-order deadlocks
@@ -166,16 +170,22 @@ def record_in_one_statement(*, event, dedupe_key: str | None, window, increments
     claim_params = [] if dedupe_key is None else [
         event.project_id, dedupe_key, ops.adapt_datetimefield_value(event.created_at),
         ops.adapt_datetimefield_value(event.created_at - window)]
-    sql = _record_statement(check_render=check_render, deduped=dedupe_key is not None, counter_rows=len(rows))
+    ctes, result = _record_statement(check_render=check_render, deduped=dedupe_key is not None,
+                                     counter_rows=len(rows))
+    sql = ", ".join([ctes, *(f"{write.name} AS ({write.sql})" for write in writes)]) + " " + result
+    params = target_params + claim_params + _event_params(event) + counter_params
+    for write in writes:
+        params.extend(write.params)
     with connection.cursor() as cursor:
-        cursor.execute(sql, target_params + claim_params + _event_params(event) + counter_params)
+        cursor.execute(sql, params)
         inserted, found = cursor.fetchone()
     return inserted == 1 if found else None
 
 
 @cache
-def _record_statement(*, check_render: bool, deduped: bool, counter_rows: int) -> str:
-    """The SQL of `record_in_one_statement` for one shape of call (built once per process)."""
+def _record_statement(*, check_render: bool, deduped: bool, counter_rows: int) -> tuple[str, str]:
+    """The SQL of `record_in_one_statement` for one shape of call (built once per process): its CTEs, to
+    which the listeners' are added, and its final SELECT."""
     marks, events, counters = (model._meta.db_table for model in (DedupeMark, EngagementEvent, EngagementCounter))
     _converters, columns, placeholders = _event_insert_parts()
     counter_values = ", ".join(["(%s::uuid, %s::uuid, %s::varchar, %s::smallint, %s::bigint)"] * counter_rows)
@@ -194,11 +204,11 @@ def _record_statement(*, check_render: bool, deduped: bool, counter_rows: int) -
         gate = " WHERE EXISTS (SELECT 1 FROM claim)"
     return (
         f"WITH {target}{claim}"
-        f"inserted AS (INSERT INTO {events} ({columns}) SELECT {placeholders}{gate} RETURNING 1), "
+        f"{RECORDED} AS (INSERT INTO {events} ({columns}) SELECT {placeholders}{gate} RETURNING 1), "
         f"counted AS (INSERT INTO {counters} (project_id, render_id, key, shard, count) "
-        f"SELECT * FROM (VALUES {counter_values}) AS v WHERE EXISTS (SELECT 1 FROM inserted) "
-        f"ON CONFLICT (project_id, render_id, key, shard) DO UPDATE SET count = {counters}.count + excluded.count) "
-        f"SELECT (SELECT count(*) FROM inserted), {'(SELECT count(*) FROM target)' if check_render else '1'}"
+        f"SELECT * FROM (VALUES {counter_values}) AS v WHERE EXISTS (SELECT 1 FROM {RECORDED}) "
+        f"ON CONFLICT (project_id, render_id, key, shard) DO UPDATE SET count = {counters}.count + excluded.count)",
+        f"SELECT (SELECT count(*) FROM {RECORDED}), {'(SELECT count(*) FROM target)' if check_render else '1'}",
     )
 
 

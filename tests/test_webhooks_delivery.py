@@ -177,6 +177,78 @@ def test_events_of_a_project_without_endpoints_cost_no_webhook_query(project, re
     assert not [q["sql"] for q in queries.captured_queries if "webhook" in q["sql"]]
 
 
+one_statement = pytest.mark.skipif(connection.vendor != "postgresql",
+                                   reason="only PostgreSQL records an event in one statement")
+
+
+def task_rows():
+    from django_tasks_db.models import DBTaskResult
+
+    return list(DBTaskResult.objects.order_by("enqueued_at"))
+
+
+@one_statement
+def test_a_subscribed_event_is_recorded_with_its_delivery_and_task_in_one_statement(project, render, receiver):
+    """The event, its delivery and the task that wakes the worker are one statement (one round trip, one
+    commit), and the task row is the one the task backend's own `enqueue` writes."""
+    from webhooks.tasks import deliver_deliveries
+
+    subscribe(project, receiver.url, ["render.printed"])
+    record_event(render=render, event_type=EventType.DOWNLOADED, actor_kind=ActorKind.PARTNER)  # warms the cache
+    with CaptureQueriesContext(connection) as queries:
+        assert record_event(render=render, event_type=EventType.PRINTED, actor_kind=ActorKind.PARTNER).recorded
+    [statement] = [q["sql"] for q in queries.captured_queries if "SAVEPOINT" not in q["sql"]]  # the test's
+    assert "webhooks_webhookdelivery" in statement and "dbtaskresult" in statement           # transaction
+    [delivery] = deliveries()
+    [stored] = task_rows()
+    assert stored.args_kwargs == {"args": [[str(delivery.pk)]], "kwargs": {}}
+
+    enqueued = deliver_deliveries.enqueue([str(delivery.pk)])
+    [_, by_backend] = task_rows()
+    assert str(by_backend.pk) == enqueued.id
+    compared = [field.attname for field in type(stored)._meta.concrete_fields
+                if field.attname not in ("id", "enqueued_at")]
+    assert {name: getattr(stored, name) for name in compared} == {name: getattr(by_backend, name)
+                                                                 for name in compared}
+
+    assert deliver_deliveries.call([str(delivery.pk)]) == 1  # the task the statement stored sends it
+    [received] = receiver.wait_for(1)
+    assert json.loads(received.body)["type"] == "render.printed"
+
+
+@one_statement
+def test_a_duplicate_or_a_foreign_render_stores_no_delivery_and_no_task(project, render, make_project, receiver):
+    from renders.services import render_event_record
+
+    subscribe(project, receiver.url, ["render.printed"])
+    first = record_event(render=render, event_type=EventType.PRINTED, actor_kind=ActorKind.PARTNER,
+                         source_ip="198.51.100.4")
+    again = record_event(render=render, event_type=EventType.PRINTED, actor_kind=ActorKind.PARTNER,
+                         source_ip="198.51.100.4")
+    assert (first.recorded, again.recorded) == (True, False)
+    assert render_event_record(project=make_project(), render_id=str(render.pk), event_type=EventType.PRINTED,
+                               actor_kind=ActorKind.PARTNER) is None
+    assert len(deliveries()) == 1 and len(task_rows()) == 1
+
+
+@one_statement
+def test_an_endpoint_disabled_elsewhere_since_it_was_kept_gets_no_delivery_and_no_task(project, render, receiver):
+    created = subscribe(project, receiver.url, ["render.printed"])
+    record_event(render=render, event_type=EventType.DOWNLOADED, actor_kind=ActorKind.PARTNER)  # kept now
+    WebhookEndpoint.objects.filter(pk=created.endpoint.pk).update(disabled_at=now())  # another process did it
+    assert record_event(render=render, event_type=EventType.PRINTED, actor_kind=ActorKind.PARTNER).recorded
+    assert deliveries() == [] and task_rows() == []
+
+
+def test_a_recording_inside_a_rolled_back_transaction_leaves_no_delivery_nor_task(project, render, receiver):
+    subscribe(project, receiver.url, ["render.printed"])
+    with pytest.raises(RuntimeError), transaction.atomic():
+        assert record_event(render=render, event_type=EventType.PRINTED, actor_kind=ActorKind.PARTNER).recorded
+        assert len(deliveries()) == 1
+        raise RuntimeError("the request failed")
+    assert deliveries() == [] and task_rows() == []
+
+
 def test_a_failing_receiver_is_retried_on_the_schedule_then_failed(project, render, clock, settings):
     receiver = start_receiver(status=500)
     try:

@@ -180,6 +180,30 @@ def test_twenty_concurrent_events_to_one_endpoint_are_each_delivered_exactly_onc
 
 @requires_postgres
 @pytest.mark.django_db(transaction=True)
+def test_twenty_concurrent_api_events_are_delivered_exactly_once_by_their_tasks_alone(project, render, workers):
+    """Events recorded through the API's path (event, delivery and task in one statement), two workers running
+    tasks only (no sweep): every delivery is sent once, so every task row the statement wrote was run."""
+    from renders.services import render_event_record
+
+    receiver = start_receiver()
+    try:
+        endpoint_create(project=project, url=receiver.url, events=["render.printed"])
+        workers("--no-periodic")
+        workers("--no-periodic")
+        run_in_threads(20, lambda index: render_event_record(
+            project=project, render_id=str(render.pk), event_type="printed", actor_kind="partner",
+            source_ip=f"198.51.100.{index}"))
+        connection.close()
+        wait_until(lambda: statuses().count("succeeded") == 20, 30, "twenty deliveries")
+        time.sleep(1)  # any duplicate would arrive by now
+        ids = [r.headers["webhook-id"] for r in receiver.received]
+        assert len(ids) == 20 and len(set(ids)) == 20
+    finally:
+        receiver.stop()
+
+
+@requires_postgres
+@pytest.mark.django_db(transaction=True)
 def test_a_hanging_receiver_is_given_up_after_ten_seconds_and_frees_the_worker(project, render, workers):
     hanging = start_receiver(hang_seconds=30)
     healthy = start_receiver()

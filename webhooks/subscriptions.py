@@ -10,7 +10,7 @@ from django.conf import settings
 from django.db import transaction
 
 from engagement_platform.clock import iso_ms
-from engagement_platform.event_hooks import RecordedEvent
+from engagement_platform.event_hooks import RecordedEvent, StatementWrite
 from webhooks.models import WebhookEndpoint
 
 KEPT_PROJECTS_MAX = 10_000
@@ -84,11 +84,36 @@ class Outbox:
         return frozenset(wanted)
 
     def take(self, event: RecordedEvent) -> None:
-        targets = [subscription.endpoint_id for subscription in kept_subscriptions.get(event.project_id)
-                   if subscription.wants(event.type, event.machine)]
+        targets = subscribed_endpoints(event)
         if targets:
             deliveries_store(project_id=event.project_id, endpoint_ids=targets, event_id=event.id,
                              event_type=event.type, created_at=event.created_at, body=payload_body(event))
+
+    def statement_writes(self, event: RecordedEvent, *, prefix: str) -> list[StatementWrite] | None:
+        """The deliveries and their task row as CTEs of the statement recording the event: one round trip and
+        one commit for the event and its outbox. None unless the task backend stores tasks in the database."""
+        from engagement_platform.clock import now
+        from engagement_platform.ids import new_id
+        from webhooks.db import deliveries_with_the_event
+        from webhooks.tasks import task_row, task_stored
+
+        targets = subscribed_endpoints(event)
+        rows = [(new_id(), endpoint_id) for endpoint_id in targets]
+        task = task_row([delivery_id for delivery_id, _endpoint in rows]) if rows else None
+        if task is None:
+            return None if rows else []
+        parts = deliveries_with_the_event(rows=rows, project_id=event.project_id, event_id=event.id,
+                                          event_type=event.type, body=payload_body(event), at=now(),
+                                          task_row=task, name=f"{prefix}outbox")
+        *stored, (task_name, task_sql, task_params) = parts
+        return [StatementWrite(name=name, sql=sql, params=params) for name, sql, params in stored] + [
+            StatementWrite(name=task_name, sql=task_sql, params=task_params, committed=lambda: task_stored(task))]
+
+
+def subscribed_endpoints(event: RecordedEvent) -> list:
+    """The endpoints subscribed to this event's type and traffic class (from the kept subscriptions)."""
+    return [subscription.endpoint_id for subscription in kept_subscriptions.get(event.project_id)
+            if subscription.wants(event.type, event.machine)]
 
 
 outbox = Outbox()

@@ -44,6 +44,30 @@ def enqueue_after_commit(delivery_ids: list) -> None:
         transaction.on_commit(lambda: enqueue_now(ids))
 
 
+def task_row(delivery_ids: list) -> object | None:
+    """The database backend's row for the deliveries' task, unsaved, exactly as its `enqueue` writes it (its
+    fields as `DatabaseBackend._task_to_db_task` sets them; tests/test_webhooks_delivery.py compares the two
+    rows), for a statement that stores it with its event; None with any other backend."""
+    if not _stored_in_the_database():
+        return None
+    from django_tasks_db.compat import normalize_json
+    from django_tasks_db.models import DBTaskResult
+
+    backend = deliver_deliveries.get_backend()
+    backend.validate_task(deliver_deliveries)
+    return DBTaskResult(id=backend._get_id(), priority=deliver_deliveries.priority,
+                        args_kwargs=normalize_json({"args": [[str(pk) for pk in delivery_ids]], "kwargs": {}}),
+                        task_path=deliver_deliveries.module_path, queue_name=deliver_deliveries.queue_name,
+                        run_after=deliver_deliveries.run_after, backend_name=backend.alias)
+
+
+def task_stored(row) -> None:
+    """What the backend's `enqueue` does after storing a task's row: its `task_enqueued` signal."""
+    from django_tasks_db.compat import task_enqueued
+
+    task_enqueued.send(type(deliver_deliveries.get_backend()), task_result=row.task_result)
+
+
 def _stored_in_the_database() -> bool:
     return settings.TASKS["default"]["BACKEND"] == DATABASE_BACKEND
 
