@@ -105,6 +105,10 @@ def test_each_request_gets_its_own_share_render_and_file(token):
     assert first.share.render.file is not second.share.render.file
     assert first.share.render.file.name == second.share.render.file.name
     assert (first.share.pk, first.share.render.pk) == (second.share.pk, second.share.render.pk)
+    assert first.share._state is not second.share._state  # a related object cached on one stays on it
+    first.share.render.name = "changed by one request"
+    assert second.share.render.name != first.share.render.name
+    assert first.share._state.db == second.share._state.db and not first.share._state.adding
 
 
 @pytest.mark.django_db(transaction=True)

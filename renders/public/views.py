@@ -44,6 +44,10 @@ EMAIL_GATE_CSP = (
     "frame-ancestors 'none'"
 )
 PAGE_IMAGE_CACHE_CONTROL = "private, max-age=3600"
+# A page image (a few hundred KB) is read and sent in one or two chunks where the server has no sendfile (the
+# development server, ASGI, the test client) instead of FileResponse's 4 KB ones: about 50 fewer trips through
+# the response iterator per image.
+PAGE_IMAGE_BLOCK_BYTES = 256 * 1024
 UNAVAILABLE_PAGE_CSP = (
     "default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
@@ -203,8 +207,9 @@ def share_page_image(request, token, number: int):
         return email_required(request)
     if not 1 <= number <= (render.page_count or 0):
         return unavailable(request, LinkState.UNKNOWN)
-    response = private(FileResponse(page_image_open(render, number), content_type=PAGE_IMAGE_CONTENT_TYPE),
-                       UNAVAILABLE_PAGE_CSP)
+    image = FileResponse(page_image_open(render, number), content_type=PAGE_IMAGE_CONTENT_TYPE)
+    image.block_size = PAGE_IMAGE_BLOCK_BYTES
+    response = private(image, UNAVAILABLE_PAGE_CSP)
     response["Cache-Control"] = PAGE_IMAGE_CACHE_CONTROL
     return response
 
