@@ -48,7 +48,8 @@ class DeliveryStatus(models.TextChoices):
 
 class WebhookDelivery(models.Model):
     id = models.UUIDField(primary_key=True, default=new_id, editable=False)
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    # No index of its own: the delivery log's index and the once-per-event key both lead with it.
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+", db_index=False)
     endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries")
     event_id = models.UUIDField(help_text="The payload's id, sent as webhook-id on every attempt.")
     event_type = models.CharField(max_length=64)
