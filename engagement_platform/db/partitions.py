@@ -407,10 +407,15 @@ def partitions_upkeep(*, longest_retention_days: int, at: datetime | None = None
 
 @contextmanager
 def _giving_way():
-    """A transaction for DDL on partitions whose every lock wait ends after LOCK_TIMEOUT_MS (see there)."""
+    """A transaction for DDL on partitions whose lock waits end after LOCK_TIMEOUT_MS (see there) until
+    `_lock_waits_bounded(cursor, False)`."""
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("SELECT set_config('lock_timeout', %s, true)", [f"{LOCK_TIMEOUT_MS}ms"])
+        _lock_waits_bounded(cursor, True)
         yield cursor
+
+
+def _lock_waits_bounded(cursor, bounded: bool) -> None:
+    cursor.execute("SELECT set_config('lock_timeout', %s, true)", [f"{LOCK_TIMEOUT_MS}ms" if bounded else "0"])
 
 
 def _lock_not_available(exc: OperationalError) -> bool:
@@ -499,15 +504,22 @@ def expired_partitions_drop(*, cutoff: datetime) -> DropResult:
 def _partition_drop(partitioned: PartitionedTable, name: str) -> bool:
     """Drop one partition after its table's `before_drop`; False when another purge dropped it first."""
     with _giving_way() as cursor:
-        # Purges running at once (two workers) take turns; a month the other one dropped is skipped.
+        # Purges running at once (two workers) take turns, waiting as long as it takes (no request takes this
+        # lock); a month the other one dropped is skipped.
+        _lock_waits_bounded(cursor, False)
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [DROP_LOCK])
         cursor.execute("SELECT to_regclass(%s)", [name])
         if cursor.fetchone()[0] is None:
             return False
         # No write reaches the partition while what it added elsewhere is settled (a late backfill).
+        _lock_waits_bounded(cursor, True)
         cursor.execute(f"LOCK TABLE {_quote(name)} IN SHARE MODE")
-        if partitioned.before_drop:
+        if partitioned.before_drop:  # row locks on counters and keys, held by requests for a moment: waited for
+            _lock_waits_bounded(cursor, False)
             partitioned.before_drop(name)
+        # The parent's lock, while this transaction holds the rows `before_drop` changed: a request holding
+        # the parent and waiting for one of those rows is let through, and the drop is tried again.
+        _lock_waits_bounded(cursor, True)
         cursor.execute(f"DROP TABLE {_quote(name)}")
         known_partitions_forget()
     return True
