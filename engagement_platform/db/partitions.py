@@ -517,8 +517,8 @@ def _partition_drop(partitioned: PartitionedTable, name: str) -> bool:
         if partitioned.before_drop:  # row locks on counters and keys, held by requests for a moment: waited for
             _lock_waits_bounded(cursor, False)
             partitioned.before_drop(name)
-        # The parent's lock, while this transaction holds the rows `before_drop` changed: a request holding
-        # the parent and waiting for one of those rows is let through, and the drop is tried again.
+        # The partition's exclusive lock: while it waits for a reader, every later request naming the table
+        # would queue behind it (PostgreSQL grants locks in order), so it gives way and is tried again.
         _lock_waits_bounded(cursor, True)
         cursor.execute(f"DROP TABLE {_quote(name)}")
         known_partitions_forget()
