@@ -118,3 +118,20 @@ def test_a_backfilled_week_reads_exactly_before_and_after_its_first_touches_are_
     call_command("rebuild_rollups", project=project.name, stdout=StringIO())
     [after] = report(api, **WEEK, group_by="week", unique="exact")
     assert after == before
+
+
+def test_an_exact_week_from_any_hour_counts_the_recipients_touched_since(api, project, clock):
+    """Whatever hour of the week `from` falls on (the week's ledger rows last touched since), the exact week
+    equals a recount of the raw events."""
+    from datetime import UTC, datetime, timedelta
+
+    monday = datetime(2026, 3, 30, tzinfo=UTC)
+    events = [(f"r{n % 9}@example.org", monday + timedelta(hours=7 * n + n % 5)) for n in range(24)]
+    ingest(project, [wire_event("opened", at.strftime("%Y-%m-%dT%H:%M:%SZ"), recipient=recipient,
+                                userAgent=CHROME) for recipient, at in events])
+    for hours in range(0, 7 * 24, 5):
+        since = monday + timedelta(hours=hours, minutes=17)
+        expected = len({recipient for recipient, at in events if at >= since})
+        buckets = report(api, **{"from": since.strftime("%Y-%m-%dT%H:%M:%SZ"), "to": "2026-04-06T00:00:00Z"},
+                         group_by="week", unique="exact")
+        assert sum(b["unique_opens"] for b in buckets) == expected, (since, buckets)
