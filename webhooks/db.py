@@ -9,7 +9,7 @@ from functools import cache
 from django.db import connection, connections
 from django.db.models.signals import pre_save
 
-from engagement_platform.event_hooks import RECORDED
+from engagement_platform.event_hooks import RECORDED, StatementWrite
 from webhooks.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint
 
 COLUMNS = ("id", "project_id", "endpoint_id", "event_id", "event_type", "payload", "status", "attempts",
@@ -55,15 +55,16 @@ def insert_deliveries(*, rows: list[tuple], project_id, event_id, event_type: st
 
 
 def deliveries_with_the_event(*, rows: list[tuple], project_id, event_id, event_type: str, body: str, at,
-                              task_row, name: str) -> list[tuple[str, str, list]]:
-    """The CTEs (name, SQL, parameters) that store the event's deliveries in the statement recording it, only
-    when it records the event (`RECORDED`), and the unsaved `task_row` (a model instance) only when some
-    delivery was stored."""
+                              task_row, name: str, task_committed=None) -> list[StatementWrite]:
+    """The CTEs that store the event's deliveries in the statement recording it, only when it records the
+    event (`RECORDED`), and the unsaved `task_row` (a model instance) only when some delivery was stored;
+    `task_committed` runs once the task row has committed."""
     deliveries_sql, deliveries_params = _deliveries_insert(
         rows=rows, project_id=project_id, event_id=event_id, event_type=event_type, body=body, at=at,
         gate=f"EXISTS (SELECT 1 FROM {RECORDED})")
     task_sql, task_params = row_insert(task_row, gate=f"EXISTS (SELECT 1 FROM {name}_deliveries)")
-    return [(f"{name}_deliveries", deliveries_sql, deliveries_params), (f"{name}_task", task_sql, task_params)]
+    return [StatementWrite(name=f"{name}_deliveries", sql=deliveries_sql, params=deliveries_params),
+            StatementWrite(name=f"{name}_task", sql=task_sql, params=task_params, committed=task_committed)]
 
 
 def row_insert(instance, *, gate: str) -> tuple[str, list]:

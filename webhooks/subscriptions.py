@@ -102,12 +102,10 @@ class Outbox:
         task = task_row([delivery_id for delivery_id, _endpoint in rows]) if rows else None
         if task is None:
             return None if rows else []
-        parts = deliveries_with_the_event(rows=rows, project_id=event.project_id, event_id=event.id,
-                                          event_type=event.type, body=payload_body(event), at=now(),
-                                          task_row=task, name=f"{prefix}outbox")
-        *stored, (task_name, task_sql, task_params) = parts
-        return [StatementWrite(name=name, sql=sql, params=params) for name, sql, params in stored] + [
-            StatementWrite(name=task_name, sql=task_sql, params=task_params, committed=lambda: task_stored(task))]
+        return deliveries_with_the_event(rows=rows, project_id=event.project_id, event_id=event.id,
+                                         event_type=event.type, body=payload_body(event), at=now(),
+                                         task_row=task, name=f"{prefix}outbox",
+                                         task_committed=lambda: task_stored(task))
 
 
 def subscribed_endpoints(event: RecordedEvent) -> list:
